@@ -1,0 +1,99 @@
+"""The contract of a dataset plugin.
+
+A dataset is one file under datasets/ that subclasses :class:`Dataset` and registers itself with
+``@register_dataset("name")``. It turns the files a user has on disk into :class:`~cirbench.data.Split`
+objects; it never encodes, scores or knows about methods.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import ClassVar
+
+from .data import Split, Triplet
+from .errors import DataError, UsageError
+from .registry import datasets
+
+register_dataset = datasets.register
+
+
+class Dataset:
+    name: ClassVar[str] = ""
+    description: ClassVar[str] = ""
+    splits: ClassVar[tuple[str, ...]] = ()
+    default_splits: ClassVar[tuple[str, ...]] = ()
+    # what the user should have under the data root, for the missing-data message
+    expected_layout: ClassVar[str] = ""
+    # the encoder this dataset is meant for when --encoder is not given (None: the user must say)
+    default_encoder: ClassVar[str | None] = None
+
+    def __init__(self, root: Path, options: dict | None = None):
+        self.root = Path(root)
+        self.options = dict(options or {})
+
+    @property
+    def label(self) -> str:
+        """The dataset's name in results and tables."""
+        return self.name or getattr(self, "registry_name", "dataset")
+
+    # -- to override ----------------------------------------------------------------------------
+    def available_splits(self) -> tuple[str, ...]:
+        return self.splits
+
+    def load(self, split: str) -> Split:
+        raise NotImplementedError
+
+    def train_triplets(self) -> list[Triplet]:
+        """Supervised training triplets (for the Combiner); image ids resolve through train_images()."""
+        raise UsageError(f"dataset {self.name!r} has no training triplets")
+
+    def train_images(self) -> dict[str, Path]:
+        raise UsageError(f"dataset {self.name!r} has no training images")
+
+    def check(self) -> list[str]:
+        """Problems found in the layout without running a model (empty: all good)."""
+        problems = []
+        for split in self.available_splits():
+            try:
+                loaded = self.load(split)
+            except DataError as exc:
+                problems.append(str(exc))
+                continue
+            for image_id, path in loaded.images.items():
+                if not path.is_file():
+                    problems.append(f"{loaded.name}: image {image_id!r} is missing ({path})")
+        return problems
+
+    # -- helpers --------------------------------------------------------------------------------
+    def require_root(self) -> None:
+        if not self.root.is_dir():
+            raise DataError(
+                f"dataset {self.name!r}: folder {self.root} does not exist. Expected: {self.expected_layout}. "
+                f"Point at it with --data-root PATH (holding {self.name}/) or --data {self.name}=PATH."
+            )
+
+    def inside(self, relative: str, what: str) -> Path:
+        """Resolve a path read from a dataset file; refuse one that escapes the dataset folder."""
+        path = (self.root / relative).resolve()
+        root = self.root.resolve()
+        if path != root and root not in path.parents:
+            raise DataError(f"{what}: path {relative!r} escapes the dataset folder {self.root}")
+        return path
+
+
+def resolve_root(name: str, data_root: str | os.PathLike | None, overrides: dict[str, str]) -> Path:
+    """Where dataset ``name`` lives: --data NAME=PATH, else <data root>/<name>.
+
+    The data root is --data-root or $CIRBENCH_DATA_ROOT.
+    """
+    if name in overrides:
+        return Path(overrides[name]).expanduser()
+    root = data_root or os.environ.get("CIRBENCH_DATA_ROOT")
+    if not root:
+        cls = datasets.get(name)
+        raise UsageError(
+            f"no data root for dataset {name!r}: pass --data-root PATH (a folder holding {name}/) or "
+            f"--data {name}=PATH, or set CIRBENCH_DATA_ROOT. Expected layout: {cls.expected_layout}"
+        )
+    return Path(root).expanduser() / name

@@ -1,0 +1,222 @@
+"""open_clip models as cirbench encoders.
+
+SPEC forms: ``ARCH:TAG`` (open_clip pretrained tag), ``ARCH:/path/weights.pt``, ``hf-hub:ORG/REPO``,
+``local-dir:PATH`` (open_clip's folder format: open_clip_config.json + weights), and
+``random:ARCH[@SEED]`` (random weights, marked in every table).
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from ..encoder import Encoder, register_encoder, sha256_file
+from ..errors import UsageError
+
+
+class TargetPad:
+    """CLIP4Cir/SEARLE preprocessing: pad an elongated image towards a square before CLIP's resize/crop."""
+
+    def __init__(self, target_ratio: float = 1.25):
+        self.target_ratio = target_ratio
+
+    def __call__(self, image):
+        from torchvision.transforms import functional as F
+
+        w, h = image.size
+        if max(w, h) / min(w, h) < self.target_ratio:
+            return image
+        scaled = max(w, h) / self.target_ratio
+        hp, vp = max(int((scaled - w) / 2), 0), max(int((scaled - h) / 2), 0)
+        return F.pad(image, [hp, vp, hp, vp], 0, "constant")
+
+    def __repr__(self):
+        return f"TargetPad({self.target_ratio})"
+
+
+class OpenClipEncoder(Encoder):
+    def __init__(self, model, preprocess, tokenizer, identity: dict, device: str, precision: str):
+        import torch
+
+        self.model = model.eval().requires_grad_(False)
+        self.preprocess = preprocess
+        self.tokenizer = tokenizer
+        self.identity = identity
+        self.device = device
+        self.precision = precision
+        self.dtype = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}[precision]
+        self.embed_dim = int(identity["embed_dim"])
+        self.token_width = int(model.token_embedding.weight.shape[1]) if hasattr(model, "token_embedding") else 0
+
+    # -- tokens ---------------------------------------------------------------------------------
+    def token_id(self, word: str) -> int:
+        ids = self.tokenizer.encode(word) if hasattr(self.tokenizer, "encode") else None
+        if not ids or len(ids) != 1:
+            raise UsageError(f"{word!r} is not a single token of this encoder's tokenizer")
+        return int(ids[0])
+
+    def tokenize(self, texts: list[str]):
+        return self.tokenizer(list(texts)).to(self.device)
+
+    def word_embedding(self, word: str):
+        return self.model.token_embedding.weight[self.token_id(word)].detach().float().clone()
+
+    @property
+    def logit_scale(self) -> float:
+        return float(self.model.logit_scale.exp().item())
+
+    # -- features -------------------------------------------------------------------------------
+    def _autocast(self):
+        import contextlib
+
+        import torch
+
+        if self.precision == "fp32" or not str(self.device).startswith("cuda"):
+            return contextlib.nullcontext()
+        return torch.autocast("cuda", dtype=self.dtype)
+
+    def encode_images(self, pixels):
+        with self._autocast():
+            return self.model.encode_image(pixels.to(self.device, non_blocking=True)).float()
+
+    def encode_texts(self, texts: list[str]):
+        with self._autocast():
+            return self.model.encode_text(self.tokenize(texts)).float()
+
+    def pseudo_positions(self, prompts: list[str], token: str = "*"):
+        """Tokens of the prompts and the mask of the pseudo-word; a clear error unless each prompt holds it
+        exactly once as its own word (not truncated away)."""
+        tokens = self.tokenize(prompts)
+        mask = tokens == self.token_id(token)
+        counts = mask.sum(dim=1)
+        bad = [p for p, c in zip(prompts, counts.tolist()) if c != 1]
+        if bad:
+            raise UsageError(
+                f"prompt {bad[0]!r} must hold the pseudo-word {token!r} exactly once as its own word "
+                f"(write 'a photo of {token} , text', not '{token},'); {len(bad)} prompt(s) affected"
+            )
+        return tokens, mask
+
+    def encode_texts_with_pseudo(self, prompts: list[str], embeddings, token: str = "*"):
+        """Encode prompts whose standalone ``token`` is replaced by the given input embeddings.
+
+        ``embeddings`` has one row per prompt (width = token_width). Differentiable in
+        ``embeddings`` (used for training the mapping networks)."""
+        if not hasattr(self.model, "token_embedding"):
+            raise UsageError(f"encoder {self.identity['spec']!r} has no token-embedding text tower; "
+                             "pseudo-word methods need a CLIP-style text transformer")
+        tokens, mask = self.pseudo_positions(prompts, token)
+        if embeddings.shape != (len(prompts), self.token_width):
+            raise UsageError(f"pseudo-word embeddings have shape {tuple(embeddings.shape)}, "
+                             f"expected ({len(prompts)}, {self.token_width})")
+
+        def inject(_module, _inputs, output):
+            output = output.clone()
+            output[mask] = embeddings.to(output.dtype).to(output.device)
+            return output
+
+        handle = self.model.token_embedding.register_forward_hook(inject)
+        try:
+            with self._autocast():
+                return self.model.encode_text(tokens).float()
+        finally:
+            handle.remove()
+
+
+def _identity(spec: str, model, preprocess, precision: str, transform: str, **extra) -> dict:
+    import open_clip
+
+    vision = getattr(model, "visual", None)
+    image_size = getattr(vision, "image_size", None)
+    act = getattr(getattr(model, "transformer", None), "resblocks", [None])[0]
+    quick_gelu = None
+    if act is not None and hasattr(act, "mlp"):
+        quick_gelu = type(act.mlp.gelu).__name__ == "QuickGELU"
+    proj = getattr(model, "text_projection", None)
+    if proj is None:
+        embed_dim = int(model.visual.output_dim)
+    elif hasattr(proj, "out_features"):
+        embed_dim = int(proj.out_features)
+    else:
+        embed_dim = int(proj.shape[1])
+    return {
+        "kind": "openclip",
+        "spec": spec,
+        "precision": precision,
+        "transform": transform,
+        "preprocess": repr(preprocess).replace("\n", " "),
+        "image_size": list(image_size) if isinstance(image_size, tuple) else image_size,
+        "quick_gelu": quick_gelu,
+        "embed_dim": embed_dim,
+        "open_clip_version": open_clip.__version__,
+        **extra,
+    }
+
+
+def _with_transform(preprocess, transform: str):
+    if transform == "clip":
+        return preprocess
+    from torchvision import transforms as T
+
+    return T.Compose([TargetPad(1.25), *preprocess.transforms])
+
+
+def _weights_hash(spec: str, arch: str, tag: str | None) -> dict:
+    if spec.startswith("local-dir:"):
+        folder = Path(spec[len("local-dir:"):])
+        files = sorted(p for p in folder.iterdir() if p.is_file() and p.name.startswith("open_clip"))
+        return {"weights_sha256": {p.name: sha256_file(p) for p in files}}
+    if tag and os.path.isfile(tag):
+        return {"weights_file": str(Path(tag).resolve()), "weights_sha256": sha256_file(Path(tag))}
+    return {"pretrained": tag}
+
+
+@register_encoder("openclip")
+def build_openclip(rest: str, *, spec: str, device: str, precision: str, transform: str, cache_dir=None):
+    """An open_clip model with pretrained weights (never a silent random-weights fallback)."""
+    import open_clip
+
+    if rest.startswith(("hf-hub:", "local-dir:")):
+        arch, tag, name = rest, None, rest
+    else:
+        arch, _, tag = rest.partition(":")
+        tag = tag or None
+        name = arch
+        if arch not in open_clip.list_models():
+            raise UsageError(f"unknown open_clip architecture {arch!r} in encoder {spec!r} "
+                             f"(see open_clip.list_models(); e.g. ViT-L-14:openai)")
+        if not tag:
+            raise UsageError(f"encoder {spec!r} names no weights: use ARCH:TAG (e.g. ViT-L-14:openai), "
+                             f"ARCH:/path/to/weights.pt, or random:{arch} for random weights")
+    try:
+        model, _, preprocess = open_clip.create_model_and_transforms(
+            name, pretrained=tag, precision="fp32", device=device,
+            cache_dir=str(cache_dir) if cache_dir else None, require_pretrained=True)
+        tokenizer = open_clip.get_tokenizer(name)
+    except UsageError:
+        raise
+    except Exception as exc:
+        where = cache_dir or os.environ.get("HF_HOME") or "~/.cache/huggingface"
+        offline = " (HF_HUB_OFFLINE is set)" if os.environ.get("HF_HUB_OFFLINE") else ""
+        raise UsageError(f"cannot load encoder {spec!r}{offline}: {str(exc).splitlines()[0][:300]} "
+                         f"[looked in the local cache {where}]") from exc
+    preprocess = _with_transform(preprocess, transform)
+    identity = _identity(spec, model, preprocess, precision, transform, random_weights=False,
+                         **_weights_hash(rest, arch, tag))
+    return OpenClipEncoder(model.to(device), preprocess, tokenizer, identity, device, precision)
+
+
+@register_encoder("random")
+def build_random(rest: str, *, spec: str, device: str, precision: str, transform: str, cache_dir=None):
+    """An open_clip architecture with seeded random weights: for speed tests and plumbing, never results."""
+    import open_clip
+    import torch
+
+    arch, _, seed = rest.partition("@")
+    if arch not in open_clip.list_models():
+        raise UsageError(f"unknown open_clip architecture {arch!r} in encoder {spec!r}")
+    torch.manual_seed(int(seed or 0))
+    model, _, preprocess = open_clip.create_model_and_transforms(arch, pretrained=None, device=device)
+    preprocess = _with_transform(preprocess, transform)
+    identity = _identity(spec, model, preprocess, precision, transform, random_weights=True, seed=int(seed or 0))
+    return OpenClipEncoder(model, preprocess, open_clip.get_tokenizer(arch), identity, device, precision)

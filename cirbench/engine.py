@@ -1,0 +1,279 @@
+"""The scoring engine: encode each gallery once, compose every method's queries, rank, score, record.
+
+The engine knows no method or dataset by name: it asks the dataset for a Split and the registry for
+method classes, and it writes one result file per (encoder, method, dataset, split).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import sys
+import time
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+
+import numpy as np
+
+from . import metrics as M
+from . import results
+from .cache import FeatureCache, item_key
+from .data import Split
+from .encoder import stable_hash
+from .errors import CirbenchError, DataError
+from .images import image_batches, unreadable
+from .method import MethodContext
+from .registry import methods as method_registry
+from .scoring import normalize, rank_subsets, target_ranks, topk
+
+
+@dataclass
+class RunOptions:
+    results_dir: Path
+    cache_dir: Path
+    batch_size: int = 64
+    workers: int = 2
+    chunk_size: int = 65536
+    overwrite: bool = False
+    seed: int = 0
+    skip_bad_images: bool = False
+    checkpoints: dict[str, Path] = field(default_factory=dict)  # method -> path
+    prompts: dict[str, str] = field(default_factory=dict)  # user overrides of the split's prompt templates
+    command: list[str] = field(default_factory=lambda: list(sys.argv))
+
+
+class FeatureStore:
+    """Image features of one encoder, through the on-disk cache: every image is encoded at most once."""
+
+    def __init__(self, encoder, cache_dir: Path, batch_size: int, workers: int, progress=None,
+                 flush_every: int = 4096):
+        self.encoder = encoder
+        self.cache = FeatureCache(cache_dir, encoder.key)
+        self.batch_size, self.workers, self.progress = batch_size, workers, progress
+        self.flush_every = flush_every
+        self.hits = self.misses = 0
+
+    def features(self, paths: list[Path], label: str = "images"):
+        """(N x D float tensor, [(position, error)]) for the files; rows of unreadable files are NaN."""
+        import torch
+
+        keys = [item_key(p) for p in paths]
+        found = self.cache.get(keys)
+        self.hits += len(found)
+        out = np.full((len(paths), self.encoder.embed_dim), np.nan, dtype=np.float32)
+        for pos, row in found.items():
+            out[pos] = row
+        todo = [i for i in range(len(paths)) if i not in found]
+        self.misses += len(todo)
+        bad: list[tuple[int, str]] = []
+        if todo:
+            task = self.progress.task(f"encode {label}", total=len(todo)) if self.progress else None
+            pend_keys, pend_rows = [], []
+            pin = str(self.encoder.device).startswith("cuda")
+            with torch.no_grad():
+                for idx, pixels, errors in image_batches([paths[i] for i in todo], self.encoder.preprocess,
+                                                         self.batch_size, self.workers, pin_memory=pin):
+                    bad.extend((todo[i], err) for i, err in errors)
+                    if pixels is not None:
+                        feats = self.encoder.encode_images(pixels).cpu().numpy()
+                        for j, i in enumerate(idx.tolist()):
+                            out[todo[i]] = feats[j]
+                            pend_keys.append(keys[todo[i]])
+                            pend_rows.append(feats[j])
+                    if len(pend_keys) >= self.flush_every:
+                        self.cache.put(pend_keys, np.stack(pend_rows))
+                        pend_keys, pend_rows = [], []
+                    if task:
+                        task.advance(len(idx) + len(errors))
+            self.cache.put(pend_keys, np.stack(pend_rows) if pend_rows else np.zeros((0, 0)))
+            if task:
+                task.done()
+        return torch.from_numpy(out), bad
+
+
+class TextFeatures:
+    """Memoised, deduplicated text encoding shared by all methods of a run."""
+
+    def __init__(self, encoder, batch_size: int = 256):
+        self.encoder, self.batch_size = encoder, batch_size
+        self.memo: dict[str, object] = {}
+
+    def __call__(self, texts: list[str]):
+        import torch
+
+        missing = list(dict.fromkeys(t for t in texts if t not in self.memo))
+        with torch.no_grad():
+            for i in range(0, len(missing), self.batch_size):
+                chunk = missing[i:i + self.batch_size]
+                for text, feat in zip(chunk, self.encoder.encode_texts(chunk)):
+                    self.memo[text] = feat
+        return torch.stack([self.memo[t] for t in texts])
+
+
+@dataclass
+class CellOutcome:
+    method: str
+    dataset: str
+    split: str
+    status: str  # "computed", "reused", "failed"
+    record: dict | None = None
+    error: CirbenchError | None = None
+    path: Path | None = None
+
+
+def _drop_unreadable(split: Split, bad_ids: set[str]) -> tuple[Split, dict]:
+    """The split without unreadable images; queries that lose their reference or every target are counted."""
+    gallery = [g for g in split.gallery if g not in bad_ids]
+    kept, dropped = [], []
+    for q in split.queries:
+        targets = tuple(t for t in q.targets if t not in bad_ids)
+        if q.reference in bad_ids or (q.targets and not targets):
+            dropped.append(q.qid)
+            continue
+        subset = tuple(s for s in q.subset if s not in bad_ids) if q.subset is not None else None
+        kept.append(replace(q, targets=targets, subset=subset))
+    info = {"unreadable_images": sorted(bad_ids), "dropped_queries": dropped,
+            "dropped_gallery_items": len(split.gallery) - len(gallery)}
+    return replace(split, gallery=gallery, queries=kept), info
+
+
+class Engine:
+    def __init__(self, encoder, options: RunOptions, progress=None):
+        self.encoder = encoder
+        self.options = options
+        self.progress = progress
+        self.store = FeatureStore(encoder, options.cache_dir, options.batch_size, options.workers, progress)
+        self.texts = TextFeatures(encoder)
+
+    # -- one split, many methods --------------------------------------------------------------
+    def evaluate(self, split: Split, method_names: list[str]) -> list[CellOutcome]:
+        outcomes, todo = [], []
+        for name in method_names:
+            cls = method_registry.get(name)
+            ctx = MethodContext(encoder=self.encoder, prompts={**split.prompts, **self.options.prompts},
+                                dataset=split.dataset, text_features=self.texts,
+                                checkpoint=self.options.checkpoints.get(cls.registry_name),
+                                checkpoint_store=Path(self.options.cache_dir) / "checkpoints")
+            try:
+                method = cls(ctx)
+            except CirbenchError as exc:
+                outcomes.append(CellOutcome(cls.registry_name, split.dataset, split.split, "failed", error=exc))
+                continue
+            path = results.result_path(self.options.results_dir, self.encoder.slug, split.dataset, split.split,
+                                       cls.registry_name)
+            key = self._cell_key(split, cls, method)
+            if path.is_file() and not self.options.overwrite:
+                try:
+                    old = results.read(path)
+                except DataError:
+                    old = None
+                if old is not None and old.get("cell_key") == key:
+                    outcomes.append(CellOutcome(cls.registry_name, split.dataset, split.split, "reused", old, path=path))
+                    continue
+            todo.append((cls, method, key, path))
+        if not todo:
+            return outcomes
+
+        start = time.perf_counter()
+        hits0, misses0 = self.store.hits, self.store.misses
+        ids = list(dict.fromkeys([*split.gallery, *(q.reference for q in split.queries)]))
+        feats, bad = self.store.features([split.images[i] for i in ids], label=split.name)
+        skipped: dict = {}
+        if bad:
+            if not self.options.skip_bad_images:
+                pos, err = bad[0]
+                more = f" (and {len(bad) - 1} more)" if len(bad) > 1 else ""
+                raise DataError(str(unreadable(split.images[ids[pos]], err)) + more)
+            split, skipped = _drop_unreadable(split, {ids[p] for p, _ in bad})
+        row = {image_id: i for i, image_id in enumerate(ids)}
+        gallery = normalize(feats[[row[g] for g in split.gallery]]).to(self.encoder.device)
+        refs = feats[[row[q.reference] for q in split.queries]]
+        shared = time.perf_counter() - start
+        cache = {"hits": self.store.hits - hits0, "misses": self.store.misses - misses0}
+
+        for cls, method, key, path in todo:
+            t0 = time.perf_counter()
+            try:
+                query = self._compose(method, refs, [q.text for q in split.queries])
+                scores = self._score(split, query, gallery)
+            except CirbenchError as exc:
+                outcomes.append(CellOutcome(cls.registry_name, split.dataset, split.split, "failed", error=exc))
+                continue
+            record = self._record(split, cls, method, key, scores, cache, skipped,
+                                  wall=time.perf_counter() - t0 + shared)
+            results.write(path, record)
+            outcomes.append(CellOutcome(cls.registry_name, split.dataset, split.split, "computed", record, path=path))
+        return outcomes
+
+    def _cell_key(self, split: Split, cls, method) -> str:
+        return stable_hash({"encoder": self.encoder.key, "method": cls.registry_name, "config": method.config(),
+                            "dataset": split.dataset, "split": split.split, "root": str(Path(split.root).resolve()),
+                            "queries": len(split.queries), "gallery": len(split.gallery),
+                            "prompts": split.prompts, "metrics": split.metrics,
+                            "remove_reference": split.remove_reference,
+                            "skip_bad_images": self.options.skip_bad_images})[:20]
+
+    def _compose(self, method, refs, texts):
+        import torch
+
+        out = []
+        bs = self.options.batch_size
+        task = self.progress.task(f"compose {method.registry_name}", total=len(texts)) if self.progress else None
+        with torch.no_grad():
+            for i in range(0, len(texts), bs):
+                out.append(normalize(method.compose(refs[i:i + bs].to(self.encoder.device), texts[i:i + bs])))
+                if task:
+                    task.advance(len(texts[i:i + bs]))
+        if task:
+            task.done()
+        return torch.cat(out)
+
+    def _score(self, split: Split, query, gallery) -> dict:
+        import torch
+
+        pos = {g: i for i, g in enumerate(split.gallery)}
+        exclude = None
+        if split.remove_reference:
+            exclude = torch.tensor([pos.get(q.reference, -1) for q in split.queries], device=query.device)
+        out: dict = {}
+        if not split.has_ground_truth:
+            return out
+        targets = [[pos[t] for t in q.targets] for q in split.queries]
+        ks = [k for fam in ("recall", "positive_recall", "map") for k in split.metrics.get(fam, [])]
+        if ks:
+            _s, ranked = topk(query, gallery, max(ks), exclude=exclude, chunk_size=self.options.chunk_size)
+            ranked = ranked.cpu()
+            for family in ("recall", "positive_recall", "map"):
+                if family in split.metrics:
+                    out.update(M.FAMILIES[family](ranked, targets, split.metrics[family]))
+        if "recall_subset" in split.metrics:
+            members = [[pos[m] for m in (q.subset or ()) if m != q.reference] for q in split.queries]
+            width = max(1, max(len(m) for m in members))
+            padded = torch.tensor([m + [-1] * (width - len(m)) for m in members], device=query.device)
+            ranked_subset = rank_subsets(query, gallery, padded).cpu()
+            out.update(M.recall_at_k(ranked_subset, targets, split.metrics["recall_subset"], prefix="Rs"))
+        if "rank" in split.metrics:
+            first = torch.tensor([t[0] if t else -1 for t in targets], device=query.device)
+            ranks = target_ranks(query, gallery, first, exclude=exclude, chunk_size=self.options.chunk_size)
+            out.update(M.rank_summary([r for r in ranks.tolist() if r > 0]))
+        return out
+
+    def _record(self, split: Split, cls, method, key, scores, cache, skipped, wall) -> dict:
+        return {
+            "schema_version": results.SCHEMA_VERSION,
+            "cell_key": key,
+            "encoder": {"label": self.encoder.label, "slug": self.encoder.slug, "key": self.encoder.key,
+                        **self.encoder.identity},
+            "method": {"name": cls.registry_name, "supervised": bool(cls.supervised),
+                       "description": cls.description, "config": method.config()},
+            "dataset": {"name": split.dataset, "split": split.split, "root": str(Path(split.root).resolve()),
+                        "n_queries": len(split.queries), "n_gallery": len(split.gallery),
+                        "remove_reference": split.remove_reference, "prompts": split.prompts,
+                        "has_ground_truth": split.has_ground_truth, **split.info},
+            "metrics": scores,
+            "main_metrics": [m for m in split.main_metrics if m in scores],
+            "run": {"date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+                    "wall_time_s": round(wall, 3), "device": str(self.encoder.device),
+                    "batch_size": self.options.batch_size, "workers": self.options.workers,
+                    "seed": self.options.seed, "feature_cache": cache, "skipped": skipped,
+                    "command": self.options.command, "versions": results.versions()},
+        }

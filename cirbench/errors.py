@@ -1,0 +1,29 @@
+"""Exceptions that the CLI turns into one clear line and an exit code."""
+
+
+class CirbenchError(Exception):
+    """Base class: a failure that is reported as a single line without a traceback."""
+
+    exit_code = 1
+
+
+class UsageError(CirbenchError):
+    """The user asked for something that cannot be (unknown name, bad option, bad prompt)."""
+
+    exit_code = 2
+
+
+class DataError(CirbenchError):
+    """Input data on disk is missing or malformed; the message names the file and the problem."""
+
+    exit_code = 2
+
+
+class MissingCheckpointError(UsageError):
+    """A trained method has no checkpoint; the message says how to get one."""
+
+
+class RunError(CirbenchError):
+    """A run started but could not finish."""
+
+    exit_code = 1

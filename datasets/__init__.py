@@ -1,0 +1,1 @@
+"""Built-in datasets (importable as cirbench.datasets.*); each module registers itself."""

@@ -1,0 +1,168 @@
+"""A dataset of the user's own: a folder with query files and a gallery.
+
+    mydata/
+      gallery/                 the gallery: every image below it (or gallery.txt: one path per line)
+      val.jsonl                one eval split per <split>.jsonl, one query per line:
+                               {"reference": "gallery/a.jpg", "text": "make it red",
+                                "target": "gallery/b.jpg"}      (or "targets": [...], optional "subset": [...], "id")
+      train.jsonl              optional training triplets for the Combiner (same fields, one target)
+      cirbench.json            optional: {"prompts": {"pseudo": "a photo of * , {text}", "text": "{text}"},
+                                          "remove_reference": false, "metrics": {"recall": [1, 5, 10, 50]}}
+
+Image paths are relative to the folder and must stay inside it. Run it with
+``cirbench run --dataset path/to/mydata`` (or ``--dataset folder --data folder=path/to/mydata``).
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from cirbench.data import DEFAULT_PROMPTS, Query, Split, Triplet
+from cirbench.dataset import Dataset, register_dataset
+from cirbench.errors import DataError
+
+IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff"}
+
+
+def read_jsonl(path: Path) -> list[tuple[int, dict]]:
+    rows = []
+    with open(path, encoding="utf-8") as fh:
+        for lineno, line in enumerate(fh, 1):
+            if not line.strip():
+                continue
+            try:
+                row = json.loads(line)
+            except json.JSONDecodeError as exc:
+                raise DataError(f"{path}:{lineno}: invalid JSON ({exc.msg} at column {exc.colno})") from None
+            if not isinstance(row, dict):
+                raise DataError(f"{path}:{lineno}: expected a JSON object, found {type(row).__name__}")
+            rows.append((lineno, row))
+    return rows
+
+
+@register_dataset("folder")
+class FolderDataset(Dataset):
+    description = "your own data: <split>.jsonl queries + gallery/ folder (see README)"
+    expected_layout = "a folder with gallery/ (or gallery.txt) and one or more <split>.jsonl query files"
+
+    @property
+    def label(self) -> str:
+        return self.root.resolve().name
+
+    def _settings(self) -> dict:
+        path = self.root / "cirbench.json"
+        if not path.is_file():
+            return {}
+        try:
+            settings = json.loads(path.read_text(encoding="utf-8"))
+        except json.JSONDecodeError as exc:
+            raise DataError(f"{path}: invalid JSON ({exc.msg} at line {exc.lineno} column {exc.colno})") from None
+        if not isinstance(settings, dict):
+            raise DataError(f"{path}: expected a JSON object")
+        return settings
+
+    def available_splits(self) -> tuple[str, ...]:
+        self.require_root()
+        splits = tuple(sorted(p.stem for p in self.root.glob("*.jsonl") if p.stem != "train"))
+        if not splits:
+            raise DataError(f"{self.root}: no query file (<split>.jsonl) found. Expected: {self.expected_layout}")
+        return splits
+
+    @property
+    def default_splits(self) -> tuple[str, ...]:  # type: ignore[override]
+        return self.available_splits()
+
+    def _gallery(self) -> list[str]:
+        listing = self.root / "gallery.txt"
+        if listing.is_file():
+            names = [ln.strip() for ln in listing.read_text(encoding="utf-8").splitlines() if ln.strip()]
+            for name in names:
+                self.inside(name, str(listing))
+            return names
+        folder = self.root / "gallery"
+        if not folder.is_dir():
+            raise DataError(f"{self.root}: no gallery: expected a gallery/ folder of images or a gallery.txt list")
+        names = sorted(p.relative_to(self.root).as_posix() for p in folder.rglob("*")
+                       if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())
+        if not names:
+            raise DataError(f"{folder}: the gallery folder holds no images ({', '.join(sorted(IMAGE_SUFFIXES))})")
+        return names
+
+    def _image(self, images: dict, name, where: str) -> str:
+        if not isinstance(name, str) or not name:
+            raise DataError(f"{where}: image paths must be non-empty strings, found {name!r}")
+        if name not in images:
+            images[name] = self.inside(name, where)
+        return name
+
+    def load(self, split: str) -> Split:
+        if split not in self.available_splits():
+            raise DataError(f"{self.root}: no split {split!r}; found {', '.join(self.available_splits())}")
+        settings = self._settings()
+        path = self.root / f"{split}.jsonl"
+        gallery = self._gallery()
+        images: dict[str, Path] = {}
+        for name in gallery:
+            self._image(images, name, str(self.root / "gallery.txt"))
+        in_gallery = set(gallery)
+        queries = []
+        for lineno, row in read_jsonl(path):
+            where = f"{path}:{lineno}"
+            for field in ("reference", "text"):
+                if field not in row:
+                    raise DataError(f"{where}: missing field {field!r}")
+            if not isinstance(row["text"], str):
+                raise DataError(f"{where}: 'text' must be a string")
+            targets = row.get("targets", [row["target"]] if "target" in row else [])
+            if isinstance(targets, str) or not isinstance(targets, list):
+                raise DataError(f"{where}: 'targets' must be a list of image paths")
+            for t in targets:
+                self._image(images, t, where)
+                if t not in in_gallery:
+                    raise DataError(f"{where}: target {t!r} is not in the gallery")
+            subset = row.get("subset")
+            if subset is not None:
+                for s in subset:
+                    if self._image(images, s, where) not in in_gallery:
+                        raise DataError(f"{where}: subset image {s!r} is not in the gallery")
+            queries.append(Query(qid=str(row.get("id", lineno)), reference=self._image(images, row["reference"], where),
+                                 text=row["text"], targets=tuple(targets),
+                                 subset=tuple(subset) if subset is not None else None))
+        if not queries:
+            raise DataError(f"{path}: holds no queries")
+        metrics = settings.get("metrics")
+        if metrics is None:
+            metrics = {"recall": [1, 5, 10, 50]}
+            if any(q.subset for q in queries):
+                metrics["recall_subset"] = [1, 2, 3]
+            if any(len(q.targets) > 1 for q in queries):
+                metrics["map"] = [5, 10, 25, 50]
+        return Split(
+            dataset=self.label, split=split, root=self.root, images=images, gallery=gallery, queries=queries,
+            metrics=metrics, main_metrics=settings.get("main_metrics", ["R@1", "R@10", "R@50"]),
+            prompts={**DEFAULT_PROMPTS, **settings.get("prompts", {})},
+            remove_reference=bool(settings.get("remove_reference", False)),
+            has_ground_truth=all(q.targets for q in queries),
+            info={"queries_file": str(path)},
+        )
+
+    def train_triplets(self) -> list[Triplet]:
+        path = self.root / "train.jsonl"
+        if not path.is_file():
+            raise DataError(f"{self.root}: no train.jsonl with training triplets (reference, text, target)")
+        triplets = []
+        for lineno, row in read_jsonl(path):
+            where = f"{path}:{lineno}"
+            missing = [f for f in ("reference", "text", "target") if f not in row]
+            if missing:
+                raise DataError(f"{where}: missing field(s) {', '.join(missing)}")
+            triplets.append(Triplet(row["reference"], row["text"], row["target"]))
+        return triplets
+
+    def train_images(self) -> dict[str, Path]:
+        out: dict[str, Path] = {}
+        for i, t in enumerate(self.train_triplets()):
+            self._image(out, t.reference, f"{self.root / 'train.jsonl'}:{i + 1}")
+            self._image(out, t.target, f"{self.root / 'train.jsonl'}:{i + 1}")
+        return out

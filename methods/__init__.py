@@ -1,0 +1,1 @@
+"""Built-in methods (importable as cirbench.methods.*); each module registers itself."""

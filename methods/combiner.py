@@ -1,0 +1,127 @@
+"""The CLIP4Cir Combiner (Baldrati et al., 2022): a supervised fusion of image and text features.
+
+NOT zero-shot: it is trained on a benchmark's own train triplets (``cirbench train combiner --dataset
+NAME``) and every table marks it supervised with the training set it used. Checkpoints use the
+official layout ``{'epoch': e, 'Combiner': state_dict}``; the projection and hidden sizes are read from
+the weights.
+"""
+
+from __future__ import annotations
+
+from cirbench import checkpoints
+from cirbench.method import Method, TrainRequest, register_method
+from cirbench.training import batches, option, steps_per_epoch
+
+KEYS = {f"{layer}.{p}" for layer in ("text_projection_layer", "image_projection_layer", "combiner_layer",
+                                      "output_layer", "dynamic_scalar.0", "dynamic_scalar.3")
+        for p in ("weight", "bias")}
+
+
+def build_combiner(feature_dim: int, projection_dim: int, hidden_dim: int):
+    import torch
+    import torch.nn as nn
+    import torch.nn.functional as F
+
+    class Combiner(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.text_projection_layer = nn.Linear(feature_dim, projection_dim)
+            self.image_projection_layer = nn.Linear(feature_dim, projection_dim)
+            self.dropout1, self.dropout2, self.dropout3 = nn.Dropout(0.5), nn.Dropout(0.5), nn.Dropout(0.5)
+            self.combiner_layer = nn.Linear(projection_dim * 2, hidden_dim)
+            self.output_layer = nn.Linear(hidden_dim, feature_dim)
+            self.dynamic_scalar = nn.Sequential(nn.Linear(projection_dim * 2, hidden_dim), nn.ReLU(),
+                                                nn.Dropout(0.5), nn.Linear(hidden_dim, 1), nn.Sigmoid())
+
+        def forward(self, image_features, text_features):
+            text = self.dropout1(F.relu(self.text_projection_layer(text_features)))
+            image = self.dropout2(F.relu(self.image_projection_layer(image_features)))
+            joint = torch.cat((text, image), -1)
+            mixed = self.dropout3(F.relu(self.combiner_layer(joint)))
+            lam = self.dynamic_scalar(joint)
+            out = self.output_layer(mixed) + lam * text_features + (1 - lam) * image_features
+            return F.normalize(out, dim=-1)
+
+    return Combiner()
+
+
+def load_combiner(path, encoder):
+    from cirbench.errors import DataError
+
+    ckpt = checkpoints.load(path)
+    state = checkpoints.section(ckpt, "Combiner", path)
+    checkpoints.check_keys(state, KEYS, path, "CLIP4Cir Combiner")
+    projection, feature_dim = state["text_projection_layer.weight"].shape
+    hidden = state["combiner_layer.weight"].shape[0]
+    if feature_dim != encoder.embed_dim:
+        raise DataError(f"{path}: this Combiner takes {feature_dim}-d features but encoder {encoder.label!r} "
+                        f"gives {encoder.embed_dim}-d (a checkpoint for another backbone?)")
+    net = build_combiner(feature_dim, projection, hidden)
+    net.load_state_dict(state)
+    return net.eval(), ckpt
+
+
+@register_method("combiner")
+class Combiner(Method):
+    description = "CLIP4Cir Combiner (supervised: trained on the dataset's train triplets)"
+    supervised = True
+    train_data = "triplets"
+
+    def __init__(self, ctx):
+        super().__init__(ctx)
+        how = f"train one with `cirbench train combiner --encoder ENCODER --dataset {ctx.dataset}`"
+        self.path = checkpoints.locate(ctx, "combiner", ctx.dataset, how)
+        self.net, ckpt = load_combiner(self.path, ctx.encoder)
+        self.net.to(ctx.encoder.device)
+        self.checkpoint_info = checkpoints.describe(self.path, ckpt)
+        self.train_dataset = ckpt.get("cirbench", {}).get("train_dataset", "unknown (external checkpoint)")
+
+    def compose(self, reference_features, texts):
+        import torch
+
+        text = self.ctx.text_features([self.prompt("text", t) for t in texts]).to(reference_features.device)
+        with torch.no_grad():
+            return self.net(reference_features.float(), text.float())
+
+    def config(self):
+        return {"prompt": self.ctx.prompts["text"], "checkpoint": self.checkpoint_info,
+                "train_dataset": self.train_dataset, "supervised": True}
+
+    @classmethod
+    def train(cls, request: TrainRequest):
+        import torch
+        import torch.nn.functional as F
+
+        enc, opts = request.encoder, request.options
+        epochs, batch_size, lr = request.epochs or 100, request.batch_size or 4096, request.lr or 2e-5
+        projection = option(opts, "projection_dim", 2560)
+        hidden = option(opts, "hidden_dim", 5120)
+        refs = request.image_features([t[0] for t in request.triplets])
+        targets = F.normalize(request.image_features([t[2] for t in request.triplets]), dim=-1)
+        with torch.no_grad():
+            texts = torch.cat([enc.encode_texts([t[1] for t in request.triplets[i:i + 256]])
+                               for i in range(0, len(request.triplets), 256)])
+        torch.manual_seed(request.seed)
+        net = build_combiner(enc.embed_dim, projection, hidden).to(request.device)
+        optim = torch.optim.Adam(net.parameters(), lr=lr)
+        generator = torch.Generator().manual_seed(request.seed)
+        total = epochs * steps_per_epoch(len(refs), batch_size)
+        task = request.progress.task("train combiner", total=total) if request.progress else None
+        last = float("nan")
+        for epoch in range(epochs):
+            net.train()
+            for idx in batches(len(refs), batch_size, generator):
+                out = net(refs[idx].to(request.device), texts[idx].to(request.device))
+                logits = 100.0 * out @ targets[idx].to(request.device).T
+                loss = F.cross_entropy(logits, torch.arange(len(idx), device=logits.device))
+                optim.zero_grad(set_to_none=True)
+                loss.backward()
+                optim.step()
+                last = loss.item()
+                if task:
+                    task.advance(1, f"epoch {epoch + 1}/{epochs} loss {last:.3f}")
+        return checkpoints.save(request.out, {
+            "epoch": epochs, "Combiner": net.state_dict(),
+            "cirbench": {"train_dataset": request.train_dataset, "trained_on": f"{len(refs)} triplets",
+                         "epochs": epochs, "encoder": enc.identity, "batch_size": batch_size, "lr": lr,
+                         "seed": request.seed, "final_loss": last}})

@@ -1,0 +1,132 @@
+"""Pic2Word (Saito et al., CVPR 2023): a mapping network turns the image into a pseudo-word.
+
+The network f_M maps the (unnormalised) CLIP image feature to the input embedding of the pseudo-word
+``*``; the query is the text feature of the split's pseudo prompt (e.g. "a photo of * , {text}") with
+that embedding injected. Trained on unlabeled images only, with the encoder frozen:
+``cirbench train pic2word --images DIR``. Checkpoints use the official layout
+(``state_dict_img2text`` with keys layers.N.0.* and fc_out.*; a ``module.`` prefix is accepted).
+"""
+
+from __future__ import annotations
+
+import re
+
+from cirbench import checkpoints
+from cirbench.method import Method, TrainRequest, register_method
+from cirbench.training import (batches, decay_groups, option, steps_per_epoch, symmetric_infonce,
+                               warmup_cosine)
+
+TRAIN_PROMPT = "a photo of *"
+HOW_TO_TRAIN = "train one with `cirbench train pic2word --encoder ENCODER --images FOLDER_OR_MANIFEST`"
+
+
+def build_mapping(embed_dim: int, middle_dim: int, output_dim: int, n_layer: int = 2, dropout: float = 0.1):
+    """The paper's IM2TEXT network; parameter names match the released checkpoint."""
+    import torch.nn as nn
+
+    class Mapping(nn.Module):
+        def __init__(self):
+            super().__init__()
+            blocks, dim = [], embed_dim
+            for _ in range(n_layer):
+                blocks.append(nn.Sequential(nn.Linear(dim, middle_dim), nn.Dropout(dropout), nn.ReLU()))
+                dim = middle_dim
+            self.layers = nn.Sequential(*blocks)
+            self.fc_out = nn.Linear(middle_dim, output_dim)
+
+        def forward(self, x):
+            return self.fc_out(self.layers(x))
+
+    return Mapping()
+
+
+def load_mapping(path, encoder):
+    """Load f_M from a checkpoint in the official layout, checking it fits the encoder."""
+    from cirbench.errors import DataError
+
+    ckpt = checkpoints.load(path)
+    state = checkpoints.section(ckpt, "state_dict_img2text", path)
+    n_layer = len({m.group(1) for k in state if (m := re.match(r"layers\.(\d+)\.0\.weight$", k))})
+    expected = {f"layers.{i}.0.{p}" for i in range(n_layer) for p in ("weight", "bias")}
+    expected |= {"fc_out.weight", "fc_out.bias"}
+    checkpoints.check_keys(state, expected, path, "Pic2Word")
+    middle, in_dim = state["layers.0.0.weight"].shape
+    out_dim = state["fc_out.weight"].shape[0]
+    if in_dim != encoder.embed_dim or out_dim != encoder.token_width:
+        raise DataError(
+            f"{path}: this Pic2Word mapping takes {in_dim}-d image features to {out_dim}-d token embeddings, "
+            f"but encoder {encoder.label!r} has {encoder.embed_dim}-d features and {encoder.token_width}-d "
+            f"token embeddings (a checkpoint for another backbone?)")
+    net = build_mapping(in_dim, middle, out_dim, n_layer)
+    net.load_state_dict(state)
+    return net.eval(), ckpt
+
+
+@register_method("pic2word")
+class Pic2Word(Method):
+    description = "Pic2Word mapping network f_M; pseudo-word * in the split's prompt"
+    train_data = "images"
+
+    def __init__(self, ctx):
+        super().__init__(ctx)
+        self.path = checkpoints.locate(ctx, "pic2word", None, HOW_TO_TRAIN)
+        self.net, ckpt = load_mapping(self.path, ctx.encoder)
+        self.net.to(ctx.encoder.device)
+        self.checkpoint_info = checkpoints.describe(self.path, ckpt)
+        # fail before any work if the prompt has no standalone pseudo-word
+        ctx.encoder.pseudo_positions([self.prompt("pseudo", "x")])
+
+    def _map(self, features):
+        return self.net(features.to(next(self.net.parameters()).device).float())
+
+    def compose(self, reference_features, texts):
+        import torch
+
+        with torch.no_grad():
+            tokens = self._map(reference_features)
+            return self.ctx.encoder.encode_texts_with_pseudo([self.prompt("pseudo", t) for t in texts], tokens)
+
+    def config(self):
+        return {"prompt": self.ctx.prompts["pseudo"], "checkpoint": self.checkpoint_info}
+
+    @classmethod
+    def train(cls, request: TrainRequest):
+        import torch
+
+        enc, opts = request.encoder, request.options
+        epochs = request.epochs or 30
+        batch_size = request.batch_size or 128
+        lr = request.lr or 1e-4
+        middle = option(opts, "middle_dim", 512)
+        features = request.image_features(request.images)  # frozen encoder: features come from the cache
+        torch.manual_seed(request.seed)
+        net = build_mapping(enc.embed_dim, middle, enc.token_width).to(request.device)
+        optim = torch.optim.AdamW(decay_groups(net, option(opts, "weight_decay", 0.1)), lr=lr,
+                                  betas=(0.9, 0.98), eps=1e-6)
+        total = epochs * steps_per_epoch(len(features), batch_size)
+        warmup = option(opts, "warmup", min(10000, max(1, total // 10)))
+        set_lr = warmup_cosine(optim, lr, warmup, total)
+        generator = torch.Generator().manual_seed(request.seed)
+        scale = enc.logit_scale
+        step, last = 0, float("nan")
+        task = request.progress.task("train pic2word", total=total) if request.progress else None
+        for epoch in range(epochs):
+            net.train()
+            for idx in batches(len(features), batch_size, generator):
+                v = features[idx].to(request.device)
+                text = enc.encode_texts_with_pseudo([TRAIN_PROMPT] * len(idx), net(v))
+                loss = symmetric_infonce(v, text, scale)
+                set_lr(step)
+                optim.zero_grad(set_to_none=True)
+                loss.backward()
+                optim.step()
+                step, last = step + 1, loss.item()
+                if task:
+                    task.advance(1, f"epoch {epoch + 1}/{epochs} loss {last:.3f}")
+            checkpoints.save(request.out, {
+                "epoch": epoch + 1, "name": "cirbench-pic2word", "state_dict": {},
+                "state_dict_img2text": net.state_dict(), "optimizer": optim.state_dict(),
+                "cirbench": {"trained_on": f"{len(features)} unlabeled images", "epochs": epoch + 1,
+                             "encoder": enc.identity, "batch_size": batch_size, "lr": lr, "warmup": warmup,
+                             "seed": request.seed, "final_loss": last}})
+        return request.out

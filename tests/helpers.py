@@ -1,0 +1,75 @@
+"""Builders for the tests: tiny open_clip models saved in open_clip's folder format, rendered images,
+and datasets of the user's own written in the documented layout."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+TINY_CFG = {
+    "embed_dim": 32,
+    "vision_cfg": {"image_size": 32, "layers": 2, "width": 64, "patch_size": 8, "head_width": 32},
+    "text_cfg": {"context_length": 77, "vocab_size": 49408, "width": 64, "heads": 2, "layers": 2},
+}
+COLORS = {"red": (220, 30, 30), "green": (30, 200, 30), "blue": (30, 30, 220), "yellow": (230, 220, 30),
+          "purple": (150, 30, 180), "orange": (240, 140, 20)}
+SHAPES = ("circle", "square", "triangle")
+
+
+def tiny_clip_dir(folder: Path, seed: int = 0) -> Path:
+    """A random-weight tiny CLIP in open_clip's local-dir format (open_clip_config.json + weights)."""
+    import open_clip
+    import torch
+
+    folder.mkdir(parents=True, exist_ok=True)
+    torch.manual_seed(seed)
+    model = open_clip.CLIP(**TINY_CFG)
+    (folder / "open_clip_config.json").write_text(json.dumps(
+        {"model_cfg": TINY_CFG, "preprocess_cfg": {"mean": [0.5, 0.5, 0.5], "std": [0.5, 0.5, 0.5]}}))
+    torch.save(model.state_dict(), folder / "open_clip_pytorch_model.bin")
+    return folder
+
+
+def render(path: Path, shape: str, color: str, size: int = 48, offset: int = 0) -> Path:
+    from PIL import Image, ImageDraw
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    image = Image.new("RGB", (size, size), (245, 245, 245))
+    draw = ImageDraw.Draw(image)
+    lo, hi = 8 + offset, size - 8 + offset
+    if shape == "circle":
+        draw.ellipse([lo, lo, hi, hi], fill=COLORS[color])
+    elif shape == "square":
+        draw.rectangle([lo, lo, hi, hi], fill=COLORS[color])
+    else:
+        draw.polygon([(size // 2 + offset, lo), (lo, hi), (hi, hi)], fill=COLORS[color])
+    image.save(path)
+    return path
+
+
+def folder_dataset(root: Path, with_train: bool = True, extra_queries: list[dict] | None = None) -> Path:
+    """Gallery: every shape in every colour; queries: change the colour of a shape."""
+    colors = list(COLORS)
+    for shape in SHAPES:
+        for color in colors:
+            render(root / "gallery" / f"{shape}_{color}.png", shape, color)
+    queries = []
+    for i, shape in enumerate(SHAPES):
+        for j, color in enumerate(colors[:3]):
+            new = colors[(j + 1 + i) % len(colors)]
+            queries.append({"id": f"q{i}{j}", "reference": f"gallery/{shape}_{color}.png", "text": f"make it {new}",
+                            "target": f"gallery/{shape}_{new}.png",
+                            "subset": [f"gallery/{s}_{new}.png" for s in SHAPES] + [f"gallery/{shape}_{color}.png"]})
+    queries += extra_queries or []
+    (root / "val.jsonl").write_text("".join(json.dumps(q) + "\n" for q in queries))
+    if with_train:
+        train = []
+        for shape in SHAPES:
+            for j, color in enumerate(colors):
+                new = colors[(j + 2) % len(colors)]
+                render(root / "train" / f"{shape}_{color}.png", shape, color, offset=2)
+                render(root / "train" / f"{shape}_{new}.png", shape, new, offset=2)
+                train.append({"reference": f"train/{shape}_{color}.png", "text": f"make it {new}",
+                              "target": f"train/{shape}_{new}.png"})
+        (root / "train.jsonl").write_text("".join(json.dumps(t) + "\n" for t in train))
+    return root
