@@ -1,0 +1,32 @@
+import sys
+from pathlib import Path
+
+import pytest
+
+sys.path.insert(0, str(Path(__file__).parent))
+
+from helpers import folder_dataset, tiny_clip_dir  # noqa: E402
+
+
+@pytest.fixture(scope="session")
+def tiny_dir(tmp_path_factory) -> Path:
+    return tiny_clip_dir(tmp_path_factory.mktemp("tinyclip"))
+
+
+@pytest.fixture(scope="session")
+def tiny_encoder(tiny_dir):
+    from cirbench.encoder import load_encoder
+
+    return load_encoder(f"local-dir:{tiny_dir}")
+
+
+@pytest.fixture
+def mydata(tmp_path) -> Path:
+    return folder_dataset(tmp_path / "mydata")
+
+
+@pytest.fixture
+def cache_env(tmp_path, monkeypatch) -> Path:
+    cache = tmp_path / "cache"
+    monkeypatch.setenv("CIRBENCH_CACHE", str(cache))
+    return cache

@@ -1,0 +1,65 @@
+import os
+import time
+
+import numpy as np
+
+from cirbench.cache import FeatureCache, item_key
+from cirbench.engine import FeatureStore
+from helpers import render
+
+
+def test_put_get_roundtrip_and_survives_a_new_instance(tmp_path):
+    cache = FeatureCache(tmp_path, "enc")
+    feats = np.arange(6, dtype=np.float32).reshape(3, 2)
+    cache.put(["a", "b", "c"], feats)
+    again = FeatureCache(tmp_path, "enc").get(["c", "x", "a"])
+    assert set(again) == {0, 2}
+    assert again[0].tolist() == [4, 5] and again[2].tolist() == [0, 1]
+
+
+def test_corrupt_shard_is_dropped_and_rebuilt(tmp_path):
+    cache = FeatureCache(tmp_path, "enc")
+    cache.put(["a"], np.ones((1, 4), dtype=np.float32))
+    npy = next((tmp_path / "features" / "enc").glob("*.npy"))
+    npy.write_bytes(npy.read_bytes()[:-4] + b"\0\0\0\1")
+    fresh = FeatureCache(tmp_path, "enc")
+    assert fresh.get(["a"]) == {}
+    assert not list((tmp_path / "features" / "enc").glob("*"))
+
+
+def test_half_written_entry_is_invisible(tmp_path):
+    cache = FeatureCache(tmp_path, "enc")
+    cache.put(["a"], np.ones((1, 4), dtype=np.float32))
+    # an interrupted write leaves only a temporary file: no index, no entry
+    (tmp_path / "features" / "enc" / ".x.npy.123.tmp").write_bytes(b"partial")
+    assert set(FeatureCache(tmp_path, "enc").get(["a", "b"])) == {0}
+
+
+def test_item_key_changes_when_the_image_changes(tmp_path):
+    path = render(tmp_path / "a.png", "circle", "red")
+    before = item_key(path)
+    render(path, "square", "blue")
+    os.utime(path, ns=(time.time_ns(), time.time_ns() + 10_000))
+    assert item_key(path) != before
+
+
+def test_feature_store_encodes_once_then_hits(tmp_path, tiny_encoder):
+    paths = [render(tmp_path / f"{c}.png", "circle", c) for c in ("red", "green", "blue")]
+    store = FeatureStore(tiny_encoder, tmp_path / "cache", batch_size=2, workers=0)
+    first, bad = store.features(paths)
+    assert not bad and store.misses == 3 and store.hits == 0
+    second, _ = FeatureStore(tiny_encoder, tmp_path / "cache", batch_size=2, workers=0).features(paths)
+    assert np.allclose(first.numpy(), second.numpy())
+    store2 = FeatureStore(tiny_encoder, tmp_path / "cache", batch_size=2, workers=0)
+    render(paths[1], "square", "green")
+    os.utime(paths[1], ns=(time.time_ns(), time.time_ns() + 10_000))
+    store2.features(paths)
+    assert (store2.hits, store2.misses) == (2, 1)
+
+
+def test_unreadable_image_is_reported_not_dropped(tmp_path, tiny_encoder):
+    good = render(tmp_path / "ok.png", "circle", "red")
+    broken = tmp_path / "broken.png"
+    broken.write_bytes(b"not an image")
+    feats, bad = FeatureStore(tiny_encoder, tmp_path / "c", 4, 0).features([good, broken])
+    assert [pos for pos, _ in bad] == [1] and np.isnan(feats[1].numpy()).all()

@@ -1,0 +1,95 @@
+"""Checkpoints in the official key layouts load; wrong keys or shapes give a clear message."""
+
+from pathlib import Path
+
+import pytest
+import torch
+
+from cirbench.errors import DataError
+from cirbench.method import MethodContext
+from cirbench.registry import methods
+
+
+def ctx(encoder, checkpoint, prompts=None, dataset="mydata"):
+    from cirbench.data import DEFAULT_PROMPTS
+
+    return MethodContext(encoder=encoder, prompts=prompts or dict(DEFAULT_PROMPTS), dataset=dataset,
+                         text_features=encoder.encode_texts, checkpoint=checkpoint, checkpoint_store=Path("/none"))
+
+
+def pic2word_ckpt(path, embed_dim, token_width, middle=16, prefix="module."):
+    torch.manual_seed(1)
+    state = {
+        f"{prefix}layers.0.0.weight": torch.randn(middle, embed_dim), f"{prefix}layers.0.0.bias": torch.randn(middle),
+        f"{prefix}layers.1.0.weight": torch.randn(middle, middle), f"{prefix}layers.1.0.bias": torch.randn(middle),
+        f"{prefix}fc_out.weight": torch.randn(token_width, middle), f"{prefix}fc_out.bias": torch.randn(token_width),
+    }
+    torch.save({"epoch": 30, "name": "pic2word", "state_dict": {}, "state_dict_img2text": state,
+                "optimizer": {}}, path)
+    return state
+
+
+def test_official_pic2word_checkpoint_with_module_prefix(tmp_path, tiny_encoder):
+    state = pic2word_ckpt(tmp_path / "p.pt", tiny_encoder.embed_dim, tiny_encoder.token_width)
+    method = methods.get("pic2word")(ctx(tiny_encoder, tmp_path / "p.pt"))
+    assert torch.equal(method.net.fc_out.weight, state["module.fc_out.weight"])
+    ref = torch.randn(2, tiny_encoder.embed_dim)
+    out = method.compose(ref, ["red", "blue"])
+    # the same as running the released network by hand and injecting its output
+    w = {k.removeprefix("module."): v for k, v in state.items()}
+    h = torch.relu(ref @ w["layers.0.0.weight"].T + w["layers.0.0.bias"])
+    h = torch.relu(h @ w["layers.1.0.weight"].T + w["layers.1.0.bias"])
+    token = h @ w["fc_out.weight"].T + w["fc_out.bias"]
+    expected = tiny_encoder.encode_texts_with_pseudo(["a photo of * , red", "a photo of * , blue"], token)
+    assert torch.allclose(out, expected, atol=1e-5)
+
+
+def test_pic2word_checkpoint_for_another_backbone_is_refused(tmp_path, tiny_encoder):
+    pic2word_ckpt(tmp_path / "big.pt", 768, 768)
+    with pytest.raises(DataError, match="768-d image features.*another backbone"):
+        methods.get("pic2word")(ctx(tiny_encoder, tmp_path / "big.pt"))
+
+
+def test_pic2word_checkpoint_with_wrong_keys_is_refused(tmp_path, tiny_encoder):
+    torch.save({"state_dict_img2text": {"fc.weight": torch.zeros(1)}}, tmp_path / "bad.pt")
+    with pytest.raises(DataError, match="not a Pic2Word checkpoint"):
+        methods.get("pic2word")(ctx(tiny_encoder, tmp_path / "bad.pt"))
+    torch.save({"Phi": {}}, tmp_path / "phi.pt")
+    with pytest.raises(DataError, match="state_dict_img2text"):
+        methods.get("pic2word")(ctx(tiny_encoder, tmp_path / "phi.pt"))
+
+
+def test_pic2word_prompt_without_star_fails_before_any_work(tmp_path, tiny_encoder):
+    from cirbench.errors import UsageError
+
+    pic2word_ckpt(tmp_path / "p.pt", tiny_encoder.embed_dim, tiny_encoder.token_width)
+    with pytest.raises(UsageError, match="pseudo-word"):
+        methods.get("pic2word")(ctx(tiny_encoder, tmp_path / "p.pt", prompts={"pseudo": "a photo of {text}",
+                                                                              "text": "{text}"}))
+
+
+def test_official_combiner_checkpoint_sizes_from_weights(tmp_path, tiny_encoder):
+    from cirbench.methods.combiner import build_combiner
+
+    d = tiny_encoder.embed_dim
+    net = build_combiner(d, 24, 40)
+    torch.save({"epoch": 3, "Combiner": net.state_dict()}, tmp_path / "c.pt")
+    method = methods.get("combiner")(ctx(tiny_encoder, tmp_path / "c.pt"))
+    assert method.net.text_projection_layer.out_features == 24
+    assert method.net.combiner_layer.out_features == 40
+    assert method.config()["supervised"] is True
+    ref = torch.randn(3, d)
+    text = tiny_encoder.encode_texts(["a", "b", "c"])
+    net.eval()
+    assert torch.allclose(method.compose(ref, ["a", "b", "c"]), net(ref, text), atol=1e-6)
+
+
+def test_missing_checkpoint_says_how_to_train(tmp_path, tiny_encoder):
+    from cirbench.errors import MissingCheckpointError
+
+    c = ctx(tiny_encoder, None)
+    c.checkpoint_store = tmp_path
+    with pytest.raises(MissingCheckpointError, match="cirbench train combiner"):
+        methods.get("combiner")(c)
+    with pytest.raises(MissingCheckpointError, match="cirbench train pic2word"):
+        methods.get("pic2word")(c)

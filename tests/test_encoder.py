@@ -1,0 +1,58 @@
+"""Pseudo-word injection, the mechanism shared by Pic2Word, SEARLE and LinCIR."""
+
+import pytest
+import torch
+
+from cirbench.errors import UsageError
+
+
+def test_star_is_its_own_token_and_star_comma_is_not(tiny_encoder):
+    assert tiny_encoder.token_id("*") == 265
+    tokens, mask = tiny_encoder.pseudo_positions(["a photo of * , red"])
+    assert mask.sum().item() == 1 and tokens[0, 4].item() == 265
+    with pytest.raises(UsageError, match="exactly once as its own word"):
+        tiny_encoder.pseudo_positions(["a photo of *, red"])
+
+
+def test_injecting_a_words_embedding_equals_writing_the_word(tiny_encoder):
+    words = ["dog", "red", "origami"]
+    words = [w for w in words if len(tiny_encoder.tokenizer.encode(w)) == 1]
+    assert len(words) >= 2
+    emb = torch.stack([tiny_encoder.word_embedding(w) for w in words])
+    injected = tiny_encoder.encode_texts_with_pseudo([f"a photo of * , {w} style" for w in words], emb)
+    written = tiny_encoder.encode_texts([f"a photo of {w} , {w} style" for w in words])
+    assert torch.equal(injected, written)
+    # and it is not trivially equal: a different embedding gives a different feature
+    other = tiny_encoder.encode_texts_with_pseudo([f"a photo of * , {w} style" for w in words], emb.flip(0))
+    assert not torch.allclose(other, written)
+
+
+def test_prompt_without_pseudo_word_is_a_clear_error(tiny_encoder):
+    emb = torch.zeros(1, tiny_encoder.token_width)
+    with pytest.raises(UsageError, match="pseudo-word"):
+        tiny_encoder.encode_texts_with_pseudo(["a photo of a cat"], emb)
+
+
+def test_gradients_reach_the_injected_embedding(tiny_encoder):
+    emb = torch.randn(2, tiny_encoder.token_width, requires_grad=True)
+    tiny_encoder.encode_texts_with_pseudo(["a photo of *", "a photo of *"], emb).sum().backward()
+    assert emb.grad is not None and emb.grad.abs().sum() > 0
+
+
+def test_identity_records_what_changes_features(tiny_encoder, tiny_dir):
+    from cirbench.encoder import load_encoder
+
+    ident = tiny_encoder.identity
+    assert ident["transform"] == "clip" and ident["precision"] == "fp32"
+    assert "open_clip_pytorch_model.bin" in ident["weights_sha256"]
+    padded = load_encoder(f"local-dir:{tiny_dir}", transform="targetpad")
+    assert padded.key != tiny_encoder.key
+
+
+def test_unknown_architecture_and_missing_weights_are_usage_errors():
+    from cirbench.encoder import load_encoder
+
+    with pytest.raises(UsageError, match="unknown open_clip architecture"):
+        load_encoder("ViT-Nope-99:openai")
+    with pytest.raises(UsageError, match="names no weights"):
+        load_encoder("ViT-B-32")

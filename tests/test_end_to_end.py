@@ -1,0 +1,103 @@
+"""The whole path on a dataset of the user's own: CLI -> dataset -> encoder -> methods -> metrics ->
+results -> report, in fresh processes as a user runs it."""
+
+import json
+
+import pytest
+
+from cli_helpers import cirbench
+
+pytestmark = pytest.mark.slow
+
+METHODS = ["image-only", "text-only", "image+text", "pic2word", "combiner"]
+
+
+def test_train_run_rerun_report(tmp_path, mydata, tiny_dir):
+    env = {"CIRBENCH_CACHE": str(tmp_path / "cache")}
+    enc = f"local-dir:{tiny_dir}"
+    common = ["--encoder", enc, "--workers", "0"]
+    # the trained methods without weights: one clear line each, exit 1, others still run
+    proc = cirbench("run", "--dataset", mydata, *common, "--quiet", cwd=tmp_path, env=env, check=False)
+    assert proc.returncode == 2 and "cirbench train pic2word" in proc.stderr and "cirbench train combiner" in proc.stderr
+    assert "Traceback" not in proc.stderr
+
+    cirbench("train", "pic2word", "--images", mydata / "train", "--epochs", "2", "--batch-size", "8",
+             "-o", "middle_dim=32", *common, cwd=tmp_path, env=env)
+    cirbench("train", "combiner", "--dataset", mydata, "--epochs", "2", "--batch-size", "8",
+             "-o", "projection_dim=16", "-o", "hidden_dim=32", *common, cwd=tmp_path, env=env)
+
+    proc = cirbench("run", "--method", "all", "--dataset", mydata, *common, "--json", cwd=tmp_path, env=env)
+    out = json.loads(proc.stdout)
+    assert sorted(c["method"] for c in out["cells"]) == sorted(METHODS)
+    status = {c["method"]: c["status"] for c in out["cells"]}
+    # the baselines finished in the first run and are reused; the trained methods are computed now
+    assert status == {"image-only": "reused", "text-only": "reused", "image+text": "reused",
+                      "pic2word": "computed", "combiner": "computed"}
+    for record in out["results"]:
+        assert set(record["metrics"]) >= {"R@1", "R@5", "R@10", "R@50", "Rs@1", "Rs@2", "Rs@3"}
+        assert record["dataset"]["n_queries"] == 9 and record["dataset"]["n_gallery"] == 18
+        assert record["run"]["versions"]["torch"] and record["encoder"]["weights_sha256"]
+    # the gallery and references were encoded once, in the first run, for the three baselines together;
+    # the second run found all 18 images in the feature cache
+    caches = {r["method"]["name"]: r["run"]["feature_cache"] for r in out["results"]}
+    assert caches["image-only"] == caches["text-only"] == caches["image+text"] == {"hits": 0, "misses": 18}
+    assert caches["pic2word"] == caches["combiner"] == {"hits": 18, "misses": 0}
+    combiner = next(r for r in out["results"] if r["method"]["name"] == "combiner")
+    assert combiner["method"]["supervised"] and combiner["method"]["config"]["train_dataset"] == "mydata"
+    pic2word = next(r for r in out["results"] if r["method"]["name"] == "pic2word")
+    assert pic2word["method"]["config"]["checkpoint"]["sha256"]
+    assert pic2word["method"]["config"]["prompt"] == "a photo of * , {text}"
+
+    # rerun: finished cells are reused; with --overwrite they are recomputed from the feature cache
+    proc = cirbench("run", "--dataset", mydata, *common, "--json", cwd=tmp_path, env=env)
+    assert {c["status"] for c in json.loads(proc.stdout)["cells"]} == {"reused"}
+    proc = cirbench("run", "--dataset", mydata, *common, "--json", "--overwrite", cwd=tmp_path, env=env)
+    again = json.loads(proc.stdout)["results"]
+    assert {r["run"]["feature_cache"]["hits"] for r in again} == {18}
+    assert {r["method"]["name"]: r["metrics"] for r in again} == {r["method"]["name"]: r["metrics"] for r in out["results"]}
+
+    # the table on stdout names every method
+    proc = cirbench("run", "--dataset", mydata, *common, cwd=tmp_path, env=env)
+    for name in METHODS:
+        assert name in proc.stdout
+    assert "supervised" in proc.stdout
+
+    proc = cirbench("report", cwd=tmp_path, env=env)
+    reports = tmp_path / "reports"
+    md = (reports / "results.md").read_text()
+    assert "| encoder | method |" in md and "combiner (supervised, trained on mydata)" in md
+    assert (reports / "mydata.png").stat().st_size > 1000
+    assert "R@10" in (reports / "summary.csv").read_text()
+
+
+PLUGIN = '''
+from cirbench.method import Method
+
+
+class Weighted(Method):
+    description = "0.7 image + 0.3 text (a third-party plugin)"
+
+    def compose(self, reference_features, texts):
+        import torch.nn.functional as F
+        text = self.ctx.text_features([self.prompt("text", t) for t in texts])
+        return 0.7 * F.normalize(reference_features, dim=-1) + 0.3 * F.normalize(text, dim=-1)
+'''
+
+
+def test_third_party_method_through_an_entry_point(tmp_path, mydata, tiny_dir):
+    """A distribution outside the package declares a cirbench.methods entry point; the CLI runs it."""
+    site = tmp_path / "site"
+    (site / "my_cir_plugin-0.1.dist-info").mkdir(parents=True)
+    (site / "my_cir_plugin.py").write_text(PLUGIN)
+    (site / "my_cir_plugin-0.1.dist-info" / "METADATA").write_text(
+        "Metadata-Version: 2.1\nName: my-cir-plugin\nVersion: 0.1\n")
+    (site / "my_cir_plugin-0.1.dist-info" / "entry_points.txt").write_text(
+        "[cirbench.methods]\nweighted = my_cir_plugin:Weighted\n")
+    env = {"PYTHONPATH": str(site), "CIRBENCH_CACHE": str(tmp_path / "cache")}
+    listing = cirbench("list", "methods", cwd=tmp_path, env=env).stdout
+    assert "weighted" in listing and "my_cir_plugin:Weighted" in listing
+    proc = cirbench("run", "-m", "weighted,image-only", "--dataset", mydata, "--encoder", f"local-dir:{tiny_dir}",
+                    "--workers", "0", "--json", cwd=tmp_path, env=env)
+    records = json.loads(proc.stdout)["results"]
+    assert {r["method"]["name"] for r in records} == {"weighted", "image-only"}
+    assert (tmp_path / "results").is_dir()

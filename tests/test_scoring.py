@@ -1,0 +1,54 @@
+"""Chunked top-k: the tie rule, the removed reference, subsets and agreement with a full sort."""
+
+import torch
+
+from cirbench.scoring import rank_subsets, target_ranks, topk
+
+
+def unit(*rows):
+    return torch.nn.functional.normalize(torch.tensor(rows, dtype=torch.float), dim=-1)
+
+
+def test_ties_rank_lower_gallery_index_first_across_chunks():
+    # gallery items 0..5; items 1, 3, 4 are identical, so they tie for every query
+    gallery = unit([0, 1], [1, 0], [0, 1], [1, 0], [1, 0], [-1, 0])
+    query = unit([1, 0])
+    for chunk in (1, 2, 4, 100):
+        scores, index = topk(query, gallery, 2, chunk_size=chunk)
+        assert index.tolist() == [[1, 3]], chunk
+        scores, index = topk(query, gallery, 4, chunk_size=chunk)
+        assert index.tolist() == [[1, 3, 4, 0]], chunk  # 0 and 2 tie at 0: index 0 first
+
+
+def test_removed_reference_never_appears_and_others_move_up():
+    gallery = unit([1, 0], [0.9, 0.1], [0, 1])
+    query = unit([1, 0], [1, 0])
+    _s, index = topk(query, gallery, 3, exclude=torch.tensor([0, -1]), chunk_size=2)
+    # k shrinks to 2 when a reference is removed from a 3-item gallery
+    assert index.tolist() == [[1, 2], [0, 1]]
+
+
+def test_chunked_topk_matches_full_sort():
+    torch.manual_seed(0)
+    gallery = torch.nn.functional.normalize(torch.randn(1000, 16), dim=-1)
+    queries = torch.nn.functional.normalize(torch.randn(37, 16), dim=-1)
+    full = torch.argsort(queries @ gallery.T, dim=1, descending=True, stable=True)[:, :50]
+    _s, index = topk(queries, gallery, 50, chunk_size=128, query_chunk=10)
+    assert torch.equal(index, full)
+
+
+def test_target_ranks_follow_the_same_tie_rule():
+    gallery = unit([1, 0], [0, 1], [1, 0], [0.5, 0.5])
+    query = unit([1, 0], [1, 0], [0, 1])
+    ranks = target_ranks(query, gallery, torch.tensor([2, 0, 3]), chunk_size=3)
+    # q0: item 2 ties with item 0 which comes first -> rank 2; q1: item 0 -> rank 1; q2: item 3 after item 1 -> 2
+    assert ranks.tolist() == [2, 1, 2]
+    ranks = target_ranks(query, gallery, torch.tensor([2, 0, 3]), exclude=torch.tensor([0, -1, 1]))
+    assert ranks.tolist() == [1, 1, 1]
+
+
+def test_rank_subsets_orders_each_querys_members_with_padding_last():
+    gallery = unit([1, 0], [0, 1], [0.8, 0.2], [0.2, 0.8])
+    query = unit([1, 0], [0, 1])
+    members = torch.tensor([[1, 2, -1], [0, 2, 3]])
+    assert rank_subsets(query, gallery, members).tolist() == [[2, 1, -1], [3, 2, 0]]
