@@ -18,7 +18,7 @@ list_app = typer.Typer(no_args_is_help=True, help="List registered methods, data
 data_app = typer.Typer(no_args_is_help=True, help="Check dataset layouts on disk.")
 app.add_typer(data_app, name="data")
 
-DEFAULT_DATASET = "world"
+DEFAULT_DATASETS = ["world-edit", "world-domain"]  # the embedded benchmark: no download, no GPU
 STATE = {"debug": False}
 
 
@@ -49,8 +49,8 @@ def resolve_methods(values: List[str]) -> list[str]:
     return list(dict.fromkeys(methods.canonical(n) for n in names))
 
 
-def open_dataset(spec: str, data_root, overrides: dict):
-    """NAME, NAME:SPLIT, or a folder path (a dataset of the user's own) -> [(Dataset, [splits])]."""
+def open_dataset(spec: str, data_root, overrides: dict, options: dict | None = None, cache: Path | None = None):
+    """NAME, NAME:SPLIT, or a folder path (a dataset of the user's own) -> (Dataset, [splits])."""
     from .dataset import resolve_root
     from .registry import datasets
 
@@ -61,8 +61,11 @@ def open_dataset(spec: str, data_root, overrides: dict):
         cls, root = datasets.get("folder"), Path(base).expanduser()
     else:
         cls = datasets.get(base)
-        root = resolve_root(cls.registry_name, data_root, overrides)
-    dataset = cls(root, {})
+        if getattr(cls, "generated", False):  # rendered into the cache, nothing to point at
+            root = cache_dir(cache)
+        else:
+            root = resolve_root(cls.registry_name, data_root, overrides)
+    dataset = cls(root, options or {})
     dataset.require_root()
     available = dataset.available_splits()
     if split:
@@ -72,13 +75,13 @@ def open_dataset(spec: str, data_root, overrides: dict):
     return dataset, list(dataset.default_splits or available)
 
 
-def resolve_datasets(values: List[str], data_root, overrides) -> list:
+def resolve_datasets(values: List[str], data_root, overrides, options: dict, cache: Path) -> list:
     from .registry import datasets
 
-    specs = split_list(values) or [DEFAULT_DATASET]
+    specs = split_list(values) or list(DEFAULT_DATASETS)
     if "all" in specs:
         specs = [n for n in datasets.names() if n != "folder"]
-    return [open_dataset(s, data_root, overrides) for s in specs]
+    return [open_dataset(s, data_root, overrides, options, cache) for s in specs]
 
 
 def checkpoint_map(values: List[str], methods: list[str]) -> dict[str, Path]:
@@ -110,7 +113,7 @@ def main_options(debug: bool = typer.Option(False, "--debug", help="Show traceba
     STATE["debug"] = debug
 
 
-def _encoder(spec, dataset, device, precision, transform, cache):
+def _encoder(spec, dataset, device, precision, transform, cache, progress=None):
     from .encoder import load_encoder, resolve_device
 
     spec = spec or getattr(dataset, "default_encoder", None)
@@ -118,7 +121,7 @@ def _encoder(spec, dataset, device, precision, transform, cache):
         raise UsageError(f"dataset {dataset.registry_name!r} has no default encoder: pass --encoder SPEC "
                          "(e.g. ViT-L-14:openai, local-dir:PATH)")
     return load_encoder(spec, device=resolve_device(device), precision=precision, transform=transform,
-                        cache_dir=cache / "models")
+                        cache_dir=cache, progress=progress)
 
 
 @app.command()
@@ -129,6 +132,7 @@ def run(
     checkpoint: List[str] = typer.Option([], help="A method's weights: PATH (one trained method) or METHOD=PATH."),
     data_root: Optional[Path] = typer.Option(None, help="Folder holding one subfolder per dataset [CIRBENCH_DATA_ROOT]."),
     data: List[str] = typer.Option([], help="NAME=PATH: where one dataset lives."),
+    setting: List[str] = typer.Option([], "--set", help="KEY=VALUE dataset settings (e.g. world=tiny)."),
     prompt: List[str] = typer.Option([], help="KIND=TEMPLATE overrides a prompt (kinds: pseudo, text)."),
     results_dir: Path = typer.Option(Path("results"), help="Where result files go."),
     cache: Optional[Path] = typer.Option(None, "--cache-dir", help="Feature cache and checkpoints [CIRBENCH_CACHE]."),
@@ -149,9 +153,9 @@ def run(
 
         names = resolve_methods(method)
         overrides = pairs(data, "--data")
-        opened = resolve_datasets(dataset, data_root, overrides)
-        prompts = pairs(prompt, "--prompt")
         cache_path = cache_dir(cache)
+        opened = resolve_datasets(dataset, data_root, overrides, pairs(setting, "--set"), cache_path)
+        prompts = pairs(prompt, "--prompt")
         options = RunOptions(results_dir=results_dir, cache_dir=cache_path, batch_size=batch_size, workers=workers,
                              overwrite=overwrite, skip_bad_images=skip_bad_images,
                              checkpoints=checkpoint_map(checkpoint, names), prompts=prompts)
@@ -161,14 +165,13 @@ def run(
             for ds, splits in opened:
                 enc_spec = encoder or ds.default_encoder or ""
                 if enc_spec not in engines:
-                    enc = _encoder(encoder, ds, device, precision, transform, cache_path)
+                    enc = _encoder(encoder, ds, device, precision, transform, cache_path, progress)
                     engines[enc_spec] = Engine(enc, options, progress)
                 engine = engines[enc_spec]
                 prepare = getattr(ds, "prepare", None)
-                if prepare:
-                    prepare(engine, names, progress)
+                found = prepare(engine, names, progress) if prepare else {}
                 for split in splits:
-                    outcomes += engine.evaluate(ds.load(split), names)
+                    outcomes += engine.evaluate(ds.load(split), names, found)
     except CirbenchError as exc:
         fail(exc)
     _print_outcomes(outcomes, as_json)
@@ -233,6 +236,7 @@ def train(
     dataset: Optional[str] = typer.Option(None, "--dataset", "-d", help="Dataset whose train triplets to use."),
     data_root: Optional[Path] = typer.Option(None),
     data: List[str] = typer.Option([]),
+    setting: List[str] = typer.Option([], "--set", help="KEY=VALUE dataset settings (e.g. world=tiny)."),
     out: Optional[Path] = typer.Option(None, help="Checkpoint path [the default place `run` looks in]."),
     epochs: Optional[int] = typer.Option(None, min=1),
     batch_size: Optional[int] = typer.Option(None, min=2),
@@ -255,8 +259,9 @@ def train(
         cls = methods.get(method)
         cache_path = cache_dir(cache)
         with Progress(enabled=not quiet) as progress:
-            ds = open_dataset(dataset, data_root, pairs(data, "--data"))[0] if dataset else None
-            enc = _encoder(encoder, ds, device, precision, transform, cache_path) if (encoder or ds) else None
+            ds = open_dataset(dataset, data_root, pairs(data, "--data"), pairs(setting, "--set"),
+                              cache_path)[0] if dataset else None
+            enc = _encoder(encoder, ds, device, precision, transform, cache_path, progress) if (encoder or ds) else None
             if enc is None:
                 raise UsageError("pass --encoder SPEC (the frozen encoder the method is trained for)")
             request = train_request(cls, enc, ds, images, out, cache_path, epochs, batch_size, lr, seed,
@@ -307,10 +312,12 @@ def data_check(
     dataset: str = typer.Argument(..., help="NAME, NAME:SPLIT or a folder."),
     data_root: Optional[Path] = typer.Option(None),
     data: List[str] = typer.Option([]),
+    setting: List[str] = typer.Option([], "--set"),
+    cache: Optional[Path] = typer.Option(None, "--cache-dir"),
 ):
     """Validate a dataset layout without running a model."""
     try:
-        ds, splits = open_dataset(dataset, data_root, pairs(data, "--data"))
+        ds, splits = open_dataset(dataset, data_root, pairs(data, "--data"), pairs(setting, "--set"), cache)
         problems = ds.check()
     except CirbenchError as exc:
         fail(exc)

@@ -96,14 +96,16 @@ def parse_spec(spec: str) -> tuple[str, str]:
 
 
 def load_encoder(spec: str, *, device: str = "cpu", precision: str = "fp32", transform: str = "clip",
-                 cache_dir: Path | None = None):
+                 cache_dir: Path | None = None, progress=None):
+    """An encoder from its SPEC. ``cache_dir`` is cirbench's cache (downloaded or trained models live below it)."""
     if precision not in PRECISIONS:
         raise UsageError(f"unknown precision {precision!r}; choose one of {', '.join(PRECISIONS)}")
     if transform not in TRANSFORMS:
         raise UsageError(f"unknown image transform {transform!r}; choose one of {', '.join(TRANSFORMS)}")
     kind, rest = parse_spec(spec)
     factory = encoders.get(kind)
-    return factory(rest, spec=spec, device=device, precision=precision, transform=transform, cache_dir=cache_dir)
+    return factory(rest, spec=spec, device=device, precision=precision, transform=transform, cache_dir=cache_dir,
+                   progress=progress)
 
 
 def resolve_device(device: str) -> str:

@@ -145,13 +145,15 @@ class Engine:
         self.texts = TextFeatures(encoder)
 
     # -- one split, many methods --------------------------------------------------------------
-    def evaluate(self, split: Split, method_names: list[str]) -> list[CellOutcome]:
+    def evaluate(self, split: Split, method_names: list[str], checkpoints: dict | None = None) -> list[CellOutcome]:
+        """Every named method on one split. ``checkpoints`` adds method -> weights found by the dataset."""
+        checkpoints = {**(checkpoints or {}), **self.options.checkpoints}
         outcomes, todo = [], []
         for name in method_names:
             cls = method_registry.get(name)
             ctx = MethodContext(encoder=self.encoder, prompts={**split.prompts, **self.options.prompts},
                                 dataset=split.dataset, text_features=self.texts,
-                                checkpoint=self.options.checkpoints.get(cls.registry_name),
+                                checkpoint=checkpoints.get(cls.registry_name),
                                 checkpoint_store=Path(self.options.cache_dir) / "checkpoints")
             try:
                 method = cls(ctx)

@@ -172,7 +172,8 @@ def _weights_hash(spec: str, arch: str, tag: str | None) -> dict:
 
 
 @register_encoder("openclip")
-def build_openclip(rest: str, *, spec: str, device: str, precision: str, transform: str, cache_dir=None):
+def build_openclip(rest: str, *, spec: str, device: str, precision: str, transform: str, cache_dir=None,
+                   progress=None):
     """An open_clip model with pretrained weights (never a silent random-weights fallback)."""
     import open_clip
 
@@ -191,12 +192,12 @@ def build_openclip(rest: str, *, spec: str, device: str, precision: str, transfo
     try:
         model, _, preprocess = open_clip.create_model_and_transforms(
             name, pretrained=tag, precision="fp32", device=device,
-            cache_dir=str(cache_dir) if cache_dir else None, require_pretrained=True)
+            cache_dir=str(Path(cache_dir) / "models") if cache_dir else None, require_pretrained=True)
         tokenizer = open_clip.get_tokenizer(name)
     except UsageError:
         raise
     except Exception as exc:
-        where = cache_dir or os.environ.get("HF_HOME") or "~/.cache/huggingface"
+        where = Path(cache_dir) / "models" if cache_dir else (os.environ.get("HF_HOME") or "~/.cache/huggingface")
         offline = " (HF_HUB_OFFLINE is set)" if os.environ.get("HF_HUB_OFFLINE") else ""
         raise UsageError(f"cannot load encoder {spec!r}{offline}: {str(exc).splitlines()[0][:300]} "
                          f"[looked in the local cache {where}]") from exc
@@ -207,7 +208,8 @@ def build_openclip(rest: str, *, spec: str, device: str, precision: str, transfo
 
 
 @register_encoder("random")
-def build_random(rest: str, *, spec: str, device: str, precision: str, transform: str, cache_dir=None):
+def build_random(rest: str, *, spec: str, device: str, precision: str, transform: str, cache_dir=None,
+                 progress=None):
     """An open_clip architecture with seeded random weights: for speed tests and plumbing, never results."""
     import open_clip
     import torch
