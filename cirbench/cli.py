@@ -171,7 +171,9 @@ def run(
                 prepare = getattr(ds, "prepare", None)
                 found = prepare(engine, names, progress) if prepare else {}
                 for split in splits:
-                    outcomes += engine.evaluate(ds.load(split), names, found)
+                    loaded = ds.load(split)
+                    loaded.info.setdefault("split_order", list(ds.available_splits()))
+                    outcomes += engine.evaluate(loaded, names, found)
     except CirbenchError as exc:
         fail(exc)
     _print_outcomes(outcomes, as_json)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Callable
 
 DEFAULT_PROMPTS = {
     # the text given to the pseudo-word methods; "*" is the pseudo-word, {text} the query text
@@ -57,6 +58,10 @@ class Split:
     remove_reference: bool = False
     has_ground_truth: bool = True
     info: dict = field(default_factory=dict)  # recorded in results as is
+    # test-server splits: the dataset writes its submission files from the rankings.
+    # write_submission(ranked gallery ids per query, ranked subset ids per query or None, folder) -> [paths]
+    write_submission: Callable[[list[list[str]], list[list[str]] | None, Path], list[Path]] | None = None
+    submission_k: int = 50
 
     @property
     def name(self) -> str:

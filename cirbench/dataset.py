@@ -82,6 +82,26 @@ class Dataset:
         return path
 
 
+def read_json(path: Path, what: str = "annotation file"):
+    """Parse a dataset JSON file; a missing or malformed file is a DataError naming it and the position."""
+    import json
+
+    path = Path(path)
+    if not path.is_file():
+        raise DataError(f"{what} {path} is missing")
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as exc:
+        raise DataError(f"{path}: invalid JSON ({exc.msg} at line {exc.lineno} column {exc.colno})") from None
+    except UnicodeDecodeError as exc:
+        raise DataError(f"{path}: not UTF-8 text ({exc})") from None
+
+
+def expect(condition: bool, where, message: str) -> None:
+    if not condition:
+        raise DataError(f"{where}: {message}")
+
+
 def resolve_root(name: str, data_root: str | os.PathLike | None, overrides: dict[str, str]) -> Path:
     """Where dataset ``name`` lives: --data NAME=PATH, else <data root>/<name>.
 

@@ -197,11 +197,14 @@ class Engine:
             try:
                 query = self._compose(method, refs, [q.text for q in split.queries])
                 scores = self._score(split, query, gallery)
+                submission = self._submission(split, query, gallery, path.parent / "submissions" / path.stem)
             except CirbenchError as exc:
                 outcomes.append(CellOutcome(cls.registry_name, split.dataset, split.split, "failed", error=exc))
                 continue
             record = self._record(split, cls, method, key, scores, cache, skipped,
                                   wall=time.perf_counter() - t0 + shared)
+            if submission:
+                record["submission"] = [str(p) for p in submission]
             results.write(path, record)
             outcomes.append(CellOutcome(cls.registry_name, split.dataset, split.split, "computed", record, path=path))
         return outcomes
@@ -229,29 +232,56 @@ class Engine:
             task.done()
         return torch.cat(out)
 
+    @staticmethod
+    def _exclusions(split: Split, pos: dict, device):
+        import torch
+
+        if not split.remove_reference:
+            return None
+        return torch.tensor([pos.get(q.reference, -1) for q in split.queries], device=device)
+
+    @staticmethod
+    def _subset_ranking(split: Split, pos: dict, query, gallery):
+        import torch
+
+        members = [[pos[m] for m in (q.subset or ()) if m != q.reference] for q in split.queries]
+        width = max(1, max(len(m) for m in members))
+        padded = torch.tensor([m + [-1] * (width - len(m)) for m in members], device=query.device)
+        return rank_subsets(query, gallery, padded).cpu()
+
+    def _submission(self, split: Split, query, gallery, folder: Path):
+        """Test-server files from the top-k rankings (and subset rankings), written by the dataset."""
+        if split.write_submission is None:
+            return []
+        pos = {g: i for i, g in enumerate(split.gallery)}
+        _s, ranked = topk(query, gallery, split.submission_k, exclude=self._exclusions(split, pos, query.device),
+                          chunk_size=self.options.chunk_size)
+        ranked_ids = [[split.gallery[i] for i in row] for row in ranked.tolist()]
+        subset_ids = None
+        if any(q.subset for q in split.queries):
+            subset_ids = [[split.gallery[i] for i in row if i >= 0]
+                          for row in self._subset_ranking(split, pos, query, gallery).tolist()]
+        folder.mkdir(parents=True, exist_ok=True)
+        return split.write_submission(ranked_ids, subset_ids, folder)
+
     def _score(self, split: Split, query, gallery) -> dict:
         import torch
 
         pos = {g: i for i, g in enumerate(split.gallery)}
-        exclude = None
-        if split.remove_reference:
-            exclude = torch.tensor([pos.get(q.reference, -1) for q in split.queries], device=query.device)
+        exclude = self._exclusions(split, pos, query.device)
         out: dict = {}
         if not split.has_ground_truth:
             return out
         targets = [[pos[t] for t in q.targets] for q in split.queries]
-        ks = [k for fam in ("recall", "positive_recall", "map") for k in split.metrics.get(fam, [])]
+        ranked_families = [f for f, fn in M.FAMILIES.items() if fn is not None and f in split.metrics]
+        ks = [k for fam in ranked_families for k in split.metrics[fam]]
         if ks:
             _s, ranked = topk(query, gallery, max(ks), exclude=exclude, chunk_size=self.options.chunk_size)
             ranked = ranked.cpu()
-            for family in ("recall", "positive_recall", "map"):
-                if family in split.metrics:
-                    out.update(M.FAMILIES[family](ranked, targets, split.metrics[family]))
+            for family in ranked_families:
+                out.update(M.FAMILIES[family](ranked, targets, split.metrics[family]))
         if "recall_subset" in split.metrics:
-            members = [[pos[m] for m in (q.subset or ()) if m != q.reference] for q in split.queries]
-            width = max(1, max(len(m) for m in members))
-            padded = torch.tensor([m + [-1] * (width - len(m)) for m in members], device=query.device)
-            ranked_subset = rank_subsets(query, gallery, padded).cpu()
+            ranked_subset = self._subset_ranking(split, pos, query, gallery)
             out.update(M.recall_at_k(ranked_subset, targets, split.metrics["recall_subset"], prefix="Rs"))
         if "rank" in split.metrics:
             first = torch.tensor([t[0] if t else -1 for t in targets], device=query.device)

@@ -58,9 +58,15 @@ def rank_summary(ranks: list[int]) -> dict:
     return {"mean_rank": float(sum(ranks) / len(ranks)), "median_rank": float(statistics.median(ranks))}
 
 
-# metric family -> whether it needs the top-K ranking (K = largest cut-off)
+def primary_recall_at_k(ranked: torch.Tensor, targets: list[list[int]], ks: list[int]) -> dict:
+    """Recall@K of each query's first ground truth only (CIRCO's target_img_id)."""
+    return recall_at_k(ranked, [t[:1] for t in targets], ks)
+
+
+# metric family -> its function over the top-K ranking (K = largest cut-off); None: computed apart
 FAMILIES = {
     "recall": recall_at_k,
+    "primary_recall": primary_recall_at_k,
     "positive_recall": positive_recall_at_k,
     "map": map_at_k,
     "recall_subset": None,  # computed on each query's subset ranking

@@ -26,9 +26,16 @@ def long_frame(records: list[dict]):
                          "supervised": r["method"].get("supervised", False),
                          "dataset": r["dataset"]["name"], "split": r["dataset"]["split"], "metric": metric,
                          "value": value, "main": metric in r.get("main_metrics", []),
-                         "n_queries": r["dataset"]["n_queries"], "n_gallery": r["dataset"]["n_gallery"]})
+                         "n_queries": r["dataset"]["n_queries"], "n_gallery": r["dataset"]["n_gallery"],
+                         "split_order": _split_position(r)})
     return pd.DataFrame(rows, columns=["encoder", "method", "supervised", "dataset", "split", "metric", "value",
-                                       "main", "n_queries", "n_gallery"])
+                                       "main", "n_queries", "n_gallery", "split_order"])
+
+
+def _split_position(record: dict) -> int:
+    order = record["dataset"].get("split_order") or []
+    split = record["dataset"]["split"]
+    return order.index(split) if split in order else len(order)
 
 
 def method_order(names) -> list[str]:
@@ -47,7 +54,9 @@ def dataset_tables(frame) -> dict:
     for dataset, part in main.groupby("dataset", sort=True):
         wide = part.pivot_table(index=["encoder", "method"], columns=["split", "metric"], values="value",
                                 aggfunc="first")
-        splits = list(dict.fromkeys(part["split"]))
+        splits = list(dict.fromkeys(part.sort_values("split_order", kind="stable")["split"]))  # declared order
+        metric_order = list(dict.fromkeys(part["metric"]))
+        wide = wide[[(s, m) for s in splits for m in metric_order if (s, m) in wide.columns]]
         if len(splits) > 1:
             for metric in dict.fromkeys(part["metric"]):
                 cols = [(s, metric) for s in splits if (s, metric) in wide.columns]

@@ -48,7 +48,8 @@ def read(path: Path) -> dict:
 
 
 def find(results_dir: Path) -> list[Path]:
-    return sorted(p for p in Path(results_dir).rglob("*.json") if not p.name.startswith("."))
+    """Result files: <encoder>/<dataset>/<split>/<method>.json (submission files live deeper)."""
+    return sorted(p for p in Path(results_dir).glob("*/*/*/*.json") if not p.name.startswith("."))
 
 
 def versions() -> dict:

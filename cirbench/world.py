@@ -47,9 +47,9 @@ class WorldConfig:
     train_ids: int = 24  # identities for the Combiner's triplets
     test_ids: int = 16  # identities in the test galleries
     queries_per_id: int = 6
-    clip_epochs: int = 12
+    clip_epochs: int = 10
     clip_batch: int = 256
-    clip_lr: float = 1e-3
+    clip_lr: float = 2e-3
     pic2word_epochs: int = 6
     pic2word_batch: int = 128
     combiner_epochs: int = 30
@@ -64,11 +64,16 @@ class WorldConfig:
     def clip_key(self) -> str:
         return _hash({k: getattr(self, k) for k in self.RENDER_FIELDS + self.CLIP_FIELDS})
 
-    def spec(self) -> str:
-        """The non-default settings as KEY=VALUE,... (part of the world encoder's spec)."""
+    def spec(self, names: tuple[str, ...] | None = None) -> str:
+        """The non-default settings among ``names`` (default: all) as KEY=VALUE,..."""
         default = WorldConfig()
-        return ",".join(f"{f.name}={getattr(self, f.name)}" for f in fields(self)
-                        if getattr(self, f.name) != getattr(default, f.name))
+        names = names or tuple(f.name for f in fields(self))
+        return ",".join(f"{n}={getattr(self, n)}" for n in names if getattr(self, n) != getattr(default, n))
+
+    def encoder_spec(self) -> str:
+        """The world encoder's spec: only the settings the small CLIP depends on."""
+        spec = self.spec(self.RENDER_FIELDS + self.CLIP_FIELDS)
+        return f"world:{spec}" if spec else "world"
 
     @classmethod
     def parse(cls, options: dict | str) -> "WorldConfig":
@@ -92,8 +97,9 @@ class WorldConfig:
 PRESETS = {
     "default": WorldConfig(),
     # for tests and smoke runs: the same world in miniature
-    "tiny": WorldConfig(pretrain=1500, unlabeled=400, train_ids=4, test_ids=3, queries_per_id=4, clip_epochs=3,
-                        pic2word_epochs=2, combiner_epochs=3, clip_batch=128, pic2word_batch=64, combiner_batch=64),
+    "tiny": WorldConfig(image_size=16, pretrain=1000, unlabeled=300, train_ids=3, test_ids=3, queries_per_id=4,
+                        clip_epochs=2, pic2word_epochs=2, combiner_epochs=2, clip_batch=128, pic2word_batch=64,
+                        combiner_batch=64),
 }
 
 

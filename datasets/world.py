@@ -39,8 +39,7 @@ class WorldTask(Dataset):
 
     @property
     def default_encoder(self) -> str:  # type: ignore[override]
-        spec = self.config.spec()
-        return f"world:{spec}" if spec else "world"
+        return self.config.encoder_spec()
 
     def require_root(self) -> None:
         pass

@@ -1,0 +1,118 @@
+"""FashionIQ (Wu et al., CVPR 2021): attribute editing of dresses, shirts and tops; the val split is
+the standard test.
+
+Layout (under <data root>/fashioniq/): captions/cap.{dress,shirt,toptee}.{train,val,test}.json (a list
+of {candidate, target, captions: [c1, c2]}), image_splits/split.{category}.{split}.json (a list of image
+names), images/<name>.<png|jpg|jpeg>.
+
+Protocol: the gallery of a category is its val image split; the reference is NOT removed; one target
+per query; Recall@10/50 (and @1/5) per category and their average. The prompt follows the official
+Pic2Word code, which puts the SECOND caption first: "a photo of * , {c2} and {c1}";
+``--set caption_order=natural`` gives "{c1} and {c2}".
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from cirbench.data import Query, Split, Triplet
+from cirbench.dataset import Dataset, expect, read_json, register_dataset
+from cirbench.errors import DataError, UsageError
+
+CATEGORIES = ("dress", "shirt", "toptee")
+SUFFIXES = (".png", ".jpg", ".jpeg")
+
+
+@register_dataset("fashioniq")
+class FashionIQ(Dataset):
+    name = "fashioniq"
+    description = "FashionIQ val: dress, shirt, toptee (R@10/R@50, reference kept)"
+    splits = CATEGORIES
+    default_splits = CATEGORIES
+    expected_layout = ("fashioniq/captions/cap.{dress,shirt,toptee}.val.json, "
+                       "fashioniq/image_splits/split.{dress,shirt,toptee}.val.json, fashioniq/images/<name>.png|jpg")
+
+    def __init__(self, root, options=None):
+        super().__init__(root, options)
+        unknown = set(self.options) - {"caption_order"}
+        if unknown:
+            raise UsageError(f"fashioniq has no setting {sorted(unknown)[0]!r} (settings: caption_order)")
+        self.order = self.options.get("caption_order", "official")
+        if self.order not in ("official", "natural"):
+            raise UsageError("fashioniq caption_order must be 'official' (c2 and c1) or 'natural' (c1 and c2)")
+        self._images: dict[str, Path] | None = None
+
+    def image_files(self) -> dict[str, Path]:
+        """Image name -> file, from one listing of images/ (the extension may be png or jpg)."""
+        if self._images is None:
+            folder = self.root / "images"
+            if not folder.is_dir():
+                raise DataError(f"{folder} is missing (expected {self.expected_layout})")
+            self._images = {}
+            for entry in folder.iterdir():
+                stem, suffix = entry.name.rsplit(".", 1) if "." in entry.name else (entry.name, "")
+                if f".{suffix.lower()}" in SUFFIXES:
+                    self._images.setdefault(stem, entry)
+        return self._images
+
+    def _resolve(self, name, where) -> Path:
+        expect(isinstance(name, str) and name and "/" not in name and "\\" not in name and ".." not in name, where,
+               f"image name {name!r} is not a plain file name")
+        files = self.image_files()
+        if name not in files:
+            raise DataError(f"{where}: image {name!r} not found as images/{name}.png|.jpg|.jpeg")
+        return files[name]
+
+    def _text(self, captions, where) -> str:
+        expect(isinstance(captions, list) and len(captions) == 2 and all(isinstance(c, str) for c in captions), where,
+               "'captions' must be a list of two strings")
+        c1, c2 = (c.strip(" .") for c in captions)
+        return f"{c2} and {c1}" if self.order == "official" else f"{c1} and {c2}"
+
+    def _captions(self, category: str, split: str) -> list[dict]:
+        path = self.root / "captions" / f"cap.{category}.{split}.json"
+        rows = read_json(path, "FashionIQ caption file")
+        expect(isinstance(rows, list), path, "expected a list of {candidate, target, captions}")
+        for i, row in enumerate(rows):
+            expect(isinstance(row, dict) and {"candidate", "captions"} <= set(row), f"{path}[{i}]",
+                   "expected fields candidate, target, captions")
+        return rows
+
+    def load(self, split: str) -> Split:
+        self.require_root()
+        if split not in CATEGORIES:
+            raise UsageError(f"fashioniq has no split {split!r}; splits: {', '.join(CATEGORIES)}")
+        names_path = self.root / "image_splits" / f"split.{split}.val.json"
+        names = read_json(names_path, "FashionIQ image split")
+        expect(isinstance(names, list) and all(isinstance(n, str) for n in names), names_path,
+               "expected a list of image names")
+        images = {n: self._resolve(n, names_path) for n in names}
+        gallery = list(dict.fromkeys(names))
+        in_gallery = set(gallery)
+        cap_path = self.root / "captions" / f"cap.{split}.val.json"
+        queries = []
+        for i, row in enumerate(self._captions(split, "val")):
+            where = f"{cap_path}[{i}]"
+            ref, target = row["candidate"], row.get("target")
+            images.setdefault(ref, self._resolve(ref, where))
+            expect(target in in_gallery, where, f"target {target!r} is not in the {split} val image split")
+            queries.append(Query(qid=str(i), reference=ref, text=self._text(row["captions"], where),
+                                 targets=(target,)))
+        return Split(
+            dataset=self.name, split=split, root=self.root, images=images, gallery=gallery, queries=queries,
+            metrics={"recall": [1, 5, 10, 50]}, main_metrics=["R@10", "R@50"],
+            prompts={"pseudo": "a photo of * , {text}", "text": "{text}"},
+            info={"caption_order": self.order, "captions_file": str(cap_path)},
+        )
+
+    def train_triplets(self) -> list[Triplet]:
+        out = []
+        for category in CATEGORIES:
+            path = self.root / "captions" / f"cap.{category}.train.json"
+            for i, row in enumerate(self._captions(category, "train")):
+                out.append(Triplet(row["candidate"], self._text(row["captions"], f"{path}[{i}]"), row["target"]))
+        return out
+
+    def train_images(self) -> dict[str, Path]:
+        return {name: self._resolve(name, "FashionIQ training triplets")
+                for t in self.train_triplets() for name in (t.reference, t.target)}
