@@ -35,7 +35,6 @@ def fashioniq(root: Path) -> Path:
             e = "jpg" if cat == "toptee" and i % 2 else ext
             flat(root / "images" / f"{name}.{e}", colour, "JPEG" if e == "jpg" else "PNG")
         dump(root / "image_splits" / f"split.{cat}.val.json", names)
-        # q0: red -> target green (rank 2 by colour: red itself, then ... see tests); q1: blue -> blue? no, yellow
         dump(root / "captions" / f"cap.{cat}.val.json", [
             {"candidate": names[0], "target": names[1], "captions": ["is green", "has short sleeves"]},
             {"candidate": names[2], "target": names[2 if cat == "dress" else 3], "captions": ["is yellow", "is shiny"]},
@@ -83,7 +82,7 @@ def cirr(root: Path, nested: bool = True) -> Path:
 
 
 def circo(root: Path) -> Path:
-    colours = {1: "red", 2: "red", 3: "green", 4: "blue", 5: "red", 6: "yellow", 7: "white"}
+    colours = {1: "red", 2: "red", 3: "yellow", 4: "blue", 5: "red", 6: "green", 7: "white"}
     for image_id, colour in colours.items():
         flat(root / "COCO2017_unlabeled" / "unlabeled2017" / f"{image_id:012d}.jpg", colour, "JPEG")
     dump(root / "COCO2017_unlabeled" / "annotations" / "image_info_unlabeled2017.json",
@@ -91,8 +90,8 @@ def circo(root: Path) -> Path:
     dump(root / "annotations" / "val.json", [
         {"id": 0, "reference_img_id": 1, "target_img_id": 5, "relative_caption": "is in a kitchen",
          "shared_concept": "a thing", "gt_img_ids": [5, 3]},
-        {"id": 1, "reference_img_id": 4, "target_img_id": 6, "relative_caption": "is larger",
-         "shared_concept": "a thing", "gt_img_ids": [6]},
+        {"id": 1, "reference_img_id": 4, "target_img_id": 7, "relative_caption": "is larger",
+         "shared_concept": "a thing", "gt_img_ids": [7]},
     ])
     dump(root / "annotations" / "test.json", [
         {"id": 3, "reference_img_id": 3, "relative_caption": "has two of them", "shared_concept": "x"}])

@@ -1,0 +1,149 @@
+"""The five benchmark adapters on fixtures in the official layouts, with metrics worked out by hand.
+
+Images are flat colours and the colour test encoder's feature is the mean colour, so image-only ranks
+by colour: cos(red, red) = 1 > cos(red, yellow) = 0.74 > cos(red, white or gray) = 0.63 >
+cos(red, blue) = cos(red, green) = 0.104 (13/255 in the dark channels), and cos(blue, yellow) = 0.108.
+Equal scores rank by gallery order.
+"""
+
+import json
+
+import pytest
+from typer.testing import CliRunner
+
+import colour_encoder
+import real_fixtures as F
+from cirbench.cli import app
+from cirbench.registry import datasets
+
+colour_encoder.register()
+
+
+def run(tmp_path, dataset, root, *methods, extra=()):
+    args = ["run", "--dataset", dataset, "--data", f"{dataset.split(':')[0]}={root}", "--encoder", "colour-test",
+            "--workers", "0", "--json", "--quiet", "--results-dir", str(tmp_path / "results"),
+            "--cache-dir", str(tmp_path / "cache"), "-m", ",".join(methods), *extra]
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 0, result.output
+    out = json.loads(result.stdout)
+    return {(r["dataset"]["split"], r["method"]["name"]): r for r in out["results"]}
+
+
+def test_fashioniq_protocol(tmp_path):
+    root = F.fashioniq(tmp_path / "fashioniq")
+    got = run(tmp_path, "fashioniq", root, "image-only", "text-only")
+    assert {s for s, _ in got} == {"dress", "shirt", "toptee"}
+    # dress: q0 red -> green: image-only ranks red, yellow, green (tie with blue, earlier) -> rank 3;
+    #        q1 blue -> itself (the reference is not removed) -> rank 1
+    assert got[("dress", "image-only")]["metrics"] == pytest.approx({"R@1": 50.0, "R@5": 100.0, "R@10": 100.0,
+                                                                      "R@50": 100.0})
+    # text-only reads the official order "c2 and c1": q0 "has short sleeves and is green" -> green first;
+    # q1 "is shiny and is yellow" -> yellow, red, green, blue: the blue target at rank 4
+    assert got[("dress", "text-only")]["metrics"]["R@1"] == pytest.approx(50.0)
+    assert got[("dress", "text-only")]["metrics"]["R@5"] == pytest.approx(100.0)
+    record = got[("dress", "image-only")]
+    assert record["dataset"]["n_gallery"] == 4 and record["dataset"]["remove_reference"] is False
+    assert record["dataset"]["caption_order"] == "official"
+    split = datasets.get("fashioniq")(root).load("dress")
+    assert split.queries[0].text == "has short sleeves and is green"
+    assert datasets.get("fashioniq")(root, {"caption_order": "natural"}).load("dress").queries[0].text == \
+        "is green and has short sleeves"
+    assert split.images["dress0"].suffix == ".png"
+    assert datasets.get("fashioniq")(root).load("toptee").images["toptee1"].suffix == ".jpg"
+    assert len(datasets.get("fashioniq")(root).train_triplets()) == 12
+
+
+@pytest.mark.parametrize("nested", [True, False])
+def test_cirr_val_removes_the_reference_and_ranks_subsets(tmp_path, nested):
+    root = F.cirr(tmp_path / "cirr", nested=nested)
+    got = run(tmp_path, "cirr", root, "image-only")
+    m = got[("val", "image-only")]["metrics"]
+    # q11: the reference (red, first) is removed, so its red twin (the target) is rank 1;
+    # q12: green reference removed -> yellow, white (target) -> rank 2
+    assert m["R@1"] == pytest.approx(50.0) and m["R@5"] == pytest.approx(100.0)
+    # subsets without the reference: q11 target first; q12: yellow, white (target), blue
+    assert m["Rs@1"] == pytest.approx(50.0) and m["Rs@2"] == pytest.approx(100.0) and m["Rs@3"] == 100.0
+
+
+def test_cirr_test1_writes_the_server_files(tmp_path):
+    root = F.cirr(tmp_path / "cirr")
+    got = run(tmp_path, "cirr:test1", root, "image-only")
+    record = got[("test1", "image-only")]
+    assert record["metrics"] == {}
+    recall, subset = (json.loads(open(p).read()) for p in record["submission"])
+    assert recall["version"] == "rc2" and recall["metric"] == "recall"
+    assert subset["version"] == "rc2" and subset["metric"] == "recall_subset"
+    # blue reference removed: yellow (cos 0.108) ranks before green (cos 0.104)
+    assert recall["7"] == ["test1-0-1-img0", "test1-0-0-img1"]
+    assert subset["7"] == ["test1-0-1-img0", "test1-0-0-img1"]
+    assert set(recall) == {"version", "metric", "7"}
+
+
+def test_circo_val_map_with_several_ground_truths(tmp_path):
+    root = F.circo(tmp_path / "circo")
+    m = run(tmp_path, "circo", root, "image-only")[("val", "image-only")]["metrics"]
+    # q0 red reference (kept): reds 1, 2, 5 (GT) then yellow 3 (GT), white 7 ...
+    #   AP@5 = (1/3 + 2/4) / min(5, 2) = 5/12
+    # q1 blue reference 4: itself, then white 7 (GT) -> AP@5 = (1/2) / 1
+    assert m["mAP@5"] == pytest.approx(100 * (5 / 12 + 1 / 2) / 2)
+    assert m["mAP@50"] == pytest.approx(100 * (5 / 12 + 1 / 2) / 2)
+    assert m["R@5"] == pytest.approx(100.0)  # target_img_id of both within the top 5
+
+
+def test_circo_test_writes_the_server_file(tmp_path):
+    root = F.circo(tmp_path / "circo")
+    record = run(tmp_path, "circo:test", root, "image-only")[("test", "image-only")]
+    submission = json.loads(open(record["submission"][0]).read())
+    assert list(submission) == ["3"] and len(submission["3"]) == 7
+    assert submission["3"][0] == 3 and all(isinstance(i, int) for i in submission["3"])
+
+
+def test_imagenet_r_domain_conversion(tmp_path):
+    root = F.imagenet_r(tmp_path / "imagenet-r")
+    got = run(tmp_path, "imagenet-r", root, "image-only")
+    # cartoon: q0, q1 (red, class 0): positives red cartoon (rank 1) and yellow cartoon (rank 4 after three reds);
+    #          q2 (blue, class 1): the blue cartoon ranks 1
+    cartoon = got[("cartoon", "image-only")]["metrics"]
+    assert cartoon["R@1"] == pytest.approx(100 * (0.5 + 0.5 + 1) / 3)
+    assert cartoon["R@5"] == pytest.approx(100.0)
+    # origami: only class 1 has one (gray, rank 3 for the blue query); the class-0 queries score 0
+    origami = got[("origami", "image-only")]["metrics"]
+    assert origami["R@1"] == 0.0 and origami["R@5"] == pytest.approx(100 / 3)
+    # toy: class 0's green toy comes after reds, yellow and gray (rank 6 or 7); class 1 has none
+    toy = got[("toy", "image-only")]["metrics"]
+    assert toy["R@5"] == 0.0 and toy["R@10"] == pytest.approx(200 / 3)
+    assert got[("sculpture", "image-only")]["metrics"]["R@200"] == 0.0
+    split = datasets.get("imagenet-r")(root).load("cartoon")
+    assert split.prompts == {"pseudo": "a {text} of *", "text": "a {text} of "}
+    assert split.info["lists"] == "official"
+
+
+def test_imagenet_r_lists_built_from_folders_are_seeded(tmp_path):
+    root = F.imagenet_r(tmp_path / "imagenet-r", with_lists=False)
+    a = datasets.get("imagenet-r")(root, {"seed": "3"}).load("cartoon")
+    b = datasets.get("imagenet-r")(root, {"seed": "3"}).load("cartoon")
+    assert [q.reference for q in a.queries] == [q.reference for q in b.queries]
+    assert a.info["lists"] == "built from folders" and a.info["seed"] == 3
+    assert len(a.queries) == 3 and len(a.gallery) == 5 + 3
+
+
+def test_official_imagenet_r_lists_parse():
+    from pathlib import Path
+
+    from cirbench.datasets.imagenet_r import read_list
+
+    data = Path(__file__).resolve().parents[2] / "shared" / "data" / "imagenet-r-domain-conversion"
+    if not data.is_dir():
+        pytest.skip("shared/data is not beside this checkout")
+    queries = read_list(data / "imgnet_real_query.txt")
+    targets = read_list(data / "imgnet_targets.txt")
+    assert len(queries) == 10000 and len({lab for _, lab in queries}) == 200
+    counts = {}
+    for _, label in targets:
+        counts[label // 1000] = counts.get(label // 1000, 0) + 1
+    assert counts == {0: 3726, 1: 550, 2: 1511, 3: 1196, 6: 10000}
+    # the official quirk: a share of the queries has no positive in a domain
+    classes = {lab for _, lab in queries}
+    for d, share in zip(range(4), (76.5, 53, 72, 71)):
+        with_positive = {lab % 1000 for _, lab in targets if lab // 1000 == d}
+        assert round(100 * len(classes & with_positive) / len(classes)) == round(share)
