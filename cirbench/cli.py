@@ -316,19 +316,26 @@ def data_check(
     data: List[str] = typer.Option([]),
     setting: List[str] = typer.Option([], "--set"),
     cache: Optional[Path] = typer.Option(None, "--cache-dir"),
+    quiet: bool = typer.Option(False),
 ):
-    """Validate a dataset layout without running a model."""
+    """Validate a dataset layout without running a model: counts, missing and unreadable images,
+    annotations pointing outside their split, paths escaping the dataset folder."""
     try:
+        from .progress import Progress
+
         ds, splits = open_dataset(dataset, data_root, pairs(data, "--data"), pairs(setting, "--set"), cache)
-        problems = ds.check()
+        with Progress(enabled=not quiet) as progress:
+            problems, summary = ds.check(progress)
     except CirbenchError as exc:
         fail(exc)
+    for line in summary:
+        typer.echo(line)
     for p in problems:
-        typer.echo(p)
+        typer.echo(f"problem: {p}")
     if problems:
         typer.echo(f"{len(problems)} problem(s) in {ds.root}", err=True)
         raise typer.Exit(1)
-    typer.echo(f"{ds.root}: OK ({', '.join(splits)})")
+    typer.echo(f"{ds.root}: OK")
 
 
 def main() -> None:

@@ -51,19 +51,37 @@ class Dataset:
     def train_images(self) -> dict[str, Path]:
         raise UsageError(f"dataset {self.name!r} has no training images")
 
-    def check(self) -> list[str]:
-        """Problems found in the layout without running a model (empty: all good)."""
-        problems = []
+    def check(self, progress=None) -> tuple[list[str], list[str]]:
+        """(problems, summary lines) for the layout, without running a model: every split is loaded and
+        every image it names is opened and decoded."""
+        from PIL import Image
+
+        problems, summary = [], []
         for split in self.available_splits():
+            where = f"{self.label}:{split}"
             try:
                 loaded = self.load(split)
             except DataError as exc:
-                problems.append(str(exc))
+                problems.append(f"{where}: {exc}")
                 continue
+            task = progress.task(f"check {where}", total=len(loaded.images)) if progress else None
+            bad = 0
             for image_id, path in loaded.images.items():
                 if not path.is_file():
-                    problems.append(f"{loaded.name}: image {image_id!r} is missing ({path})")
-        return problems
+                    problems.append(f"{where}: image {image_id!r} is missing ({path})")
+                    bad += 1
+                else:
+                    try:
+                        with Image.open(path) as image:
+                            image.convert("RGB").load()
+                    except Exception as exc:
+                        problems.append(f"{where}: image {image_id!r} is unreadable ({path}: {type(exc).__name__})")
+                        bad += 1
+                if task:
+                    task.advance(1)
+            summary.append(f"{where}: {len(loaded.queries)} queries, {len(loaded.gallery)} gallery images, "
+                           f"{len(loaded.images)} image files ({bad} with problems)")
+        return problems, summary
 
     # -- helpers --------------------------------------------------------------------------------
     def require_root(self) -> None:
