@@ -49,7 +49,8 @@ def resolve_methods(values: List[str]) -> list[str]:
     return list(dict.fromkeys(methods.canonical(n) for n in names))
 
 
-def open_dataset(spec: str, data_root, overrides: dict, options: dict | None = None, cache: Path | None = None):
+def open_dataset(spec: str, data_root, overrides: dict, options: dict | None = None, cache: Path | None = None,
+                 check_splits: bool = True):
     """NAME, NAME:SPLIT, or a folder path (a dataset of the user's own) -> (Dataset, [splits])."""
     from .dataset import resolve_root
     from .registry import datasets
@@ -67,6 +68,8 @@ def open_dataset(spec: str, data_root, overrides: dict, options: dict | None = N
             root = resolve_root(cls.registry_name, data_root, overrides)
     dataset = cls(root, options or {})
     dataset.require_root()
+    if not check_splits:
+        return dataset, []
     available = dataset.available_splits()
     if split:
         if split not in available:
@@ -336,6 +339,31 @@ def data_check(
         typer.echo(f"{len(problems)} problem(s) in {ds.root}", err=True)
         raise typer.Exit(1)
     typer.echo(f"{ds.root}: OK")
+
+
+@data_app.command("prepare")
+def data_prepare(
+    dataset: str = typer.Argument(..., help="A dataset whose queries are built from raw data (coco)."),
+    data_root: Optional[Path] = typer.Option(None),
+    data: List[str] = typer.Option([]),
+    setting: List[str] = typer.Option([], "--set", help="KEY=VALUE settings (e.g. seed=0)."),
+    cache: Optional[Path] = typer.Option(None, "--cache-dir"),
+    quiet: bool = typer.Option(False),
+):
+    """Build a dataset's queries from its raw files (recorded and seeded)."""
+    try:
+        from .progress import Progress
+
+        ds, _splits = open_dataset(dataset, data_root, pairs(data, "--data"), pairs(setting, "--set"), cache,
+                                   check_splits=False)
+        if not hasattr(ds, "prepare_data"):
+            raise UsageError(f"dataset {ds.label!r} needs no preparation")
+        with Progress(enabled=not quiet) as progress:
+            lines = ds.prepare_data(progress)
+    except CirbenchError as exc:
+        fail(exc)
+    for line in lines:
+        typer.echo(line)
 
 
 def main() -> None:

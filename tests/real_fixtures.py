@@ -124,3 +124,53 @@ def imagenet_r(root: Path, with_lists: bool = True) -> Path:
 def copy(src: Path, dst: Path) -> Path:
     shutil.copytree(src, dst)
     return dst
+
+
+def coco(root: Path) -> Path:
+    """COCO val2017 in the official layout: images with polygon-annotated objects of flat colours.
+
+    1: red background, a blue triangle "dog" (9% of the image, a candidate) and a tiny "cat";
+    2: green background, a yellow square "cat" (16%) and a huge "dog" (75%, not a candidate);
+    3: one "dog" only (a candidate, but no other class); 4: only tiny objects (no candidate);
+    5: two candidates ("dog", "bird") and a "cat", to show the seeded draw."""
+    from PIL import ImageDraw
+
+    images, anns = [], []
+    colours = {1: "red", 2: "green", 3: "white", 4: "white", 5: "gray"}
+
+    def obj(image_id, cat, polygon, fill, draw):
+        xs, ys = polygon[0::2], polygon[1::2]
+        pts = list(zip(xs, ys))
+        area = 0.5 * abs(sum(x1 * y2 - x2 * y1 for (x1, y1), (x2, y2) in zip(pts, pts[1:] + pts[:1])))
+        anns.append({"id": len(anns) + 1, "image_id": image_id, "category_id": cat, "iscrowd": 0,
+                     "segmentation": [polygon], "area": area,
+                     "bbox": [min(xs), min(ys), max(xs) - min(xs), max(ys) - min(ys)]})
+        if fill:
+            draw.polygon(pts, fill=RGB255[fill])
+
+    for image_id, colour in colours.items():
+        image = Image.new("RGB", (20, 20), RGB255[colour])
+        draw = ImageDraw.Draw(image)
+        if image_id == 1:
+            obj(1, 1, [2, 2, 12, 2, 2, 12], "blue", draw)  # triangle, area 50 = 12.5%
+            obj(1, 2, [15, 15, 16, 15, 16, 16, 15, 16], None, draw)
+        elif image_id == 2:
+            obj(2, 2, [4, 4, 12, 4, 12, 12, 4, 12], "yellow", draw)  # square, area 64 = 16%
+            obj(2, 1, [0, 0, 20, 0, 20, 15, 0, 15], None, draw)  # area 300 = 75%
+        elif image_id == 3:
+            obj(3, 1, [2, 2, 10, 2, 10, 10, 2, 10], "red", draw)
+        elif image_id == 4:
+            obj(4, 1, [2, 2, 3, 2, 3, 3, 2, 3], None, draw)
+            obj(4, 2, [5, 5, 6, 5, 6, 6, 5, 6], None, draw)
+        else:
+            obj(5, 1, [1, 1, 9, 1, 9, 9, 1, 9], "blue", draw)
+            obj(5, 3, [11, 11, 19, 11, 19, 19, 11, 19], "green", draw)
+            obj(5, 2, [0, 19, 1, 19, 1, 20, 0, 20], None, draw)
+        path = root / "val2017" / f"{image_id:012d}.jpg"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        image.save(path, quality=100)
+        images.append({"id": image_id, "file_name": path.name, "width": 20, "height": 20})
+    dump(root / "annotations" / "instances_val2017.json", {
+        "images": images, "annotations": anns,
+        "categories": [{"id": 1, "name": "dog"}, {"id": 2, "name": "cat"}, {"id": 3, "name": "bird"}]})
+    return root

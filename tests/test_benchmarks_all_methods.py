@@ -1,0 +1,60 @@
+"""Every method on every benchmark fixture, with weights from `cirbench train` (a tiny open_clip model)."""
+
+import json
+
+import pytest
+from typer.testing import CliRunner
+
+import real_fixtures as F
+from cirbench.cli import app
+
+pytestmark = pytest.mark.slow
+METHODS = {"image-only", "text-only", "image+text", "pic2word", "combiner"}
+
+
+def invoke(*args):
+    result = CliRunner().invoke(app, [str(a) for a in args])
+    return result
+
+
+def test_all_methods_on_all_five_fixtures(tmp_path, tiny_dir):
+    data = tmp_path / "data"
+    F.fashioniq(data / "fashioniq"), F.cirr(data / "cirr"), F.circo(data / "circo")
+    F.imagenet_r(data / "imagenet-r"), F.coco(data / "coco")
+    common = ["--encoder", f"local-dir:{tiny_dir}", "--data-root", data, "--cache-dir", tmp_path / "cache",
+              "--workers", "0", "--quiet"]
+    assert invoke("data", "prepare", "coco", "--data-root", data, "--quiet").exit_code == 0
+    r = invoke("train", "pic2word", "--images", data / "fashioniq" / "images", "--epochs", "1", "--batch-size", "4",
+               "-o", "middle_dim=16", *common)
+    assert r.exit_code == 0, r.output
+    for name in ("fashioniq", "cirr"):
+        r = invoke("train", "combiner", "--dataset", name, "--epochs", "1", "--batch-size", "2",
+                   "-o", "projection_dim=8", "-o", "hidden_dim=16", *common)
+        assert r.exit_code == 0, r.output
+    run = ["run", "-m", "all", "--results-dir", tmp_path / "results", "--json", *common]
+    r = invoke(*run, "--dataset", "fashioniq,cirr")
+    assert r.exit_code == 0, r.output
+    cells = json.loads(r.stdout)["cells"]
+    assert {(c["dataset"], c["method"]) for c in cells} == {(d, m) for d in ("fashioniq", "cirr") for m in METHODS}
+    assert {c["status"] for c in cells} == {"computed"}
+
+    # no train triplets of their own: the Combiner says how to get weights, the other methods still run
+    r = invoke(*run, "--dataset", "circo,imagenet-r,coco")
+    assert r.exit_code == 2
+    assert "cirbench train combiner" in r.output and "--checkpoint combiner=PATH" in r.output
+    done = {(c["dataset"], c["method"]) for c in json.loads(r.stdout)["cells"] if c["status"] == "computed"}
+    assert {m for _, m in done} == METHODS - {"combiner"}
+
+    cirr_combiner = next((tmp_path / "cache" / "checkpoints" / "combiner").rglob("cirr.pt"))
+    r = invoke(*run, "--dataset", "circo,imagenet-r,coco", "--checkpoint", f"combiner={cirr_combiner}")
+    assert r.exit_code == 0, r.output
+    records = [x for x in json.loads(r.stdout)["results"] if x["method"]["name"] == "combiner"]
+    assert {x["dataset"]["name"] for x in records} == {"circo", "imagenet-r", "coco"}
+    assert all(x["method"]["config"]["train_dataset"] == "cirr" for x in records)
+
+    r = invoke("report", "--results-dir", tmp_path / "results", "--out", tmp_path / "reports")
+    assert r.exit_code == 0, r.output
+    md = (tmp_path / "reports" / "results.md").read_text()
+    for name in ("fashioniq", "cirr", "circo", "imagenet-r", "coco"):
+        assert f"## {name}" in md
+    assert "combiner (supervised, trained on cirr)" in md
