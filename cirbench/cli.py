@@ -161,6 +161,7 @@ def run(
         prompts = pairs(prompt, "--prompt")
         options = RunOptions(results_dir=results_dir, cache_dir=cache_path, batch_size=batch_size, workers=workers,
                              overwrite=overwrite, skip_bad_images=skip_bad_images,
+                             all_methods=not split_list(method) or "all" in split_list(method),
                              checkpoints=checkpoint_map(checkpoint, names), prompts=prompts)
         outcomes = []
         engines: dict[str, Engine] = {}
@@ -180,6 +181,12 @@ def run(
     except CirbenchError as exc:
         fail(exc)
     _print_outcomes(outcomes, as_json)
+    skipped = {}
+    for o in outcomes:
+        if o.status == "skipped":
+            skipped.setdefault(o.method, str(o.error))
+    for name, why in skipped.items():
+        typer.echo(f"note: {name} not run (it needs released weights): {why}", err=True)
     failures = [o for o in outcomes if o.status == "failed"]
     for o in failures:
         typer.echo(f"error: {o.method} on {o.dataset}:{o.split}: {o.error}", err=True)

@@ -19,7 +19,7 @@ from . import results
 from .cache import FeatureCache, item_key
 from .data import Split
 from .encoder import stable_hash
-from .errors import CirbenchError, DataError
+from .errors import CirbenchError, DataError, MissingCheckpointError
 from .images import image_batches, unreadable
 from .method import MethodContext
 from .registry import methods as method_registry
@@ -36,6 +36,7 @@ class RunOptions:
     overwrite: bool = False
     seed: int = 0
     skip_bad_images: bool = False
+    all_methods: bool = False  # the user asked for `--method all`
     checkpoints: dict[str, Path] = field(default_factory=dict)  # method -> path
     prompts: dict[str, str] = field(default_factory=dict)  # user overrides of the split's prompt templates
     command: list[str] = field(default_factory=lambda: list(sys.argv))
@@ -114,7 +115,7 @@ class CellOutcome:
     method: str
     dataset: str
     split: str
-    status: str  # "computed", "reused", "failed"
+    status: str  # "computed", "reused", "skipped" (no released weights under --method all), "failed"
     record: dict | None = None
     error: CirbenchError | None = None
     path: Path | None = None
@@ -157,6 +158,11 @@ class Engine:
                                 checkpoint_store=Path(self.options.cache_dir) / "checkpoints")
             try:
                 method = cls(ctx)
+            except MissingCheckpointError as exc:
+                # `--method all` includes methods that only run on released weights when those are there
+                status = "skipped" if self.options.all_methods and getattr(cls, "external_weights", False) else "failed"
+                outcomes.append(CellOutcome(cls.registry_name, split.dataset, split.split, status, error=exc))
+                continue
             except CirbenchError as exc:
                 outcomes.append(CellOutcome(cls.registry_name, split.dataset, split.split, "failed", error=exc))
                 continue

@@ -93,3 +93,38 @@ def test_missing_checkpoint_says_how_to_train(tmp_path, tiny_encoder):
         methods.get("combiner")(c)
     with pytest.raises(MissingCheckpointError, match="cirbench train pic2word"):
         methods.get("pic2word")(c)
+
+
+def searle_ckpt(path, embed_dim, token_width, prefix=""):
+    torch.manual_seed(2)
+    h = 4 * embed_dim
+    state = {f"{prefix}layers.0.weight": torch.randn(h, embed_dim), f"{prefix}layers.0.bias": torch.randn(h),
+             f"{prefix}layers.3.weight": torch.randn(h, h) / h ** 0.5, f"{prefix}layers.3.bias": torch.randn(h),
+             f"{prefix}layers.6.weight": torch.randn(token_width, h) / h ** 0.5,
+             f"{prefix}layers.6.bias": torch.randn(token_width)}
+    torch.save({"Phi": state}, path)
+    return state
+
+
+def test_released_searle_phi_and_its_prompt(tmp_path, tiny_encoder):
+    from cirbench.methods.searle import searle_prompt
+
+    state = searle_ckpt(tmp_path / "phi.pt", tiny_encoder.embed_dim, tiny_encoder.token_width)
+    method = methods.get("searle")(ctx(tiny_encoder, tmp_path / "phi.pt"))
+    assert method.config()["prompt"] == "a photo of $ that {text}"
+    ref = torch.randn(2, tiny_encoder.embed_dim)
+    gelu = torch.nn.functional.gelu
+    h = gelu(ref @ state["layers.0.weight"].T + state["layers.0.bias"])
+    h = gelu(h @ state["layers.3.weight"].T + state["layers.3.bias"])
+    token = h @ state["layers.6.weight"].T + state["layers.6.bias"]
+    expected = tiny_encoder.encode_texts_with_pseudo(["a photo of $ that is red", "a photo of $ that is blue"], token,
+                                                     token="$")
+    assert torch.allclose(method.compose(ref, ["is red", "is blue"]), expected, atol=1e-5)
+    assert searle_prompt("a {text} of *") == "a {text} of $"
+    assert tiny_encoder.token_id("$") == 259
+
+
+def test_searle_weights_for_another_backbone_are_refused(tmp_path, tiny_encoder):
+    searle_ckpt(tmp_path / "phi.pt", 768, 768, prefix="module.")
+    with pytest.raises(DataError, match="768-d image features"):
+        methods.get("searle")(ctx(tiny_encoder, tmp_path / "phi.pt"))

@@ -28,8 +28,9 @@ def test_train_run_rerun_report(tmp_path, mydata, tiny_dir):
 
     proc = cirbench("run", "--method", "all", "--dataset", mydata, *common, "--json", cwd=tmp_path, env=env)
     out = json.loads(proc.stdout)
-    assert sorted(c["method"] for c in out["cells"]) == sorted(METHODS)
     status = {c["method"]: c["status"] for c in out["cells"]}
+    assert status.pop("searle") == "skipped"  # released weights only
+    assert sorted(status) == sorted(METHODS)
     # the baselines finished in the first run and are reused; the trained methods are computed now
     assert status == {"image-only": "reused", "text-only": "reused", "image+text": "reused",
                       "pic2word": "computed", "combiner": "computed"}
@@ -50,7 +51,7 @@ def test_train_run_rerun_report(tmp_path, mydata, tiny_dir):
 
     # rerun: finished cells are reused; with --overwrite they are recomputed from the feature cache
     proc = cirbench("run", "--dataset", mydata, *common, "--json", cwd=tmp_path, env=env)
-    assert {c["status"] for c in json.loads(proc.stdout)["cells"]} == {"reused"}
+    assert {c["status"] for c in json.loads(proc.stdout)["cells"]} == {"reused", "skipped"}
     proc = cirbench("run", "--dataset", mydata, *common, "--json", "--overwrite", cwd=tmp_path, env=env)
     again = json.loads(proc.stdout)["results"]
     assert {r["run"]["feature_cache"]["hits"] for r in again} == {18}
@@ -61,6 +62,7 @@ def test_train_run_rerun_report(tmp_path, mydata, tiny_dir):
     for name in METHODS:
         assert name in proc.stdout
     assert "supervised" in proc.stdout
+    assert "note: searle not run" in proc.stderr
 
     proc = cirbench("report", cwd=tmp_path, env=env)
     reports = tmp_path / "reports"

@@ -17,7 +17,7 @@ def test_default_run_trains_everything_once_then_reuses(tmp_path):
     env = {"CIRBENCH_CACHE": str(tmp_path / "cache")}
     args = ["--set", "world=tiny", "--workers", "0"]
     first = json.loads(cirbench("run", *args, "--json", cwd=tmp_path, env=env).stdout)
-    cells = {(c["dataset"], c["split"], c["method"]): c["status"] for c in first["cells"]}
+    cells = {(c["dataset"], c["split"], c["method"]): c["status"] for c in first["cells"] if c["method"] != "searle"}
     assert set(cells) == {(d, s, m) for d, s in SPLITS for m in METHODS}
     assert set(cells.values()) == {"computed"}
     for record in first["results"]:
@@ -35,7 +35,7 @@ def test_default_run_trains_everything_once_then_reuses(tmp_path):
     assert len(list((cache / "checkpoints" / "combiner").rglob("*.pt"))) == 2
 
     second = json.loads(cirbench("run", *args, "--json", cwd=tmp_path, env=env).stdout)
-    assert {c["status"] for c in second["cells"]} == {"reused"}
+    assert {c["status"] for c in second["cells"] if c["method"] != "searle"} == {"reused"}
 
     table = cirbench("run", *args, cwd=tmp_path, env=env).stdout
     assert "world-edit" in table and "world-domain" in table and "pic2word" in table
