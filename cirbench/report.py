@@ -22,13 +22,14 @@ def long_frame(records: list[dict]):
     rows = []
     for r in records:
         for metric, value in r["metrics"].items():
-            rows.append({"encoder": r["encoder"]["label"], "method": method_label(r),
+            rows.append({"encoder": r["encoder"]["label"], "encoder_spec": r["encoder"].get("spec"),
+                         "method_name": r["method"]["name"], "method": method_label(r),
                          "supervised": r["method"].get("supervised", False),
                          "dataset": r["dataset"]["name"], "split": r["dataset"]["split"], "metric": metric,
                          "value": value, "main": metric in r.get("main_metrics", []),
                          "n_queries": r["dataset"]["n_queries"], "n_gallery": r["dataset"]["n_gallery"],
                          "split_order": _split_position(r)})
-    return pd.DataFrame(rows, columns=["encoder", "method", "supervised", "dataset", "split", "metric", "value",
+    return pd.DataFrame(rows, columns=["encoder", "encoder_spec", "method_name", "method", "supervised", "dataset", "split", "metric", "value",
                                        "main", "n_queries", "n_gallery", "split_order"])
 
 
@@ -104,6 +105,35 @@ def _plot(dataset: str, table, out: Path) -> Path:
     return path
 
 
+def paper_numbers():
+    """The published reference numbers shipped with cirbench (cirbench/data/paper_numbers.csv)."""
+    from importlib import resources
+
+    import pandas as pd
+
+    with resources.files("cirbench").joinpath("data/paper_numbers.csv").open(encoding="utf-8") as fh:
+        return pd.read_csv(fh)
+
+
+def paper_comparison(frame):
+    """Measured values beside the paper's, where method, encoder (backbone and weights), dataset, split
+    and metric all match; a split 'average' matches the mean over the dataset's measured splits."""
+    import pandas as pd
+
+    paper = paper_numbers()
+    measured = frame[["encoder_spec", "method_name", "dataset", "split", "metric", "value"]]
+    averages = (measured.groupby(["encoder_spec", "method_name", "dataset", "metric"], as_index=False)
+                .agg(value=("value", "mean"), splits=("split", "nunique")))
+    averages = averages[averages["splits"] > 1].assign(split="average").drop(columns="splits")
+    both = pd.concat([measured, averages], ignore_index=True)
+    joined = paper.merge(both, left_on=["backbone", "method", "dataset", "split", "metric"],
+                         right_on=["encoder_spec", "method_name", "dataset", "split", "metric"],
+                         suffixes=("_paper", "_measured"))
+    joined["difference"] = joined["value_measured"] - joined["value_paper"]
+    return joined[["method", "backbone", "dataset", "split", "metric", "value_measured", "value_paper",
+                   "difference", "source", "verified"]]
+
+
 def load_records(results_dir: Path) -> list[dict]:
     return [results.read(p) for p in results.find(results_dir)]
 
@@ -128,6 +158,19 @@ def render(results_dir: Path, out: Path) -> list[Path]:
         lines += [f"## {dataset}", "", _markdown(table), ""]
         written.append(_plot(dataset, table, out))
         lines += [f"![{dataset}]({dataset}.png)", ""]
+    comparison = paper_comparison(frame)
+    lines += ["## Paper numbers beside measured ones", ""]
+    if comparison.empty:
+        lines += ["No result matches a published number (they need the same method, encoder, dataset, split "
+                  "and metric; see cirbench/data/paper_numbers.csv).", ""]
+    else:
+        lines += ["| method | backbone | dataset | split | metric | measured | paper | difference | verified |",
+                  "|---|---|---|---|---|---|---|---|---|"]
+        for row in comparison.itertuples():
+            lines.append(f"| {row.method} | {row.backbone} | {row.dataset} | {row.split} | {row.metric} | "
+                         f"{row.value_measured:.2f} | {row.value_paper:.2f} | {row.difference:+.2f} | {row.verified} |")
+        lines.append("")
+        comparison.to_csv(out / "paper_comparison.csv", index=False, float_format="%.2f")
     encoders = {r["encoder"]["label"]: r["encoder"] for r in records}
     lines += ["## Encoders", ""]
     for label, enc in encoders.items():
