@@ -260,24 +260,29 @@ def train(
     device: str = typer.Option("auto"),
     precision: str = typer.Option("fp32"),
     transform: str = typer.Option("clip"),
+    resume: bool = typer.Option(False, help="Continue from the checkpoint at --out (after an interruption)."),
     quiet: bool = typer.Option(False),
 ):
-    """Train a method's weights with the encoder frozen; saves the official checkpoint layout."""
+    """Train a method's weights with the encoder frozen; saves the official checkpoint layout.
+    Under torchrun (several processes or GPUs) the batch is split across processes."""
     try:
+        from . import distributed
+        from .encoder import resolve_device
         from .progress import Progress
         from .registry import methods
         from .training_data import train_request
 
         cls = methods.get(method)
         cache_path = cache_dir(cache)
-        with Progress(enabled=not quiet) as progress:
+        device = distributed.init_from_env(resolve_device(device))
+        with Progress(enabled=not quiet and distributed.is_main()) as progress:
             ds = open_dataset(dataset, data_root, pairs(data, "--data"), pairs(setting, "--set"),
                               cache_path)[0] if dataset else None
             enc = _encoder(encoder, ds, device, precision, transform, cache_path, progress) if (encoder or ds) else None
             if enc is None:
                 raise UsageError("pass --encoder SPEC (the frozen encoder the method is trained for)")
             request = train_request(cls, enc, ds, images, out, cache_path, epochs, batch_size, lr, seed,
-                                    pairs(option, "--option"), progress, workers)
+                                    pairs(option, "--option"), progress, workers, resume)
             path = cls.train(request)
     except CirbenchError as exc:
         fail(exc)

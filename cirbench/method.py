@@ -46,6 +46,7 @@ class TrainRequest:
     options: dict[str, str] = field(default_factory=dict)
     progress: Any = None  # cirbench.progress.Progress
     device: str = "cpu"
+    resume: bool = False  # continue from the checkpoint at `out`
 
 
 class Method:

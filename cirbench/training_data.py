@@ -37,13 +37,19 @@ def unlabeled_images(source: Path) -> list[Path]:
 
 
 def train_request(cls, encoder, dataset, images, out, cache_dir: Path, epochs, batch_size, lr, seed, options,
-                  progress, workers: int) -> TrainRequest:
+                  progress, workers: int, resume: bool = False) -> TrainRequest:
     from .engine import FeatureStore
 
     store = FeatureStore(encoder, cache_dir, batch_size=64, workers=workers, progress=progress)
 
     def image_features(paths):
+        from . import distributed
+
+        if not distributed.is_main():  # the main process fills the cache, the others then read it
+            distributed.barrier()
         feats, bad = store.features(list(paths), label="training images")
+        if distributed.is_main():
+            distributed.barrier()
         if bad:
             pos, err = bad[0]
             raise DataError(f"{paths[pos]}: cannot read training image ({err}); {len(bad)} unreadable in all")
@@ -51,7 +57,7 @@ def train_request(cls, encoder, dataset, images, out, cache_dir: Path, epochs, b
 
     request = TrainRequest(encoder=encoder, out=Path(out) if out else Path(), image_features=image_features,
                            epochs=epochs, batch_size=batch_size, lr=lr, seed=seed, options=options,
-                           progress=progress, device=encoder.device)
+                           progress=progress, device=encoder.device, resume=resume)
     store_dir = Path(cache_dir) / "checkpoints"
     if cls.train_data == "images":
         if images is None:

@@ -91,11 +91,21 @@ class Pic2Word(Method):
 
     @classmethod
     def train(cls, request: TrainRequest):
+        """The official recipe: frozen encoder, symmetric InfoNCE at the encoder's logit scale between the
+        image feature and the text feature of "a photo of *", AdamW (no decay on biases), warm-up then
+        cosine. Under torchrun each rank takes its slice of every global batch and the features of all
+        ranks are gathered for the loss. A checkpoint is written after every epoch; --resume continues."""
+        import contextlib
+
         import torch
 
+        from cirbench import distributed
+        from cirbench.errors import UsageError
+
         enc, opts = request.encoder, request.options
+        rank, world = distributed.world()
         epochs = request.epochs or 30
-        batch_size = request.batch_size or 128
+        batch_size = request.batch_size or 128  # per process, as in the paper (128 per GPU)
         lr = request.lr or 1e-4
         middle = option(opts, "middle_dim", 512)
         features = request.image_features(request.images)  # frozen encoder: features come from the cache
@@ -103,30 +113,60 @@ class Pic2Word(Method):
         net = build_mapping(enc.embed_dim, middle, enc.token_width).to(request.device)
         optim = torch.optim.AdamW(decay_groups(net, option(opts, "weight_decay", 0.1)), lr=lr,
                                   betas=(0.9, 0.98), eps=1e-6)
-        total = epochs * steps_per_epoch(len(features), batch_size)
+        global_batch = batch_size * world
+        per_epoch = steps_per_epoch(len(features), global_batch)
+        total = epochs * per_epoch
         warmup = option(opts, "warmup", min(10000, max(1, total // 10)))
         set_lr = warmup_cosine(optim, lr, warmup, total)
-        generator = torch.Generator().manual_seed(request.seed)
+        start = 0
+        if request.resume and request.out.is_file():
+            ckpt = checkpoints.load(request.out)
+            meta = ckpt.get("cirbench", {})
+            if meta.get("encoder_key") != enc.key or meta.get("middle_dim") != middle:
+                raise UsageError(f"{request.out}: cannot resume: it was trained for another encoder or size")
+            net.load_state_dict(checkpoints.section(ckpt, "state_dict_img2text", request.out))
+            optim.load_state_dict(ckpt["optimizer"])
+            start = int(ckpt["epoch"])
+        amp = (torch.autocast("cuda", dtype=torch.bfloat16) if str(request.device).startswith("cuda")
+               and option(opts, "amp", 1) else contextlib.nullcontext())
         scale = enc.logit_scale
-        step, last = 0, float("nan")
-        task = request.progress.task("train pic2word", total=total) if request.progress else None
-        for epoch in range(epochs):
+        step, last = start * per_epoch, float("nan")
+        task = request.progress.task("train pic2word", total=total) if request.progress and rank == 0 else None
+        if task:
+            task.advance(step)
+        for epoch in range(start, epochs):
             net.train()
-            for idx in batches(len(features), batch_size, generator):
-                v = features[idx].to(request.device)
-                text = enc.encode_texts_with_pseudo([TRAIN_PROMPT] * len(idx), net(v))
-                loss = symmetric_infonce(v, text, scale)
+            torch.manual_seed(request.seed * 100003 + epoch)  # dropout and order: an epoch is resumable
+            generator = torch.Generator().manual_seed(request.seed * 100003 + epoch)
+            for idx in batches(len(features), global_batch, generator):
+                local = idx.tensor_split(world)[rank] if world > 1 else idx
+                with amp:
+                    loss = contrastive_loss(net, enc, features[local].to(request.device), scale)
                 set_lr(step)
                 optim.zero_grad(set_to_none=True)
                 loss.backward()
+                distributed.average_gradients(net)
                 optim.step()
                 step, last = step + 1, loss.item()
                 if task:
                     task.advance(1, f"epoch {epoch + 1}/{epochs} loss {last:.3f}")
-            checkpoints.save(request.out, {
-                "epoch": epoch + 1, "name": "cirbench-pic2word", "state_dict": {},
-                "state_dict_img2text": net.state_dict(), "optimizer": optim.state_dict(),
-                "cirbench": {"trained_on": f"{len(features)} unlabeled images", "epochs": epoch + 1,
-                             "encoder": enc.identity, "batch_size": batch_size, "lr": lr, "warmup": warmup,
-                             "seed": request.seed, "final_loss": last}})
+            if distributed.is_main():
+                checkpoints.save(request.out, {
+                    "epoch": epoch + 1, "name": "cirbench-pic2word", "state_dict": {},
+                    "state_dict_img2text": net.state_dict(), "optimizer": optim.state_dict(),
+                    "cirbench": {"trained_on": f"{len(features)} unlabeled images", "epochs": epoch + 1,
+                                 "encoder": enc.identity, "encoder_key": enc.key, "middle_dim": middle,
+                                 "batch_size_per_process": batch_size, "processes": world, "lr": lr,
+                                 "warmup": warmup, "seed": request.seed, "final_loss": last}})
+            distributed.barrier()
         return request.out
+
+
+def contrastive_loss(net, encoder, image_features, logit_scale: float):
+    """Pic2Word's loss on this process's images; with several processes, the features of every rank
+    are gathered (differentiably) so the loss sees the global batch."""
+    from cirbench import distributed
+
+    text = encoder.encode_texts_with_pseudo([TRAIN_PROMPT] * len(image_features), net(image_features.float()))
+    image = distributed.gather(image_features.float(), with_grad=False)
+    return symmetric_infonce(image, distributed.gather(text), logit_scale)
