@@ -56,3 +56,56 @@ def test_unknown_architecture_and_missing_weights_are_usage_errors():
         load_encoder("ViT-Nope-99:openai")
     with pytest.raises(UsageError, match="names no weights"):
         load_encoder("ViT-B-32")
+
+
+def test_offline_model_not_in_cache_is_one_clear_error(tmp_path, monkeypatch):
+    import time
+
+    from cirbench.encoder import load_encoder
+
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    start = time.perf_counter()
+    with pytest.raises(UsageError) as err:
+        load_encoder("ViT-B-32:openai", cache_dir=tmp_path)
+    message = str(err.value)
+    assert "ViT-B-32:openai" in message and "HF_HUB_OFFLINE" in message and str(tmp_path / "models") in message
+    assert time.perf_counter() - start < 30  # no retry loop
+    with pytest.raises(UsageError, match="hf-hub:someone/missing"):
+        load_encoder("hf-hub:someone/missing", cache_dir=tmp_path)
+
+
+def test_architecture_with_a_local_weights_file(tmp_path, tiny_dir):
+    import json
+
+    import open_clip
+
+    from cirbench.encoder import load_encoder
+
+    cfg = json.loads((tiny_dir / "open_clip_config.json").read_text())["model_cfg"]
+    (tmp_path / "cfgs").mkdir()
+    (tmp_path / "cfgs" / "cirbench-tiny-test.json").write_text(json.dumps(cfg))
+    open_clip.add_model_config(tmp_path / "cfgs")
+    weights = tiny_dir / "open_clip_pytorch_model.bin"
+    encoder = load_encoder(f"cirbench-tiny-test:{weights}")
+    assert encoder.identity["weights_sha256"] and encoder.identity["weights_file"] == str(weights.resolve())
+    reference = load_encoder(f"local-dir:{tiny_dir}")
+    assert torch.allclose(encoder.encode_texts(["a red dog"]), reference.encode_texts(["a red dog"]))
+    with pytest.raises(UsageError, match="cannot load encoder"):
+        (tmp_path / "junk.pt").write_bytes(b"junk")
+        load_encoder(f"cirbench-tiny-test:{tmp_path / 'junk.pt'}")
+
+
+def test_random_weights_are_marked(tmp_path):
+    from cirbench.encoder import load_encoder
+
+    import json
+
+    import open_clip
+
+    (tmp_path / "cfgs").mkdir()
+    from helpers import TINY_CFG
+
+    (tmp_path / "cfgs" / "cirbench-tiny-random.json").write_text(json.dumps(TINY_CFG))
+    open_clip.add_model_config(tmp_path / "cfgs")
+    encoder = load_encoder("random:cirbench-tiny-random@3")
+    assert encoder.identity["random_weights"] is True and "(random weights)" in encoder.label

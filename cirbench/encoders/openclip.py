@@ -171,6 +171,19 @@ def _weights_hash(spec: str, arch: str, tag: str | None) -> dict:
     return {"pretrained": tag}
 
 
+def _hub_reachable(timeout: float = 3.0) -> bool:
+    """Can the Hugging Face hub be reached? (A quick probe, so that no network fails fast, not after retries.)"""
+    import socket
+
+    endpoint = os.environ.get("HF_ENDPOINT", "https://huggingface.co")
+    host = endpoint.split("://", 1)[-1].split("/", 1)[0]
+    try:
+        with socket.create_connection((host.split(":")[0], 443), timeout=timeout):
+            return True
+    except OSError:
+        return False
+
+
 @register_encoder("openclip")
 def build_openclip(rest: str, *, spec: str, device: str, precision: str, transform: str, cache_dir=None,
                    progress=None):
@@ -189,6 +202,14 @@ def build_openclip(rest: str, *, spec: str, device: str, precision: str, transfo
         if not tag:
             raise UsageError(f"encoder {spec!r} names no weights: use ARCH:TAG (e.g. ViT-L-14:openai), "
                              f"ARCH:/path/to/weights.pt, or random:{arch} for random weights")
+    needs_hub = tag is not None and not os.path.isfile(tag) or rest.startswith("hf-hub:")
+    offline = os.environ.get("HF_HUB_OFFLINE") in ("1", "true", "True")
+    no_network = needs_hub and not offline and not _hub_reachable()
+    local_only = needs_hub and (offline or no_network)
+    if local_only:  # look in the local cache only, instead of retrying the network for a minute
+        import huggingface_hub.constants as hub
+
+        saved, hub.HF_HUB_OFFLINE = hub.HF_HUB_OFFLINE, True
     try:
         model, _, preprocess = open_clip.create_model_and_transforms(
             name, pretrained=tag, precision="fp32", device=device,
@@ -198,9 +219,15 @@ def build_openclip(rest: str, *, spec: str, device: str, precision: str, transfo
         raise
     except Exception as exc:
         where = Path(cache_dir) / "models" if cache_dir else (os.environ.get("HF_HOME") or "~/.cache/huggingface")
-        offline = " (HF_HUB_OFFLINE is set)" if os.environ.get("HF_HUB_OFFLINE") else ""
-        raise UsageError(f"cannot load encoder {spec!r}{offline}: {str(exc).splitlines()[0][:300]} "
+        why = " (HF_HUB_OFFLINE is set)" if offline else " (no network: the hub cannot be reached)" if no_network else ""
+        first = str(exc).splitlines()[0]
+        if needs_hub and "local cache" in first:
+            first = "its weights are not in the local cache"
+        raise UsageError(f"cannot load encoder {spec!r}{why}: {first[:300]} "
                          f"[looked in the local cache {where}]") from exc
+    finally:
+        if local_only:
+            hub.HF_HUB_OFFLINE = saved
     preprocess = _with_transform(preprocess, transform)
     identity = _identity(spec, model, preprocess, precision, transform, random_weights=False,
                          **_weights_hash(rest, arch, tag))
