@@ -145,6 +145,8 @@ def run(
     precision: str = typer.Option("fp32", help="fp32, fp16 or bf16 (autocast on GPU)."),
     transform: str = typer.Option("clip", help="Image transform: clip (centre crop) or targetpad (1.25)."),
     overwrite: bool = typer.Option(False, help="Recompute cells that already have a result file."),
+    feature_dtype: str = typer.Option("fp16", help="Image features stored and scored as fp16 (half the memory) "
+                                                   "or fp32."),
     skip_bad_images: bool = typer.Option(False, help="Skip unreadable images (recorded) instead of stopping."),
     as_json: bool = typer.Option(False, "--json", help="Print results as JSON on stdout."),
     quiet: bool = typer.Option(False, help="No progress bars."),
@@ -161,6 +163,7 @@ def run(
         prompts = pairs(prompt, "--prompt")
         options = RunOptions(results_dir=results_dir, cache_dir=cache_path, batch_size=batch_size, workers=workers,
                              overwrite=overwrite, skip_bad_images=skip_bad_images,
+                             feature_dtype=_feature_dtype(feature_dtype),
                              all_methods=not split_list(method) or "all" in split_list(method),
                              checkpoints=checkpoint_map(checkpoint, names), prompts=prompts)
         outcomes = []
@@ -192,6 +195,13 @@ def run(
         typer.echo(f"error: {o.method} on {o.dataset}:{o.split}: {o.error}", err=True)
     if failures:
         raise typer.Exit(max(o.error.exit_code for o in failures))
+
+
+def _feature_dtype(name: str) -> str:
+    dtypes = {"fp16": "float16", "fp32": "float32"}
+    if name not in dtypes:
+        raise UsageError(f"--feature-dtype must be fp16 or fp32, not {name!r}")
+    return dtypes[name]
 
 
 def _print_outcomes(outcomes, as_json: bool) -> None:

@@ -36,6 +36,7 @@ class RunOptions:
     overwrite: bool = False
     seed: int = 0
     skip_bad_images: bool = False
+    feature_dtype: str = "float16"  # how image features are stored (and rounded): float16 or float32
     all_methods: bool = False  # the user asked for `--method all`
     checkpoints: dict[str, Path] = field(default_factory=dict)  # method -> path
     prompts: dict[str, str] = field(default_factory=dict)  # user overrides of the split's prompt templates
@@ -46,9 +47,12 @@ class FeatureStore:
     """Image features of one encoder, through the on-disk cache: every image is encoded at most once."""
 
     def __init__(self, encoder, cache_dir: Path, batch_size: int, workers: int, progress=None,
-                 flush_every: int = 4096):
+                 flush_every: int = 4096, dtype: str = "float16"):
         self.encoder = encoder
-        self.cache = FeatureCache(cache_dir, encoder.key)
+        # features are rounded to the storage precision whether they come from the cache or not, so a
+        # cold run and a warm run give the same numbers
+        self.dtype = dtype
+        self.cache = FeatureCache(cache_dir, encoder.key, dtype=dtype)
         self.batch_size, self.workers, self.progress = batch_size, workers, progress
         self.flush_every = flush_every
         self.hits = self.misses = 0
@@ -75,7 +79,7 @@ class FeatureStore:
                                                          self.batch_size, self.workers, pin_memory=pin):
                     bad.extend((todo[i], err) for i, err in errors)
                     if pixels is not None:
-                        feats = self.encoder.encode_images(pixels).cpu().numpy()
+                        feats = self.encoder.encode_images(pixels).cpu().numpy().astype(self.dtype)
                         for j, i in enumerate(idx.tolist()):
                             out[todo[i]] = feats[j]
                             pend_keys.append(keys[todo[i]])
@@ -142,7 +146,8 @@ class Engine:
         self.encoder = encoder
         self.options = options
         self.progress = progress
-        self.store = FeatureStore(encoder, options.cache_dir, options.batch_size, options.workers, progress)
+        self.store = FeatureStore(encoder, options.cache_dir, options.batch_size, options.workers, progress,
+                                  dtype=options.feature_dtype)
         self.texts = TextFeatures(encoder)
 
     # -- one split, many methods --------------------------------------------------------------
@@ -221,7 +226,8 @@ class Engine:
                             "queries": len(split.queries), "gallery": len(split.gallery),
                             "prompts": split.prompts, "metrics": split.metrics,
                             "remove_reference": split.remove_reference,
-                            "skip_bad_images": self.options.skip_bad_images})[:20]
+                            "skip_bad_images": self.options.skip_bad_images,
+                            "feature_dtype": self.options.feature_dtype})[:20]
 
     def _compose(self, method, refs, texts):
         import torch
@@ -312,6 +318,7 @@ class Engine:
             "run": {"date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
                     "wall_time_s": round(wall, 3), "device": str(self.encoder.device),
                     "batch_size": self.options.batch_size, "workers": self.options.workers,
-                    "seed": self.options.seed, "feature_cache": cache, "skipped": skipped,
+                    "seed": self.options.seed, "feature_cache": cache, "feature_dtype": self.options.feature_dtype,
+                    "skipped": skipped,
                     "command": self.options.command, "versions": results.versions()},
         }
