@@ -153,9 +153,13 @@ def run(
 ):
     """Run methods on dataset splits; print a table of the main metrics."""
     try:
+        from . import distributed
+        from .encoder import resolve_device
         from .engine import Engine, RunOptions
         from .progress import Progress
 
+        device = distributed.init_from_env(resolve_device(device))  # under torchrun: encode in shards
+        quiet = quiet or not distributed.is_main()
         names = resolve_methods(method)
         overrides = pairs(data, "--data")
         cache_path = cache_dir(cache)
@@ -183,6 +187,8 @@ def run(
                     outcomes += engine.evaluate(loaded, names, found)
     except CirbenchError as exc:
         fail(exc)
+    if not distributed.is_main():
+        return
     _print_outcomes(outcomes, as_json)
     skipped = {}
     for o in outcomes:

@@ -14,6 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
+from . import distributed
 from . import metrics as M
 from . import results
 from .cache import FeatureCache, item_key
@@ -58,41 +59,84 @@ class FeatureStore:
         self.hits = self.misses = 0
 
     def features(self, paths: list[Path], label: str = "images"):
-        """(N x D float tensor, [(position, error)]) for the files; rows of unreadable files are NaN."""
+        """(N x D float tensor, [(position, error)]) for the files; rows of unreadable files are NaN.
+
+        Under torchrun each process encodes its share of the missing images; the features are gathered
+        in the original order, and the main process writes them to the cache."""
         import torch
 
         keys = [item_key(p) for p in paths]
         found = self.cache.get(keys)
         self.hits += len(found)
         out = np.full((len(paths), self.encoder.embed_dim), np.nan, dtype=np.float32)
-        for pos, row in found.items():
-            out[pos] = row
-        todo = [i for i in range(len(paths)) if i not in found]
+        if found:
+            hit = np.fromiter(found, dtype=np.int64, count=len(found))
+            out[hit] = np.stack([found[i] for i in hit.tolist()])
+        todo = np.asarray([i for i in range(len(paths)) if i not in found], dtype=np.int64)
         self.misses += len(todo)
         bad: list[tuple[int, str]] = []
-        if todo:
-            task = self.progress.task(f"encode {label}", total=len(todo)) if self.progress else None
-            pend_keys, pend_rows = [], []
+        if len(todo):
+            rank, world = distributed.world()
+            mine = todo[self._share(len(todo), rank, world)]  # all of it without torchrun
+            task = self.progress.task(f"encode {label}", total=len(mine)) if self.progress else None
+            pending: list[tuple[np.ndarray, np.ndarray]] = []
             pin = str(self.encoder.device).startswith("cuda")
             with torch.no_grad():
-                for idx, pixels, errors in image_batches([paths[i] for i in todo], self.encoder.preprocess,
+                for idx, pixels, errors in image_batches([paths[i] for i in mine], self.encoder.preprocess,
                                                          self.batch_size, self.workers, pin_memory=pin):
-                    bad.extend((todo[i], err) for i, err in errors)
+                    bad.extend((int(mine[i]), err) for i, err in errors)
                     if pixels is not None:
+                        rows = mine[idx.numpy()]
                         feats = self.encoder.encode_images(pixels).cpu().numpy().astype(self.dtype)
-                        for j, i in enumerate(idx.tolist()):
-                            out[todo[i]] = feats[j]
-                            pend_keys.append(keys[todo[i]])
-                            pend_rows.append(feats[j])
-                    if len(pend_keys) >= self.flush_every:
-                        self.cache.put(pend_keys, np.stack(pend_rows))
-                        pend_keys, pend_rows = [], []
+                        out[rows] = feats
+                        pending.append((rows, feats))
+                    if world == 1 and sum(len(r) for r, _ in pending) >= self.flush_every:
+                        self._flush(keys, pending)  # an interrupted run keeps what it encoded
+                        pending = []
                     if task:
                         task.advance(len(idx) + len(errors))
-            self.cache.put(pend_keys, np.stack(pend_rows) if pend_rows else np.zeros((0, 0)))
+            if world > 1:
+                pending, bad = self._gather(out, todo, bad, world)
+            if distributed.is_main():
+                self._flush(keys, pending)
             if task:
                 task.done()
         return torch.from_numpy(out), bad
+
+    def _share(self, n: int, rank: int, world: int) -> slice:
+        """A contiguous block per process, cut at batch boundaries: every batch holds the same images as
+        in a single-process run, so the features are bit for bit the same."""
+        per = -(-n // world)
+        per = -(-per // self.batch_size) * self.batch_size
+        return slice(min(n, rank * per), min(n, (rank + 1) * per))
+
+    def _flush(self, keys: list[str], pending) -> None:
+        if pending:
+            rows = np.concatenate([r for r, _ in pending])
+            self.cache.put([keys[i] for i in rows.tolist()], np.concatenate([f for _, f in pending]))
+
+    def _gather(self, out: np.ndarray, todo: np.ndarray, bad, world: int):
+        """Share every process's rows with all: out is complete everywhere afterwards."""
+        import torch
+        import torch.distributed as dist
+
+        width = self._share(len(todo), 0, world).stop  # the largest share: pad the others to it
+        rank = dist.get_rank()
+        mine = torch.full((width, out.shape[1]), float("nan"))
+        share = todo[self._share(len(todo), rank, world)]
+        mine[: len(share)] = torch.from_numpy(out[share])
+        parts = [torch.empty_like(mine) for _ in range(world)]
+        dist.all_gather(parts, mine)
+        pending = []
+        for r, part in enumerate(parts):
+            rows = todo[self._share(len(todo), r, world)]
+            values = part[: len(rows)].numpy()
+            out[rows] = values
+            ok = ~np.isnan(values).any(axis=1)
+            pending.append((rows[ok], values[ok].astype(self.dtype)))
+        every_bad: list = [None] * world
+        dist.all_gather_object(every_bad, bad)
+        return pending, sorted({b for part in every_bad for b in part})
 
 
 class TextFeatures:
@@ -216,7 +260,8 @@ class Engine:
                                   wall=time.perf_counter() - t0 + shared)
             if submission:
                 record["submission"] = [str(p) for p in submission]
-            results.write(path, record)
+            if distributed.is_main():  # under torchrun every process scores; one writes
+                results.write(path, record)
             outcomes.append(CellOutcome(cls.registry_name, split.dataset, split.split, "computed", record, path=path))
         return outcomes
 
@@ -263,7 +308,7 @@ class Engine:
 
     def _submission(self, split: Split, query, gallery, folder: Path):
         """Test-server files from the top-k rankings (and subset rankings), written by the dataset."""
-        if split.write_submission is None:
+        if split.write_submission is None or not distributed.is_main():
             return []
         pos = {g: i for i, g in enumerate(split.gallery)}
         _s, ranked = topk(query, gallery, split.submission_k, exclude=self._exclusions(split, pos, query.device),
