@@ -5,7 +5,7 @@ Entries live under ``<cache dir>/features/<encoder key>/`` as shards: ``<id>.npy
 temporary file and a rename, so an interrupted run never leaves an entry that looks valid; a shard
 whose checksum does not match is deleted and its items are encoded again.
 
-An item key is a hash of the image's resolved path, size and modification time: editing an image
+An item key is a hash of the image's absolute path, size and modification time: editing an image
 invalidates its entry, and a different encoder (weights, precision, transform, version) has a
 different folder.
 """
@@ -29,7 +29,7 @@ def item_key(path: Path) -> str:
         st = os.stat(path)
     except FileNotFoundError:
         raise DataError(f"image file is missing: {path}") from None
-    ident = f"{Path(path).resolve()}|{st.st_size}|{st.st_mtime_ns}"
+    ident = f"{os.path.abspath(path)}|{st.st_size}|{st.st_mtime_ns}"
     return hashlib.sha1(ident.encode()).hexdigest()
 
 

@@ -30,7 +30,26 @@ def locate(ctx, method: str, train_set: str | None, how_to_train: str) -> Path:
     return path
 
 
+def _stat_key(path: Path) -> tuple:
+    st = Path(path).stat()
+    return (str(Path(path).resolve()), st.st_size, st.st_mtime_ns)
+
+
+_LOADED: dict[tuple, dict] = {}
+_HASHES: dict[tuple, str] = {}
+
+
 def load(path: Path) -> dict:
+    """The checkpoint's dict, read once per file version (a sweep builds a method per split)."""
+    key = _stat_key(path)
+    if key not in _LOADED:
+        if len(_LOADED) > 8:
+            _LOADED.clear()
+        _LOADED[key] = _read(path)
+    return _LOADED[key]
+
+
+def _read(path: Path) -> dict:
     import torch
 
     try:
@@ -55,8 +74,24 @@ def check_keys(state: dict, expected: set[str], path: Path, what: str) -> None:
                         f"unexpected keys {sorted(extra)[:8]}")
 
 
+def instantiate(build, state: dict, path: Path):
+    """A module built without initialising its weights (they are the checkpoint's), then loaded strictly."""
+    import torch
+
+    with torch.device("meta"):
+        net = build()
+    try:
+        net.load_state_dict(state, assign=True)
+    except RuntimeError as exc:
+        raise DataError(f"{path}: weights do not fit the network: {str(exc).splitlines()[0]}") from None
+    return net.eval()
+
+
 def describe(path: Path, ckpt: dict) -> dict:
-    info = {"path": str(Path(path).resolve()), "sha256": sha256_file(Path(path))}
+    key = _stat_key(path)
+    if key not in _HASHES:
+        _HASHES[key] = sha256_file(Path(path))
+    info = {"path": str(Path(path).resolve()), "sha256": _HASHES[key]}
     info.update({k: v for k, v in ckpt.get("cirbench", {}).items() if k in ("train_dataset", "trained_on", "epochs")})
     return info
 

@@ -28,9 +28,18 @@ class Dataset:
     # the encoder this dataset is meant for when --encoder is not given (None: the user must say)
     default_encoder: ClassVar[str | None] = None
 
+    # the --set KEY=VALUE settings this dataset takes (None: it validates them itself)
+    settings: ClassVar[tuple[str, ...] | None] = ()
+
     def __init__(self, root: Path, options: dict | None = None):
         self.root = Path(root)
         self.options = dict(options or {})
+        if self.settings is not None:
+            unknown = sorted(set(self.options) - set(self.settings))
+            if unknown:
+                takes = ", ".join(self.settings) or "none"
+                raise UsageError(f"dataset {self.name or type(self).__name__!r} has no setting {unknown[0]!r} "
+                                 f"(its settings: {takes})")
 
     @property
     def label(self) -> str:

@@ -33,7 +33,7 @@ class RunOptions:
     cache_dir: Path
     batch_size: int = 64
     workers: int = 2
-    chunk_size: int = 65536
+    chunk_size: int = 16384  # gallery rows scored at a time: memory ~ queries x chunk
     overwrite: bool = False
     seed: int = 0
     skip_bad_images: bool = False

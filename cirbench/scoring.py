@@ -31,14 +31,14 @@ def _select(scores: torch.Tensor, index: torch.Tensor, k: int):
     above = scores > kth
     ties = scores == kth
     need = k - above.sum(dim=1, keepdim=True)
-    keep = above | (ties & (ties.cumsum(dim=1) <= need))
+    keep = above | (ties & (ties.cumsum(dim=1, dtype=torch.int32) <= need))
     cols = keep.nonzero()[:, 1].view(scores.shape[0], k)  # row-major: ascending columns per row
     return _order(torch.gather(scores, 1, cols), torch.gather(index, 1, cols))
 
 
 @torch.no_grad()
 def topk(queries: torch.Tensor, gallery: torch.Tensor, k: int, exclude: torch.Tensor | None = None,
-         chunk_size: int = 65536, query_chunk: int = 1024):
+         chunk_size: int = 16384, query_chunk: int = 1024):
     """Top-k gallery indices and scores for normalised ``queries`` (Q x D) and ``gallery`` (G x D).
 
     ``exclude`` (Q,) holds one gallery index per query to leave out (-1: none), e.g. the reference image.
@@ -53,7 +53,7 @@ def topk(queries: torch.Tensor, gallery: torch.Tensor, k: int, exclude: torch.Te
         best_i = torch.empty(q.shape[0], 0, dtype=torch.long, device=q.device)
         for g0 in range(0, n_gallery, chunk_size):
             g = gallery[g0:g0 + chunk_size].to(q.device, non_blocking=True)
-            s = (q @ g.T.to(q.dtype)).float()
+            s = q @ g.to(q.dtype).T
             if ex is not None:
                 rows = (ex >= g0) & (ex < g0 + g.shape[0])
                 if rows.any():
@@ -68,14 +68,14 @@ def topk(queries: torch.Tensor, gallery: torch.Tensor, k: int, exclude: torch.Te
 
 @torch.no_grad()
 def target_ranks(queries: torch.Tensor, gallery: torch.Tensor, targets: torch.Tensor,
-                 exclude: torch.Tensor | None = None, chunk_size: int = 65536) -> torch.Tensor:
+                 exclude: torch.Tensor | None = None, chunk_size: int = 16384) -> torch.Tensor:
     """1-based rank of one target per query under the same tie rule (-1 target: rank 0)."""
     valid = targets >= 0
-    t_scores = (queries * gallery[targets.clamp(min=0)].to(queries.device)).sum(-1).float()
+    t_scores = (queries * gallery[targets.clamp(min=0)].to(queries.device, queries.dtype)).sum(-1)
     better = torch.zeros(queries.shape[0], dtype=torch.long, device=queries.device)
     for g0 in range(0, gallery.shape[0], chunk_size):
         g = gallery[g0:g0 + chunk_size].to(queries.device)
-        s = (queries @ g.T).float()
+        s = queries @ g.to(queries.dtype).T
         if exclude is not None:
             rows = (exclude >= g0) & (exclude < g0 + g.shape[0])
             s[rows, exclude[rows] - g0] = float("-inf")

@@ -32,11 +32,10 @@ class COCOComposition(Dataset):
     expected_layout = ("coco/val2017/<id>.jpg, coco/annotations/instances_val2017.json, and queries from "
                        "`cirbench data prepare coco`")
 
+    settings = ("seed",)
+
     def __init__(self, root, options=None):
         super().__init__(root, options)
-        unknown = set(self.options) - {"seed"}
-        if unknown:
-            raise UsageError(f"coco has no setting {sorted(unknown)[0]!r} (settings: seed)")
         try:
             self.seed = int(self.options.get("seed", 0))
         except ValueError:

@@ -32,11 +32,10 @@ class FashionIQ(Dataset):
     expected_layout = ("fashioniq/captions/cap.{dress,shirt,toptee}.val.json, "
                        "fashioniq/image_splits/split.{dress,shirt,toptee}.val.json, fashioniq/images/<name>.png|jpg")
 
+    settings = ("caption_order",)
+
     def __init__(self, root, options=None):
         super().__init__(root, options)
-        unknown = set(self.options) - {"caption_order"}
-        if unknown:
-            raise UsageError(f"fashioniq has no setting {sorted(unknown)[0]!r} (settings: caption_order)")
         self.order = self.options.get("caption_order", "official")
         if self.order not in ("official", "natural"):
             raise UsageError("fashioniq caption_order must be 'official' (c2 and c1) or 'natural' (c1 and c2)")

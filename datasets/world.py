@@ -30,6 +30,7 @@ from cirbench.world import COLORS, SHAPES, WorldConfig, build, load
 
 class WorldTask(Dataset):
     generated = True
+    settings = None  # WorldConfig.parse checks them
     expected_layout = "nothing: the world is rendered into the cache on first use"
 
     def __init__(self, root: Path, options: dict | None = None):
@@ -57,7 +58,8 @@ class WorldTask(Dataset):
         return self.world()["parts"][part]
 
     def paths(self, items) -> dict[str, Path]:
-        return {it["file"]: self.folder / it["file"] for it in items}
+        folder = self.folder
+        return {it["file"]: folder / it["file"] for it in items}
 
     @staticmethod
     def index(items) -> dict[tuple, str]:

@@ -56,9 +56,8 @@ def load_combiner(path, encoder):
     if feature_dim != encoder.embed_dim:
         raise DataError(f"{path}: this Combiner takes {feature_dim}-d features but encoder {encoder.label!r} "
                         f"gives {encoder.embed_dim}-d (a checkpoint for another backbone?)")
-    net = build_combiner(feature_dim, projection, hidden)
-    net.load_state_dict(state)
-    return net.eval(), ckpt
+    net = checkpoints.instantiate(lambda: build_combiner(feature_dim, projection, hidden), state, path)
+    return net, ckpt
 
 
 @register_method("combiner")

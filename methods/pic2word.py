@@ -57,9 +57,8 @@ def load_mapping(path, encoder):
             f"{path}: this Pic2Word mapping takes {in_dim}-d image features to {out_dim}-d token embeddings, "
             f"but encoder {encoder.label!r} has {encoder.embed_dim}-d features and {encoder.token_width}-d "
             f"token embeddings (a checkpoint for another backbone?)")
-    net = build_mapping(in_dim, middle, out_dim, n_layer)
-    net.load_state_dict(state)
-    return net.eval(), ckpt
+    net = checkpoints.instantiate(lambda: build_mapping(in_dim, middle, out_dim, n_layer), state, path)
+    return net, ckpt
 
 
 @register_method("pic2word")

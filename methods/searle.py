@@ -54,9 +54,8 @@ def load_phi(path, encoder):
         raise DataError(f"{path}: this phi takes {sizes[0][0]}-d image features to {sizes[2][1]}-d token embeddings, "
                         f"but encoder {encoder.label!r} has {encoder.embed_dim}-d features and {encoder.token_width}-d "
                         "token embeddings (weights for another backbone?)")
-    net = build_phi(sizes)
-    net.load_state_dict(state)
-    return net.eval(), ckpt
+    net = checkpoints.instantiate(lambda: build_phi(sizes), state, path)
+    return net, ckpt
 
 
 def searle_prompt(split_prompt: str) -> str:

@@ -109,3 +109,11 @@ def test_random_weights_are_marked(tmp_path):
     open_clip.add_model_config(tmp_path / "cfgs")
     encoder = load_encoder("random:cirbench-tiny-random@3")
     assert encoder.identity["random_weights"] is True and "(random weights)" in encoder.label
+
+
+def test_text_encoding_skips_padding_but_matches_open_clip(tiny_encoder):
+    prompts = ["a", "a photo of a red dog", "a much longer prompt with many more words in it than the others"]
+    tokens = tiny_encoder.tokenize(prompts)
+    reference = tiny_encoder.model.encode_text(tokens)
+    assert tiny_encoder._truncatable
+    assert torch.allclose(tiny_encoder.encode_texts(prompts), reference, atol=1e-5)

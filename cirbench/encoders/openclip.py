@@ -81,7 +81,49 @@ class OpenClipEncoder(Encoder):
 
     def encode_texts(self, texts: list[str]):
         with self._autocast():
-            return self.model.encode_text(self.tokenize(texts)).float()
+            return self._encode_tokens(self.tokenize(texts)).float()
+
+    @property
+    def _truncatable(self) -> bool:
+        """A causal CLIP text tower pooled at the EOT token: positions after the batch's longest prompt
+        cannot change the result, so they need not be computed (77 -> ~15 tokens for typical prompts)."""
+        m = self.model
+        return (getattr(m, "attn_mask", None) is not None and getattr(m, "text_pool_type", None) in ("argmax", "eos")
+                and hasattr(m, "positional_embedding") and hasattr(m, "ln_final"))
+
+    def _encode_tokens(self, tokens, mask=None, embeddings=None):
+        """open_clip's encode_text on the used positions only; optionally with input embeddings replaced."""
+        from open_clip.transformer import text_global_pool
+
+        m = self.model
+        if not self._truncatable:
+            if mask is None:
+                return m.encode_text(tokens)
+
+            def inject(_module, _inputs, output):
+                output = output.clone()
+                output[mask] = embeddings.to(output.dtype).to(output.device)
+                return output
+
+            handle = m.token_embedding.register_forward_hook(inject)
+            try:
+                return m.encode_text(tokens)
+            finally:
+                handle.remove()
+        length = int((tokens != 0).sum(dim=1).max())
+        tokens = tokens[:, :length]
+        cast = m.transformer.get_cast_dtype()
+        x = m.token_embedding(tokens).to(cast)
+        if mask is not None:
+            x = x.clone()
+            x[mask[:, :length]] = embeddings.to(x.device, x.dtype)
+        x = x + m.positional_embedding[:length].to(cast)
+        x = m.transformer(x, attn_mask=m.attn_mask[:length, :length])
+        x = m.ln_final(x)
+        x = text_global_pool(x, tokens, m.text_pool_type, eos_token_id=getattr(m, "text_eos_id", None))
+        if m.text_projection is not None:
+            x = m.text_projection(x) if hasattr(m.text_projection, "weight") else x @ m.text_projection
+        return x
 
     def pseudo_positions(self, prompts: list[str], token: str = "*"):
         """Tokens of the prompts and the mask of the pseudo-word; a clear error unless each prompt holds it
@@ -109,18 +151,8 @@ class OpenClipEncoder(Encoder):
         if embeddings.shape != (len(prompts), self.token_width):
             raise UsageError(f"pseudo-word embeddings have shape {tuple(embeddings.shape)}, "
                              f"expected ({len(prompts)}, {self.token_width})")
-
-        def inject(_module, _inputs, output):
-            output = output.clone()
-            output[mask] = embeddings.to(output.dtype).to(output.device)
-            return output
-
-        handle = self.model.token_embedding.register_forward_hook(inject)
-        try:
-            with self._autocast():
-                return self.model.encode_text(tokens).float()
-        finally:
-            handle.remove()
+        with self._autocast():
+            return self._encode_tokens(tokens, mask, embeddings).float()
 
 
 def _identity(spec: str, model, preprocess, precision: str, transform: str, **extra) -> dict:
@@ -245,7 +277,14 @@ def build_random(rest: str, *, spec: str, device: str, precision: str, transform
     if arch not in open_clip.list_models():
         raise UsageError(f"unknown open_clip architecture {arch!r} in encoder {spec!r}")
     torch.manual_seed(int(seed or 0))
-    model, _, preprocess = open_clip.create_model_and_transforms(arch, pretrained=None, device=device)
+    import logging
+
+    quiet = logging.getLogger().level
+    logging.getLogger().setLevel(logging.ERROR)  # "initialized randomly" is what was asked for
+    try:
+        model, _, preprocess = open_clip.create_model_and_transforms(arch, pretrained=None, device=device)
+    finally:
+        logging.getLogger().setLevel(quiet)
     preprocess = _with_transform(preprocess, transform)
     identity = _identity(spec, model, preprocess, precision, transform, random_weights=True, seed=int(seed or 0))
     return OpenClipEncoder(model, preprocess, open_clip.get_tokenizer(arch), identity, device, precision)

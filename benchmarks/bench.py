@@ -1,0 +1,288 @@
+"""cirbench's speed and scale benchmark: every figure is a ratio of two timings taken in this one run.
+
+    python benchmarks/bench.py            # a few minutes on 2 CPU cores; prints the figures and targets
+    python benchmarks/bench.py --json     # one JSON object on stdout (progress on stderr)
+    python benchmarks/bench.py --gpu      # adds the GPU figures (a ViT-L/14-sized encoder, random weights)
+
+1. sweep_speedup: all methods on all splits of the embedded benchmark through the shared engine,
+   against the naive protocol of the reference code (every method encodes its own gallery and queries);
+   same encoder, data and batch size. Target >= 4x.
+2. warm_rerun_fraction: the same sweep with every result recomputed (overwrite) but warm feature
+   caches, as a share of the cold sweep. Target < 5%. (Training is excluded from both.)
+3. pipeline_efficiency: images/s through the engine (file decode and transform in DataLoader workers,
+   forward) against the encoder's forward-only rate on tensors already in memory, same batch size.
+   Target >= 80%.
+4. scale: 1,000 queries against 1,000,000 gallery features (768-d, stored fp16), top-50; the memory
+   above the gallery's own features (scale_extra_mib) must stay under 512 MiB.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import shutil
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+METHODS = ["image-only", "text-only", "image+text", "pic2word", "combiner"]
+# The embedded world's tasks and images, small enough for a CLIP-sized encoder on 2 CPU cores; the
+# Pic2Word and Combiner weights are trained for the benchmark's encoder first (not timed).
+BENCH_WORLD = {"pretrain": "200", "unlabeled": "128", "train_ids": "1", "test_ids": "1", "queries_per_id": "8",
+               "pic2word_epochs": "1", "combiner_epochs": "1"}
+# a CLIP the size of the smallest one the papers use (random weights are fine for speed)
+DEFAULT_ENCODER = "random:ViT-B-32"
+
+
+def log(message: str) -> None:
+    print(message, file=sys.stderr, flush=True)
+
+
+def machine() -> dict:
+    import torch
+
+    import cirbench
+
+    return {"python": platform.python_version(), "platform": platform.platform(), "cpus": os.cpu_count(),
+            "torch": torch.__version__, "torch_threads": torch.get_num_threads(), "cirbench": cirbench.__version__,
+            "cuda": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None}
+
+
+def open_world(cache: Path, spec: str, device: str = "cpu"):
+    from cirbench.encoder import load_encoder
+    from cirbench.registry import datasets
+
+    tasks = [datasets.get(name)(cache, dict(BENCH_WORLD)) for name in ("world-edit", "world-domain")]
+    encoder = load_encoder(spec or tasks[0].default_encoder, cache_dir=cache, device=device)
+    return tasks, encoder
+
+
+def photos(folder: Path, n: int) -> list[Path]:
+    """Photo-sized JPEGs (500 x 375, noisy so that decoding is not cheaper than for real photos)."""
+    import numpy as np
+    from PIL import Image
+
+    folder.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(0)
+    paths = []
+    for i in range(n):
+        base = np.linspace(0, 255, 500)[None, :, None] * rng.uniform(0.3, 1.0, (1, 1, 3))
+        pixels = np.clip(base + rng.normal(0, 40, (375, 500, 3)), 0, 255).astype(np.uint8)
+        path = folder / f"{i:05d}.jpg"
+        Image.fromarray(pixels).save(path, quality=90)
+        paths.append(path)
+    return paths
+
+
+def sweep(tasks, encoder, options, checkpoints, naive: bool) -> float:
+    """Seconds for every method on every split. naive: a fresh engine and an empty feature cache for
+    every (split, method), as the reference implementations do."""
+    from dataclasses import replace
+
+    from cirbench.engine import Engine
+
+    splits = [(task, task.load(s)) for task in tasks for s in task.splits]
+    start = time.perf_counter()
+    if naive:
+        for task, split in splits:
+            for method in METHODS:
+                scratch = Path(tempfile.mkdtemp(dir=options.cache_dir.parent))
+                engine = Engine(encoder, replace(options, cache_dir=scratch, results_dir=scratch / "r"))
+                engine.evaluate(split, [method], checkpoints[task.name])
+                shutil.rmtree(scratch)
+    else:
+        engine = Engine(encoder, options)
+        for task, split in splits:
+            engine.evaluate(split, METHODS, checkpoints[task.name])
+    return time.perf_counter() - start
+
+
+def pipeline(encoder, paths, batch_size: int, workers: int, scratch: Path) -> dict:
+    """Images/s through the engine's encoder path against forward-only on tensors in memory."""
+    import torch
+    from PIL import Image
+
+    from cirbench.engine import FeatureStore
+
+    pixels = torch.stack([encoder.preprocess(Image.open(p).convert("RGB")) for p in paths])
+    with torch.no_grad():
+        encoder.encode_images(pixels[:batch_size])  # warm-up
+        start = time.perf_counter()
+        for i in range(0, len(pixels), batch_size):
+            encoder.encode_images(pixels[i:i + batch_size])
+        forward = time.perf_counter() - start
+    store = FeatureStore(encoder, scratch, batch_size, workers)
+    start = time.perf_counter()
+    store.features(paths)
+    engine = time.perf_counter() - start
+    return {"images": len(paths), "forward_only_images_per_s": len(paths) / forward,
+            "engine_images_per_s": len(paths) / engine, "pipeline_efficiency": forward / engine}
+
+
+def rss_mib() -> float:
+    with open("/proc/self/statm") as fh:
+        return int(fh.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
+
+
+def scale_worker(n_gallery: int, n_queries: int, dim: int, k: int) -> dict:
+    """Runs in its own process so that its memory readings are its own."""
+    import torch
+
+    from cirbench.scoring import topk
+
+    torch.manual_seed(0)
+    gallery = torch.empty(n_gallery, dim, dtype=torch.float16)
+    for i in range(0, n_gallery, 65536):  # filled in pieces: no full-size temporary
+        block = torch.randn(min(65536, n_gallery - i), dim)
+        gallery[i:i + len(block)] = torch.nn.functional.normalize(block, dim=-1).half()
+    queries = torch.nn.functional.normalize(torch.randn(n_queries, dim), dim=-1)
+    del block
+    base = rss_mib()
+    peak = [base]
+    done = threading.Event()
+
+    def watch():
+        while not done.is_set():
+            peak[0] = max(peak[0], rss_mib())
+            time.sleep(0.005)
+
+    watcher = threading.Thread(target=watch, daemon=True)
+    watcher.start()
+    start = time.perf_counter()
+    _scores, index = topk(queries, gallery, k)
+    seconds = time.perf_counter() - start
+    done.set()
+    watcher.join()
+    peak[0] = max(peak[0], rss_mib())
+    return {"gallery": n_gallery, "queries": n_queries, "dim": dim, "k": k,
+            "gallery_mib": gallery.numel() * gallery.element_size() / 2**20,
+            "seconds": seconds, "ms_per_query": 1000 * seconds / n_queries,
+            "scale_extra_mib": peak[0] - base, "result_shape": list(index.shape)}
+
+
+def gpu_figures(scratch: Path, n_images: int = 2048, batch_size: int = 256) -> dict:
+    """ViT-L/14 at 224 px (random weights) on the GPU: engine images/s against forward-only."""
+    import torch
+    from PIL import Image
+
+    from cirbench.encoder import load_encoder
+
+    encoder = load_encoder("random:ViT-L-14", device="cuda", precision="bf16")
+    paths = photos(scratch / "jpeg", n_images)
+    pixels = torch.stack([encoder.preprocess(Image.open(p).convert("RGB")) for p in paths[:batch_size]])
+    pixels = pixels.cuda()
+    with torch.no_grad():
+        for _ in range(3):
+            encoder.encode_images(pixels)
+        torch.cuda.synchronize()
+        start = time.perf_counter()
+        rounds = max(1, n_images // batch_size)
+        for _ in range(rounds):
+            encoder.encode_images(pixels)
+        torch.cuda.synchronize()
+        forward = rounds * batch_size / (time.perf_counter() - start)
+    figures = pipeline(encoder, paths, batch_size, min(16, os.cpu_count() or 1), scratch / "cache")
+    figures["forward_only_images_per_s"] = forward
+    figures["pipeline_efficiency"] = figures["engine_images_per_s"] / forward
+    figures["encoder"] = "random:ViT-L-14 bf16, 224 px"
+    return figures
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--json", action="store_true", help="print one JSON object on stdout")
+    parser.add_argument("--work", type=Path, help="working folder (default: a temporary one, removed after)")
+    parser.add_argument("--encoder", default=DEFAULT_ENCODER, help="encoder SPEC (default: %(default)s)")
+    parser.add_argument("--photos", type=int, default=256, help="JPEGs for the pipeline figure")
+    parser.add_argument("--batch-size", type=int, default=64)
+    parser.add_argument("--workers", type=int, default=min(4, os.cpu_count() or 1))
+    parser.add_argument("--scale-gallery", type=int, default=1_000_000)
+    parser.add_argument("--gpu", action="store_true", help="also measure a ViT-L/14-sized encoder on the GPU")
+    parser.add_argument("--scale-worker", nargs=4, type=int, help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.scale_worker:
+        print(json.dumps(scale_worker(*args.scale_worker)))
+        return
+
+    from cirbench.engine import RunOptions
+    from cirbench.progress import Progress
+
+    work = args.work or Path(tempfile.mkdtemp(prefix="cirbench-bench-"))
+    work.mkdir(parents=True, exist_ok=True)
+    cache = work / "cache"
+    report = {"machine": machine(), "settings": {"batch_size": args.batch_size, "workers": args.workers,
+                                                 "encoder": args.encoder, "world": BENCH_WORLD,
+                                                 "methods": METHODS, "photos": args.photos}}
+    try:
+        log("preparing the embedded world, its small CLIP, Pic2Word and the Combiner (not timed)")
+        with Progress(enabled=not args.json) as progress:
+            tasks, encoder = open_world(cache, args.encoder)
+            options = RunOptions(results_dir=work / "results", cache_dir=work / "features", overwrite=True,
+                                 batch_size=args.batch_size, workers=args.workers, command=["bench"])
+            prep = RunOptions(results_dir=work / "r0", cache_dir=cache, batch_size=args.batch_size,
+                              workers=args.workers)
+            from cirbench.engine import Engine
+
+            engine = Engine(encoder, prep, progress)
+            checkpoints = {t.name: t.prepare(engine, METHODS, progress) for t in tasks}
+        splits = sum(len(t.splits) for t in tasks)
+        log(f"sweep: {len(METHODS)} methods x {splits} splits, naive protocol")
+        naive = sweep(tasks, encoder, options, checkpoints, naive=True)
+        log("sweep: shared engine, cold feature cache")
+        cold = sweep(tasks, encoder, options, checkpoints, naive=False)
+        log("sweep: shared engine again, every result recomputed, warm feature cache")
+        warm = sweep(tasks, encoder, options, checkpoints, naive=False)
+        report.update({"naive_sweep_s": naive, "cold_sweep_s": cold, "warm_sweep_s": warm,
+                       "sweep_speedup": naive / cold, "warm_rerun_fraction": warm / cold})
+
+        log(f"pipeline: engine against forward-only on {args.photos} photo-sized JPEGs")
+        figures = pipeline(encoder, photos(work / "photos", args.photos), args.batch_size, args.workers,
+                           work / "pipeline")
+        report.update(figures)
+
+        log(f"scale: 1,000 queries x {args.scale_gallery:,} gallery features (fp16, 768-d), top-50")
+        out = subprocess.run([sys.executable, __file__, "--scale-worker", str(args.scale_gallery), "1000", "768",
+                              "50"], capture_output=True, text=True, check=True)
+        scale = json.loads(out.stdout)
+        report["scale"] = scale
+        report["scale_extra_mib"] = scale["scale_extra_mib"]
+        if args.gpu:
+            log("gpu: ViT-L/14 (random weights), bf16")
+            report["gpu"] = gpu_figures(work / "gpu")
+    finally:
+        if not args.work:
+            shutil.rmtree(work, ignore_errors=True)
+
+    if args.json:
+        print(json.dumps(report, indent=2))
+        return
+    m = report["machine"]
+    print(f"machine: {m['platform']}, {m['cpus']} CPUs, torch {m['torch']} ({m['torch_threads']} threads), "
+          f"python {m['python']}, cuda {m['cuda']}")
+    print(f"settings: encoder {args.encoder}, batch size {args.batch_size}, {args.workers} decode workers, "
+          f"embedded world {BENCH_WORLD}, {args.photos} photos")
+    rows = [
+        ("sweep speedup (naive / shared)", f"{report['sweep_speedup']:.1f}x", ">= 4x",
+         f"{report['naive_sweep_s']:.1f} s / {report['cold_sweep_s']:.1f} s"),
+        ("warm rerun (warm / cold sweep)", f"{100 * report['warm_rerun_fraction']:.1f}%", "< 5%",
+         f"{report['warm_sweep_s']:.2f} s / {report['cold_sweep_s']:.1f} s"),
+        ("pipeline efficiency (engine / forward)", f"{100 * report['pipeline_efficiency']:.0f}%", ">= 80%",
+         f"{report['engine_images_per_s']:.0f} / {report['forward_only_images_per_s']:.0f} images/s"),
+        ("scale: memory above the gallery", f"{report['scale_extra_mib']:.0f} MiB", "<= 512 MiB",
+         f"gallery {scale['gallery_mib']:.0f} MiB, {scale['ms_per_query']:.1f} ms/query, {scale['seconds']:.1f} s"),
+    ]
+    for name, value, target, raw in rows:
+        print(f"{name:40s} {value:>10s}   target {target:10s}   ({raw})")
+    if args.gpu:
+        g = report["gpu"]
+        print(f"gpu {g['encoder']}: engine {g['engine_images_per_s']:.0f} images/s, forward-only "
+              f"{g['forward_only_images_per_s']:.0f} images/s ({100 * g['pipeline_efficiency']:.0f}%)")
+
+
+if __name__ == "__main__":
+    main()
