@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import platform
@@ -52,7 +53,8 @@ def find(results_dir: Path) -> list[Path]:
     return sorted(p for p in Path(results_dir).glob("*/*/*/*.json") if not p.name.startswith("."))
 
 
-def versions() -> dict:
+@functools.lru_cache(maxsize=1)
+def _versions() -> tuple:
     import importlib.metadata as md
 
     out = {"python": platform.python_version(), "platform": platform.platform()}
@@ -61,4 +63,9 @@ def versions() -> dict:
             out[pkg] = md.version(pkg)
         except md.PackageNotFoundError:
             out[pkg] = None
-    return out
+    return tuple(out.items())
+
+
+def versions() -> dict:
+    """Python, platform and package versions (read once per process)."""
+    return dict(_versions())
