@@ -1,0 +1,28 @@
+"""Where `cirbench train` finds its data: folders and CC3M-style manifests."""
+
+import pytest
+
+from cirbench.errors import DataError
+from cirbench.training_data import unlabeled_images
+from helpers import render
+
+
+def test_folder_and_manifest(tmp_path):
+    a = render(tmp_path / "imgs" / "a.png", "circle", "red")
+    b = render(tmp_path / "imgs" / "sub" / "b.png", "square", "blue")
+    (tmp_path / "imgs" / "notes.txt").write_text("not an image")
+    assert unlabeled_images(tmp_path / "imgs") == sorted([a, b])
+    manifest = tmp_path / "cc3m.tsv"
+    manifest.write_text("filepath\ttitle\nimgs/a.png\ta red circle\n" f"{b}\ta blue square\n\n")
+    assert unlabeled_images(manifest) == [tmp_path / "imgs" / "a.png", b]
+
+
+def test_empty_or_missing_sources_are_clear_errors(tmp_path):
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(DataError, match="no images found"):
+        unlabeled_images(tmp_path / "empty")
+    with pytest.raises(DataError, match="no such folder or manifest"):
+        unlabeled_images(tmp_path / "missing.tsv")
+    (tmp_path / "header_only.tsv").write_text("filepath\ttitle\n")
+    with pytest.raises(DataError, match="lists no images"):
+        unlabeled_images(tmp_path / "header_only.tsv")
