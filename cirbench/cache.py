@@ -33,6 +33,10 @@ def item_key(path: Path) -> str:
     return hashlib.sha1(ident.encode()).hexdigest()
 
 
+def text_key(text: str) -> str:
+    return hashlib.sha1(text.encode("utf-8")).hexdigest()
+
+
 def _atomic_write(path: Path, write) -> None:
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
@@ -55,8 +59,8 @@ def _sha256(path: Path) -> str:
 
 
 class FeatureCache:
-    def __init__(self, root: Path, encoder_key: str, dtype: str = "float32"):
-        self.dir = Path(root) / "features" / encoder_key
+    def __init__(self, root: Path, encoder_key: str, dtype: str = "float32", kind: str = "features"):
+        self.dir = Path(root) / kind / encoder_key
         self.dtype = dtype
         self._index: dict[str, tuple[str, int]] | None = None
         self._arrays: dict[str, np.ndarray] = {}

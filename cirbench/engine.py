@@ -17,7 +17,7 @@ import numpy as np
 from . import distributed
 from . import metrics as M
 from . import results
-from .cache import FeatureCache, item_key
+from .cache import FeatureCache, item_key, text_key
 from .data import Split
 from .encoder import stable_hash
 from .errors import CirbenchError, DataError, MissingCheckpointError
@@ -140,21 +140,31 @@ class FeatureStore:
 
 
 class TextFeatures:
-    """Memoised, deduplicated text encoding shared by all methods of a run."""
+    """Deduplicated text encoding shared by all methods of a run, memoised in memory and, with a cache
+    folder, on disk (keyed by the encoder and the exact text)."""
 
-    def __init__(self, encoder, batch_size: int = 256):
+    def __init__(self, encoder, cache_dir: Path | None = None, batch_size: int = 256):
         self.encoder, self.batch_size = encoder, batch_size
         self.memo: dict[str, object] = {}
+        self.cache = FeatureCache(cache_dir, encoder.key, kind="text") if cache_dir else None
 
     def __call__(self, texts: list[str]):
         import torch
 
         missing = list(dict.fromkeys(t for t in texts if t not in self.memo))
+        if missing and self.cache is not None:
+            found = self.cache.get([text_key(t) for t in missing])
+            for pos, row in found.items():
+                self.memo[missing[pos]] = torch.from_numpy(np.array(row)).to(self.encoder.device)
+            missing = [t for t in missing if t not in self.memo]
         with torch.no_grad():
             for i in range(0, len(missing), self.batch_size):
                 chunk = missing[i:i + self.batch_size]
-                for text, feat in zip(chunk, self.encoder.encode_texts(chunk)):
+                feats = self.encoder.encode_texts(chunk)
+                for text, feat in zip(chunk, feats):
                     self.memo[text] = feat
+                if self.cache is not None and distributed.is_main():
+                    self.cache.put([text_key(t) for t in chunk], feats.float().cpu().numpy())
         return torch.stack([self.memo[t] for t in texts])
 
 
@@ -192,7 +202,7 @@ class Engine:
         self.progress = progress
         self.store = FeatureStore(encoder, options.cache_dir, options.batch_size, options.workers, progress,
                                   dtype=options.feature_dtype)
-        self.texts = TextFeatures(encoder)
+        self.texts = TextFeatures(encoder, options.cache_dir)
 
     # -- one split, many methods --------------------------------------------------------------
     def evaluate(self, split: Split, method_names: list[str], checkpoints: dict | None = None) -> list[CellOutcome]:

@@ -63,3 +63,27 @@ def test_unreadable_image_is_reported_not_dropped(tmp_path, tiny_encoder):
     broken.write_bytes(b"not an image")
     feats, bad = FeatureStore(tiny_encoder, tmp_path / "c", 4, 0).features([good, broken])
     assert [pos for pos, _ in bad] == [1] and np.isnan(feats[1].numpy()).all()
+
+
+def test_text_features_are_deduplicated_and_cached_on_disk(tmp_path, tiny_encoder):
+    import torch
+
+    from cirbench.engine import TextFeatures
+
+    calls = []
+    real = tiny_encoder.encode_texts
+
+    def counting(texts):
+        calls.append(list(texts))
+        return real(texts)
+
+    tiny_encoder.encode_texts = counting
+    try:
+        first = TextFeatures(tiny_encoder, tmp_path)(["a red dog", "a cat", "a red dog"])
+        assert calls == [["a red dog", "a cat"]]
+        again = TextFeatures(tiny_encoder, tmp_path)(["a cat", "a red dog", "a new one"])
+        assert calls[1:] == [["a new one"]]
+    finally:
+        tiny_encoder.encode_texts = real
+    assert torch.equal(first[0], again[1]) and torch.equal(first[1], again[0])
+    assert torch.allclose(again[2], real(["a new one"])[0])
