@@ -93,6 +93,12 @@ class Dataset:
         return problems, summary
 
     # -- helpers --------------------------------------------------------------------------------
+    def require_split(self, split: str) -> None:
+        """A UsageError naming the splits when ``split`` is not one of them."""
+        available = self.available_splits()
+        if split not in available:
+            raise UsageError(f"{self.label} has no split {split!r}; splits: {', '.join(available)}")
+
     def require_root(self) -> None:
         if not self.root.is_dir():
             raise DataError(

@@ -16,7 +16,6 @@ from pathlib import Path
 
 from cirbench.data import Query, Split
 from cirbench.dataset import Dataset, expect, read_json, register_dataset
-from cirbench.errors import UsageError
 
 
 @register_dataset("circo")
@@ -44,8 +43,7 @@ class CIRCO(Dataset):
 
     def load(self, split: str) -> Split:
         self.require_root()
-        if split not in self.splits:
-            raise UsageError(f"circo has no split {split!r}; splits: {', '.join(self.splits)}")
+        self.require_split(split)
         gallery = self.gallery_ids()
         in_gallery = set(gallery)
         path = self.root / "annotations" / f"{split}.json"

@@ -18,9 +18,8 @@ from pathlib import Path
 
 from cirbench.data import Query, Split, Triplet
 from cirbench.dataset import Dataset, expect, read_json, register_dataset
-from cirbench.errors import DataError, UsageError
+from cirbench.errors import DataError
 
-FILE_SPLIT = {"val": "val", "test1": "test1", "train": "train"}
 
 
 @register_dataset("cirr")
@@ -55,8 +54,7 @@ class CIRR(Dataset):
         return rows, images, cap_path
 
     def load(self, split: str) -> Split:
-        if split not in self.splits:
-            raise UsageError(f"cirr has no split {split!r}; splits: {', '.join(self.splits)}")
+        self.require_split(split)
         rows, images, cap_path = self._split_files(split)
         gallery = list(images)
         test = split == "test1"

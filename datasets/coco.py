@@ -115,8 +115,7 @@ class COCOComposition(Dataset):
 
     def load(self, split: str) -> Split:
         self.require_root()
-        if split != "val":
-            raise UsageError("coco has one split: val")
+        self.require_split(split)
         path = self.prepared / "queries.json"
         if not path.is_file():
             raise DataError(f"no prepared coco queries at {path}: run `cirbench data prepare coco "

@@ -79,8 +79,7 @@ class FashionIQ(Dataset):
 
     def load(self, split: str) -> Split:
         self.require_root()
-        if split not in CATEGORIES:
-            raise UsageError(f"fashioniq has no split {split!r}; splits: {', '.join(CATEGORIES)}")
+        self.require_split(split)
         names_path = self.root / "image_splits" / f"split.{split}.val.json"
         names = read_json(names_path, "FashionIQ image split")
         expect(isinstance(names, list) and all(isinstance(n, str) for n in names), names_path,

@@ -97,8 +97,7 @@ class FolderDataset(Dataset):
         return name
 
     def load(self, split: str) -> Split:
-        if split not in self.available_splits():
-            raise DataError(f"{self.root}: no split {split!r}; found {', '.join(self.available_splits())}")
+        self.require_split(split)
         settings = self._settings()
         path = self.root / f"{split}.jsonl"
         gallery = self._gallery()

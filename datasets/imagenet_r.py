@@ -21,7 +21,7 @@ from pathlib import Path
 
 from cirbench.data import Query, Split
 from cirbench.dataset import Dataset, expect, register_dataset
-from cirbench.errors import DataError, UsageError
+from cirbench.errors import DataError
 
 DOMAINS = ("cartoon", "origami", "toy", "sculpture")
 REAL_OFFSET = 6000
@@ -97,8 +97,7 @@ class ImageNetR(Dataset):
 
     def load(self, split: str) -> Split:
         self.require_root()
-        if split not in DOMAINS:
-            raise UsageError(f"imagenet-r has no split {split!r}; splits: {', '.join(DOMAINS)}")
+        self.require_split(split)
         query_lines, target_lines, info = self.lists()
         d = DOMAINS.index(split)
         images: dict[str, Path] = {}

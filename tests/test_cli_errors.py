@@ -48,11 +48,10 @@ def test_malformed_query_files_name_file_and_line(mydata, tiny_dir, line, messag
     lines = (mydata / "val.jsonl").read_text().splitlines()
     (mydata / "val.jsonl").write_text("\n".join(lines[:2] + [line] + lines[2:]) + "\n")
     code, out = invoke("run", "--dataset", mydata, "--encoder", f"local-dir:{tiny_dir}", "-m", "image-only")
-    assert code == 2 and f"val.jsonl:3" in out and message in out, out
+    assert code == 2 and "val.jsonl:3" in out and message in out, out
 
 
 def test_pic2word_prompt_without_star(tmp_path, mydata, tiny_dir, tiny_encoder, cache_env):
-    import torch
 
     from test_checkpoints import pic2word_ckpt
 

@@ -1,6 +1,5 @@
 """Pic2Word training: resumable, and the same loss and gradient on 2 processes as on 1."""
 
-import os
 from pathlib import Path
 
 import pytest
