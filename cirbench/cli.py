@@ -235,6 +235,10 @@ def _print_outcomes(outcomes, as_json: bool) -> None:
         for (enc, meth), row in table.iterrows():
             t.add_row(meth, *["-" if v != v else f"{v:.2f}" for v in row.tolist()])
         console.print(t)
+    for record in records:
+        for path in record.get("submission", []):
+            console.print(f"{record['method']['name']} on {record['dataset']['name']}:{record['dataset']['split']}: "
+                          f"submission file {path}", highlight=False)
     reused = sum(o.status == "reused" for o in outcomes)
     if reused:
         console.print(f"({reused} cell(s) reused from earlier result files; --overwrite recomputes them)")
@@ -397,6 +401,12 @@ def data_prepare(
 def main() -> None:
     try:
         app()
-    except CirbenchError as exc:  # pragma: no cover - commands catch their own
+    except CirbenchError as exc:  # commands catch their own; this is a safety net
         typer.echo(f"error: {exc}", err=True)
         sys.exit(exc.exit_code)
+    except Exception as exc:
+        if "--debug" in sys.argv:
+            raise
+        typer.echo(f"error: internal error ({type(exc).__name__}: {exc}); run with --debug for the traceback "
+                   "and please report it", err=True)
+        sys.exit(1)

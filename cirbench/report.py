@@ -51,7 +51,7 @@ def dataset_tables(frame) -> dict:
     import pandas as pd
 
     tables = {}
-    main = frame[frame["main"]]
+    main = frame.loc[frame["main"].astype(bool)]
     for dataset, part in main.groupby("dataset", sort=True):
         wide = part.pivot_table(index=["encoder", "method"], columns=["split", "metric"], values="value",
                                 aggfunc="first")
@@ -158,6 +158,15 @@ def render(results_dir: Path, out: Path) -> list[Path]:
         lines += [f"## {dataset}", "", _markdown(table), ""]
         written.append(_plot(dataset, table, out))
         lines += [f"![{dataset}]({dataset}.png)", ""]
+    submitted = [r for r in records if r.get("submission")]
+    if submitted:
+        lines += ["## Test-server submissions", "",
+                  "These splits have no public ground truth: upload the files to the evaluation server.", ""]
+        for r in submitted:
+            for path in r["submission"]:
+                lines.append(f"- {r['encoder']['label']} / {method_label(r)} / "
+                             f"{r['dataset']['name']}:{r['dataset']['split']}: `{path}`")
+        lines.append("")
     comparison = paper_comparison(frame)
     lines += ["## Paper numbers beside measured ones", ""]
     if comparison.empty:
@@ -189,5 +198,6 @@ def render(results_dir: Path, out: Path) -> list[Path]:
         summary.append(flat.reset_index())
     import pandas as pd
 
-    pd.concat(summary).to_csv(out / "summary.csv", index=False, float_format="%.2f")
+    summary_frame = pd.concat(summary) if summary else pd.DataFrame(columns=["dataset", "encoder", "method"])
+    summary_frame.to_csv(out / "summary.csv", index=False, float_format="%.2f")
     return [md, out / "results.csv", out / "summary.csv", *written]

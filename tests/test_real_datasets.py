@@ -147,3 +147,18 @@ def test_official_imagenet_r_lists_parse():
     for d, share in zip(range(4), (76.5, 53, 72, 71)):
         with_positive = {lab % 1000 for _, lab in targets if lab // 1000 == d}
         assert round(100 * len(classes & with_positive) / len(classes)) == round(share)
+
+
+def test_test_server_splits_in_the_table_and_the_report(tmp_path):
+    root = F.cirr(tmp_path / "cirr")
+    args = ["run", "--dataset", "cirr:test1", "--data", f"cirr={root}", "--encoder", "colour-test", "--workers", "0",
+            "--quiet", "--results-dir", str(tmp_path / "results"), "--cache-dir", str(tmp_path / "cache"),
+            "-m", "image-only"]
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 0, result.output
+    assert "submission file" in result.stdout and "cirr_test1_recall.json" in result.stdout
+    result = CliRunner().invoke(app, ["report", "--results-dir", str(tmp_path / "results"), "--out",
+                                      str(tmp_path / "reports")])
+    assert result.exit_code == 0, result.output
+    md = (tmp_path / "reports" / "results.md").read_text()
+    assert "## Test-server submissions" in md and "cirr_test1_recall_subset.json" in md
