@@ -398,6 +398,58 @@ def data_prepare(
         typer.echo(line)
 
 
+cache_app = typer.Typer(no_args_is_help=True, help="Inspect or clear the feature cache.")
+app.add_typer(cache_app, name="cache")
+
+
+def _cache_parts(root: Path) -> list[tuple[str, Path]]:
+    parts = []
+    for kind in ("features", "text"):
+        folder = root / kind
+        if folder.is_dir():
+            parts += [(kind, d) for d in sorted(folder.iterdir()) if d.is_dir()]
+    return parts
+
+
+def _size(folder: Path) -> int:
+    return sum(p.stat().st_size for p in folder.rglob("*") if p.is_file())
+
+
+@cache_app.command("info")
+def cache_info(cache: Optional[Path] = typer.Option(None, "--cache-dir")):
+    """Entries and size per encoder key (image and text features), plus trained checkpoints and worlds."""
+    root = cache_dir(cache)
+    typer.echo(f"cache: {root}")
+    for kind, folder in _cache_parts(root):
+        entries = 0
+        for meta in folder.glob("*.json"):
+            try:
+                entries += len(json.loads(meta.read_text())["keys"])
+            except (ValueError, KeyError, OSError):
+                pass
+        typer.echo(f"{kind:9s} {folder.name}  {entries} entries  {_size(folder) / 2**20:.1f} MiB")
+    for name in ("checkpoints", "world", "models"):
+        if (root / name).is_dir():
+            typer.echo(f"{name:9s} {_size(root / name) / 2**20:.1f} MiB")
+
+
+@cache_app.command("clear")
+def cache_clear(
+    cache: Optional[Path] = typer.Option(None, "--cache-dir"),
+    encoder_key: Optional[str] = typer.Option(None, help="Only this encoder key's features (see `cache info`)."),
+):
+    """Delete cached image and text features (never checkpoints, worlds or downloaded models)."""
+    import shutil
+
+    root = cache_dir(cache)
+    removed = 0
+    for _kind, folder in _cache_parts(root):
+        if encoder_key is None or folder.name == encoder_key:
+            removed += _size(folder)
+            shutil.rmtree(folder)
+    typer.echo(f"removed {removed / 2**20:.1f} MiB of cached features from {root}")
+
+
 def main() -> None:
     try:
         app()

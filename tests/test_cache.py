@@ -87,3 +87,21 @@ def test_text_features_are_deduplicated_and_cached_on_disk(tmp_path, tiny_encode
         tiny_encoder.encode_texts = real
     assert torch.equal(first[0], again[1]) and torch.equal(first[1], again[0])
     assert torch.allclose(again[2], real(["a new one"])[0])
+
+
+def test_cache_info_and_clear_from_the_cli(tmp_path):
+    from typer.testing import CliRunner
+
+    from cirbench.cli import app
+
+    FeatureCache(tmp_path, "enc1").put(["a", "b"], np.ones((2, 4), dtype=np.float32))
+    FeatureCache(tmp_path, "enc2").put(["c"], np.ones((1, 4), dtype=np.float32))
+    FeatureCache(tmp_path, "enc1", kind="text").put(["t"], np.ones((1, 4), dtype=np.float32))
+    (tmp_path / "checkpoints").mkdir()
+    (tmp_path / "checkpoints" / "keep.pt").write_bytes(b"x")
+    out = CliRunner().invoke(app, ["cache", "info", "--cache-dir", str(tmp_path)]).output
+    assert "features  enc1  2 entries" in out and "features  enc2  1 entries" in out and "text      enc1  1" in out
+    CliRunner().invoke(app, ["cache", "clear", "--cache-dir", str(tmp_path), "--encoder-key", "enc2"])
+    assert FeatureCache(tmp_path, "enc2").get(["c"]) == {} and set(FeatureCache(tmp_path, "enc1").get(["a"])) == {0}
+    CliRunner().invoke(app, ["cache", "clear", "--cache-dir", str(tmp_path)])
+    assert FeatureCache(tmp_path, "enc1").get(["a"]) == {} and (tmp_path / "checkpoints" / "keep.pt").is_file()
