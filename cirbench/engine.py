@@ -60,9 +60,20 @@ class FeatureStore:
 
     def features(self, paths: list[Path], label: str = "images"):
         """(N x D float tensor, [(position, error)]) for the files; rows of unreadable files are NaN.
+        A file listed several times (an image in many training triplets) is encoded once.
 
         Under torchrun each process encodes its share of the missing images; the features are gathered
         in the original order, and the main process writes them to the cache."""
+        unique = list(dict.fromkeys(paths))
+        if len(unique) == len(paths):
+            return self._features(paths, label)
+        feats, bad = self._features(unique, label)
+        where = {p: i for i, p in enumerate(unique)}
+        rows = [where[p] for p in paths]
+        bad_at = dict(bad)
+        return feats[rows], [(i, bad_at[r]) for i, r in enumerate(rows) if r in bad_at]
+
+    def _features(self, paths: list[Path], label: str):
         import torch
 
         keys = [item_key(p) for p in paths]

@@ -105,3 +105,16 @@ def test_cache_info_and_clear_from_the_cli(tmp_path):
     assert FeatureCache(tmp_path, "enc2").get(["c"]) == {} and set(FeatureCache(tmp_path, "enc1").get(["a"])) == {0}
     CliRunner().invoke(app, ["cache", "clear", "--cache-dir", str(tmp_path)])
     assert FeatureCache(tmp_path, "enc1").get(["a"]) == {} and (tmp_path / "checkpoints" / "keep.pt").is_file()
+
+
+def test_a_file_listed_twice_is_encoded_once(tmp_path, tiny_encoder):
+    a = render(tmp_path / "a.png", "circle", "red")
+    b = render(tmp_path / "b.png", "square", "blue")
+    store = FeatureStore(tiny_encoder, tmp_path / "cache", batch_size=4, workers=0)
+    feats, bad = store.features([a, b, a, a])
+    assert store.misses == 2 and not bad
+    assert np.array_equal(feats[0].numpy(), feats[2].numpy()) and np.array_equal(feats[0].numpy(), feats[3].numpy())
+    broken = tmp_path / "broken.png"
+    broken.write_bytes(b"nope")
+    _feats, bad = FeatureStore(tiny_encoder, tmp_path / "c2", 4, 0).features([broken, a, broken])
+    assert [pos for pos, _ in bad] == [0, 2]
