@@ -70,12 +70,10 @@ def open_dataset(spec: str, data_root, overrides: dict, options: dict | None = N
     dataset.require_root()
     if not check_splits:
         return dataset, []
-    available = dataset.available_splits()
     if split:
-        if split not in available:
-            raise UsageError(f"dataset {cls.registry_name!r} has no split {split!r}; splits: {', '.join(available)}")
+        dataset.require_split(split)
         return dataset, [split]
-    return dataset, list(dataset.default_splits or available)
+    return dataset, list(dataset.default_splits or dataset.available_splits())
 
 
 def resolve_datasets(values: List[str], data_root, overrides, options: dict, cache: Path) -> list:

@@ -6,6 +6,13 @@ from pathlib import Path
 
 from .errors import DataError
 
+IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff"})
+
+
+def list_images(folder: Path) -> list[Path]:
+    """Every image file below a folder (by extension), sorted."""
+    return sorted(p for p in Path(folder).rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())
+
 
 class ImageFiles:
     """A map-style dataset over image files; a file that cannot be read yields its error, not a crash."""

@@ -6,16 +6,16 @@ from pathlib import Path
 
 from . import checkpoints
 from .errors import DataError, UsageError
+from .images import IMAGE_SUFFIXES, list_images
 from .method import TrainRequest
 
-IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff"}
 
 
 def unlabeled_images(source: Path) -> list[Path]:
     """Images from a folder (recursively) or a CC3M-style tab-separated manifest (filepath, title)."""
     source = Path(source)
     if source.is_dir():
-        paths = sorted(p for p in source.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())
+        paths = list_images(source)
         if not paths:
             raise DataError(f"{source}: no images found (looked for {', '.join(sorted(IMAGE_SUFFIXES))})")
         return paths

@@ -21,8 +21,8 @@ from pathlib import Path
 from cirbench.data import DEFAULT_PROMPTS, Query, Split, Triplet
 from cirbench.dataset import Dataset, register_dataset
 from cirbench.errors import DataError
+from cirbench.images import IMAGE_SUFFIXES, list_images
 
-IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff"}
 
 
 def read_jsonl(path: Path) -> list[tuple[int, dict]]:
@@ -83,8 +83,7 @@ class FolderDataset(Dataset):
         folder = self.root / "gallery"
         if not folder.is_dir():
             raise DataError(f"{self.root}: no gallery: expected a gallery/ folder of images or a gallery.txt list")
-        names = sorted(p.relative_to(self.root).as_posix() for p in folder.rglob("*")
-                       if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())
+        names = sorted(p.relative_to(self.root).as_posix() for p in list_images(folder))
         if not names:
             raise DataError(f"{folder}: the gallery folder holds no images ({', '.join(sorted(IMAGE_SUFFIXES))})")
         return names
