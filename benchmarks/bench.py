@@ -15,6 +15,9 @@
    Target >= 80%.
 4. scale: 1,000 queries against 1,000,000 gallery features (768-d, stored fp16), top-50; the memory
    above the gallery's own features (scale_extra_mib) must stay under 512 MiB.
+5. content_keys: what keying the feature cache by file content costs on a folder of 10,000
+   photo-sized files: the first run hashes every file once; a rerun only stats them (the memo of
+   digests by stat signature), against stat-only keys (path, size, mtime) for reference.
 """
 
 from __future__ import annotations
@@ -31,7 +34,7 @@ import threading
 import time
 from pathlib import Path
 
-METHODS = ["image-only", "text-only", "image+text", "pic2word", "combiner"]
+METHODS = ["image-only", "text-only", "image+text", "pic2word", "combiner", "slerp", "weicom"]
 # The embedded world's tasks and images, small enough for a CLIP-sized encoder on 2 CPU cores; the
 # Pic2Word and Combiner weights are trained for the benchmark's encoder first (not timed).
 BENCH_WORLD = {"pretrain": "200", "unlabeled": "128", "train_ids": "1", "test_ids": "1", "queries_per_id": "8",
@@ -58,7 +61,7 @@ def open_world(cache: Path, spec: str, device: str = "cpu"):
     from cirbench.encoder import load_encoder
     from cirbench.registry import datasets
 
-    tasks = [datasets.get(name)(cache, dict(BENCH_WORLD)) for name in ("world-edit", "world-domain")]
+    tasks = [datasets.get(name)(cache, dict(BENCH_WORLD), cache_dir=cache) for name in ("world-edit", "world-domain")]
     encoder = load_encoder(spec or tasks[0].default_encoder, cache_dir=cache, device=device)
     return tasks, encoder
 
@@ -80,27 +83,65 @@ def photos(folder: Path, n: int) -> list[Path]:
     return paths
 
 
-def sweep(tasks, encoder, options, checkpoints, naive: bool) -> float:
-    """Seconds for every method on every split. naive: a fresh engine and an empty feature cache for
-    every (split, method), as the reference implementations do."""
+def sweep(tasks, encoder, options, naive: bool) -> float:
+    """Seconds for every method on every split, the Pic2Word and Combiner weights given. naive: a fresh
+    engine and an empty feature cache for every (split, method), as the reference implementations do."""
     from dataclasses import replace
 
+    from cirbench.api import build_methods, resolve_methods
     from cirbench.engine import Engine
 
+    chosen, _ = resolve_methods(METHODS)
     splits = [(task, task.load(s)) for task in tasks for s in task.splits]
+    for task, split in splits:
+        split.checkpoints.update(task.trained)
     start = time.perf_counter()
     if naive:
         for task, split in splits:
-            for method in METHODS:
+            for name, cls in chosen:
                 scratch = Path(tempfile.mkdtemp(dir=options.cache_dir.parent))
                 engine = Engine(encoder, replace(options, cache_dir=scratch, results_dir=scratch / "r"))
-                engine.evaluate(split, [method], checkpoints[task.name])
+                built = build_methods(engine, [(name, cls)], {}, {name: {}}, None, None)
+                engine.evaluate(split, built, task.result_name)
                 shutil.rmtree(scratch)
     else:
         engine = Engine(encoder, options)
+        built = build_methods(engine, chosen, {}, {n: {} for n, _ in chosen}, None, None)
         for task, split in splits:
-            engine.evaluate(split, METHODS, checkpoints[task.name])
+            engine.evaluate(split, built, task.result_name)
     return time.perf_counter() - start
+
+
+def content_key_cost(folder: Path, n_files: int = 10_000, size: int = 120_000) -> dict:
+    """Seconds to key a folder of files by content: first run (hash all), rerun (stat only), and the old
+    stat-only key (path, size, mtime) for reference."""
+    import hashlib
+
+    import numpy as np
+
+    from cirbench.content_keys import ContentKeys
+
+    folder.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(0)
+    paths = []
+    for i in range(n_files):  # incompressible bytes the size of a COCO photo
+        path = folder / f"{i:05d}.jpg"
+        path.write_bytes(rng.integers(0, 256, size, dtype=np.uint8).tobytes())
+        paths.append(path)
+    start = time.perf_counter()
+    ContentKeys(folder.parent / "memo").keys(paths)
+    first = time.perf_counter() - start
+    start = time.perf_counter()
+    again = ContentKeys(folder.parent / "memo")  # a new process: the memo is read from disk
+    again.keys(paths)
+    rerun = time.perf_counter() - start
+    start = time.perf_counter()
+    for p in paths:
+        st = os.stat(p)
+        hashlib.sha1(f"{os.path.abspath(p)}|{st.st_size}|{st.st_mtime_ns}".encode()).hexdigest()
+    stat_only = time.perf_counter() - start
+    return {"files": n_files, "bytes_per_file": size, "first_run_s": first, "rerun_s": rerun,
+            "stat_only_s": stat_only, "files_read_on_rerun": again.hashed}
 
 
 def pipeline(encoder, paths, batch_size: int, workers: int, scratch: Path) -> dict:
@@ -108,7 +149,7 @@ def pipeline(encoder, paths, batch_size: int, workers: int, scratch: Path) -> di
     import torch
     from PIL import Image
 
-    from cirbench.engine import FeatureStore
+    from cirbench.features import FeatureStore
 
     pixels = torch.stack([encoder.preprocess(Image.open(p).convert("RGB")) for p in paths])
     with torch.no_grad():
@@ -203,6 +244,7 @@ def main() -> None:
     parser.add_argument("--batch-size", type=int, default=64)
     parser.add_argument("--workers", type=int, default=min(4, os.cpu_count() or 1))
     parser.add_argument("--scale-gallery", type=int, default=1_000_000)
+    parser.add_argument("--key-files", type=int, default=10_000, help="files for the content-key cost figure")
     parser.add_argument("--gpu", action="store_true", help="also measure a ViT-L/14-sized encoder on the GPU")
     parser.add_argument("--scale-worker", nargs=4, type=int, help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -210,7 +252,8 @@ def main() -> None:
         print(json.dumps(scale_worker(*args.scale_worker)))
         return
 
-    from cirbench.engine import RunOptions
+    from cirbench.api import auto_trained, resolve_methods
+    from cirbench.engine import Engine, RunOptions
     from cirbench.progress import Progress
 
     work = args.work or Path(tempfile.mkdtemp(prefix="cirbench-bench-"))
@@ -225,19 +268,18 @@ def main() -> None:
             tasks, encoder = open_world(cache, args.encoder)
             options = RunOptions(results_dir=work / "results", cache_dir=work / "features", overwrite=True,
                                  batch_size=args.batch_size, workers=args.workers, command=["bench"])
-            prep = RunOptions(results_dir=work / "r0", cache_dir=cache, batch_size=args.batch_size,
-                              workers=args.workers)
-            from cirbench.engine import Engine
-
-            engine = Engine(encoder, prep, progress)
-            checkpoints = {t.name: t.prepare(engine, METHODS, progress) for t in tasks}
+            prep = Engine(encoder, RunOptions(results_dir=None, cache_dir=cache, batch_size=args.batch_size,
+                                              workers=args.workers), progress)
+            chosen, _ = resolve_methods(METHODS)
+            for task in tasks:
+                task.trained = auto_trained(task, prep, chosen, {}, None, progress)
         splits = sum(len(t.splits) for t in tasks)
         log(f"sweep: {len(METHODS)} methods x {splits} splits, naive protocol")
-        naive = sweep(tasks, encoder, options, checkpoints, naive=True)
+        naive = sweep(tasks, encoder, options, naive=True)
         log("sweep: shared engine, cold feature cache")
-        cold = sweep(tasks, encoder, options, checkpoints, naive=False)
+        cold = sweep(tasks, encoder, options, naive=False)
         log("sweep: shared engine again, every result recomputed, warm feature cache (best of 3)")
-        warm = min(sweep(tasks, encoder, options, checkpoints, naive=False) for _ in range(3))
+        warm = min(sweep(tasks, encoder, options, naive=False) for _ in range(3))
         report.update({"naive_sweep_s": naive, "cold_sweep_s": cold, "warm_sweep_s": warm,
                        "sweep_speedup": naive / cold, "warm_rerun_fraction": warm / cold})
 
@@ -252,6 +294,8 @@ def main() -> None:
         scale = json.loads(out.stdout)
         report["scale"] = scale
         report["scale_extra_mib"] = scale["scale_extra_mib"]
+        log(f"content keys: {args.key_files:,} photo-sized files, first run and rerun")
+        report["content_keys"] = content_key_cost(work / "keys" / "files", args.key_files)
         if args.gpu:
             log("gpu: ViT-L/14 (random weights), bf16")
             report["gpu"] = gpu_figures(work / "gpu")
@@ -277,6 +321,10 @@ def main() -> None:
         ("scale: memory above the gallery", f"{report['scale_extra_mib']:.0f} MiB", "<= 512 MiB",
          f"gallery {scale['gallery_mib']:.0f} MiB, {scale['ms_per_query']:.1f} ms/query, {scale['seconds']:.1f} s"),
     ]
+    k = report["content_keys"]
+    rows.append(("content keys: rerun / first run", f"{k['rerun_s']:.2f} s", "",
+                 f"first run {k['first_run_s']:.1f} s hashing {k['files']:,} x {k['bytes_per_file'] // 1000} KB; "
+                 f"stat-only keys {k['stat_only_s']:.2f} s; files read on rerun {k['files_read_on_rerun']}"))
     for name, value, target, raw in rows:
         print(f"{name:40s} {value:>10s}   target {target:10s}   ({raw})")
     if args.gpu:

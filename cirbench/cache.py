@@ -1,61 +1,41 @@
 """Content-addressed on-disk feature cache.
 
-Entries live under ``<cache dir>/features/<encoder key>/`` as shards: ``<id>.npy`` (the features) and
-``<id>.json`` (the item keys, shape and a checksum of the .npy). The .json is written last, through a
-temporary file and a rename, so an interrupted run never leaves an entry that looks valid; a shard
-whose checksum does not match is deleted and its items are encoded again.
+Entries live under ``<cache dir>/<kind>/<encoder key>/`` as shards: ``<id>.npy`` (the features) and
+``<id>.json`` (the item keys, shape, storage dtype and a checksum of the .npy). The .json is written
+last, through a temporary file and a rename, so an interrupted run never leaves an entry that looks
+valid; a shard whose index or checksum does not hold up is deleted and its items encoded again.
 
-An item key is a hash of the image's absolute path, size and modification time: editing an image
-invalidates its entry, and a different encoder (weights, precision, transform, version) has a
-different folder.
+Image items are keyed by the content of their file (:mod:`cirbench.content_keys`), texts by their exact
+string. The encoder key covers everything that changes features (weights, precision, transform,
+open_clip version). Rows are stored in the dtype a run asked for (fp16 or fp32) and a run only reads
+rows of its own dtype, so an fp32 run after an fp16 run never gets rounded values.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
-import os
-import tempfile
 import warnings
 from pathlib import Path
 
 import numpy as np
 
-from .errors import DataError
+from . import fsutil
 
 
-def item_key(path: Path) -> str:
+def _valid_meta(meta) -> bool:
+    return (isinstance(meta, dict) and isinstance(meta.get("keys"), list)
+            and all(isinstance(k, str) for k in meta["keys"])
+            and isinstance(meta.get("shape"), list) and isinstance(meta.get("sha256"), str))
+
+
+def read_meta(path: Path) -> dict | None:
+    """A shard's index, or None when it is unreadable or of the wrong shape."""
     try:
-        st = os.stat(path)
-    except FileNotFoundError:
-        raise DataError(f"image file is missing: {path}") from None
-    ident = f"{os.path.abspath(path)}|{st.st_size}|{st.st_mtime_ns}"
-    return hashlib.sha1(ident.encode()).hexdigest()
-
-
-def text_key(text: str) -> str:
-    return hashlib.sha1(text.encode("utf-8")).hexdigest()
-
-
-def _atomic_write(path: Path, write) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            write(fh)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        while block := fh.read(1 << 22):
-            h.update(block)
-    return h.hexdigest()
+        meta = json.loads(Path(path).read_text())
+    except (OSError, ValueError):
+        return None
+    return meta if _valid_meta(meta) else None
 
 
 class FeatureCache:
@@ -64,6 +44,7 @@ class FeatureCache:
         self.dtype = dtype
         self._index: dict[str, tuple[str, int]] | None = None
         self._arrays: dict[str, np.ndarray] = {}
+        self._cleaned = False
 
     def _load_index(self) -> dict[str, tuple[str, int]]:
         if self._index is not None:
@@ -72,13 +53,13 @@ class FeatureCache:
         if self.dir.is_dir():
             for meta_path in sorted(self.dir.glob("*.json")):
                 shard = meta_path.stem
-                try:
-                    meta = json.loads(meta_path.read_text())
-                    keys = meta["keys"]
-                except (ValueError, KeyError) as exc:
-                    self._drop(shard, f"unreadable index ({exc})")
+                meta = read_meta(meta_path)
+                if meta is None:
+                    self._drop(shard, "unreadable or malformed index")
                     continue
-                for row, key in enumerate(keys):
+                if meta.get("dtype", "float32") != self.dtype:
+                    continue  # rows of another storage precision
+                for row, key in enumerate(meta["keys"]):
                     index[key] = (shard, row)
         self._index = index
         return index
@@ -94,26 +75,28 @@ class FeatureCache:
         if shard in self._arrays:
             return self._arrays[shard]
         meta_path, npy = self.dir / f"{shard}.json", self.dir / f"{shard}.npy"
+        meta = read_meta(meta_path)
         try:
-            meta = json.loads(meta_path.read_text())
-            if _sha256(npy) != meta["sha256"]:
+            if meta is None:
+                raise ValueError("unreadable or malformed index")
+            if fsutil.sha256_file(npy) != meta["sha256"]:
                 raise ValueError("checksum mismatch")
             array = np.load(npy, mmap_mode="r")
             if list(array.shape) != meta["shape"]:
                 raise ValueError(f"shape {array.shape} != {meta['shape']}")
-        except (OSError, ValueError, KeyError) as exc:
+        except (OSError, ValueError) as exc:
             self._drop(shard, str(exc))
             return None
         self._arrays[shard] = array
         return array
 
-    def get(self, keys: list[str]) -> dict[int, np.ndarray]:
-        """Rows found in the cache, by position in ``keys``."""
+    def get(self, keys: list[str | None]) -> dict[int, np.ndarray]:
+        """Rows found in the cache, by position in ``keys`` (None keys are never found)."""
         index = self._load_index()
         found: dict[int, np.ndarray] = {}
         by_shard: dict[str, list[tuple[int, int]]] = {}
         for pos, key in enumerate(keys):
-            if key in index:
+            if key is not None and key in index:
                 shard, row = index[key]
                 by_shard.setdefault(shard, []).append((pos, row))
         for shard, pairs in by_shard.items():
@@ -130,13 +113,25 @@ class FeatureCache:
         if not keys:
             return
         self.dir.mkdir(parents=True, exist_ok=True)
+        if not self._cleaned:  # what a killed run left behind
+            fsutil.clean_stale_temporaries(self.dir)
+            self._cleaned = True
         features = np.ascontiguousarray(features, dtype=self.dtype)
-        shard = hashlib.sha1("\n".join(keys).encode()).hexdigest()[:20]
+        shard = hashlib.sha1(("\n".join(keys) + self.dtype).encode()).hexdigest()[:20]
         npy = self.dir / f"{shard}.npy"
-        _atomic_write(npy, lambda fh: np.save(fh, features))
-        meta = {"keys": list(keys), "shape": list(features.shape), "dtype": self.dtype, "sha256": _sha256(npy)}
-        _atomic_write(self.dir / f"{shard}.json", lambda fh: fh.write(json.dumps(meta).encode()))
+        fsutil.atomic_write(npy, lambda fh: np.save(fh, features))
+        meta = {"keys": list(keys), "shape": list(features.shape), "dtype": self.dtype, "sha256": fsutil.sha256_file(npy)}
+        fsutil.atomic_write(self.dir / f"{shard}.json", lambda fh: fh.write(json.dumps(meta).encode()))
         index = self._load_index()
         for row, key in enumerate(keys):
             index[key] = (shard, row)
         self._arrays.pop(shard, None)
+
+
+def count_entries(folder: Path) -> int:
+    """Entries in one encoder's folder (for `cirbench cache info`); malformed indexes count 0."""
+    total = 0
+    for meta_path in Path(folder).glob("*.json"):
+        meta = read_meta(meta_path)
+        total += len(meta["keys"]) if meta else 0
+    return total

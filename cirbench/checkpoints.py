@@ -5,22 +5,30 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-from .encoder import sha256_file
+from . import fsutil
 from .errors import DataError, MissingCheckpointError
 
 
 def default_path(store: Path, method: str, encoder_slug: str, train_set: str | None = None) -> Path:
     """Where `cirbench train` saves a checkpoint by default and `cirbench run` looks for it."""
-    name = re.sub(r"[^A-Za-z0-9._-]+", "_", train_set) if train_set else "default"
+    name = fsutil.slug(train_set) if train_set else "default"
     return Path(store) / method / encoder_slug / f"{name}.pt"
 
 
-def locate(ctx, method: str, train_set: str | None, how_to_train: str) -> Path:
-    """The checkpoint a method should use: --checkpoint, else the default store path; else a clear error."""
+def locate(ctx, method: str, split, train_set: str | None, how_to_train: str) -> Path:
+    """The checkpoint a method should use: --checkpoint, else one the orchestration trained for this
+    dataset, else the default store path; else a clear error."""
     if ctx.checkpoint is not None:
-        if not Path(ctx.checkpoint).is_file():
-            raise MissingCheckpointError(f"{method}: checkpoint file {ctx.checkpoint} does not exist")
-        return Path(ctx.checkpoint)
+        path = Path(ctx.checkpoint)
+        if path.is_dir():
+            raise MissingCheckpointError(f"{method}: checkpoint {path} is a folder; pass the checkpoint file "
+                                         f"itself (e.g. {path}/{'model' if method != 'combiner' else 'combiner'}.pt)")
+        if not path.is_file():
+            raise MissingCheckpointError(f"{method}: checkpoint file {path} does not exist")
+        return path
+    trained = getattr(split, "checkpoints", {}).get(method) if split is not None else None
+    if trained is not None and Path(trained).is_file():
+        return Path(trained)
     path = default_path(ctx.checkpoint_store, method, ctx.encoder.slug, train_set)
     if not path.is_file():
         raise MissingCheckpointError(
@@ -32,7 +40,7 @@ def locate(ctx, method: str, train_set: str | None, how_to_train: str) -> Path:
 
 def _stat_key(path: Path) -> tuple:
     st = Path(path).stat()
-    return (str(Path(path).resolve()), st.st_size, st.st_mtime_ns)
+    return (str(Path(path).resolve()), st.st_size, st.st_mtime_ns, st.st_ctime_ns)
 
 
 _LOADED: dict[tuple, dict] = {}
@@ -40,7 +48,7 @@ _HASHES: dict[tuple, str] = {}
 
 
 def load(path: Path) -> dict:
-    """The checkpoint's dict, read once per file version (a sweep builds a method per split)."""
+    """The checkpoint's dict, read once per file version."""
     key = _stat_key(path)
     if key not in _LOADED:
         if len(_LOADED) > 8:
@@ -50,12 +58,23 @@ def load(path: Path) -> dict:
 
 
 def _read(path: Path) -> dict:
+    import pickle
+
     import torch
 
     try:
         obj = torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as exc:
+        found = re.search(r"GLOBAL ([\w.]+)", str(exc))
+        if not found:
+            raise DataError(f"{path}: not a readable checkpoint (corrupt, or not a PyTorch file)") from None
+        raise DataError(f"{path}: the checkpoint holds a Python object ({found.group(1)}) besides tensors and plain "
+                        "containers; "
+                        "cirbench refuses to unpickle them (loading such a file can run arbitrary code). "
+                        "Re-save it with torch.save(state_dict) from code you trust") from None
     except Exception as exc:
-        raise DataError(f"{path}: not a readable checkpoint ({type(exc).__name__}: {str(exc)[:200]})") from exc
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+        raise DataError(f"{path}: not a readable checkpoint ({type(exc).__name__}: {first[:160]})") from None
     if not isinstance(obj, dict):
         raise DataError(f"{path}: a checkpoint must hold a dict, found {type(obj).__name__}")
     return obj
@@ -63,7 +82,7 @@ def _read(path: Path) -> dict:
 
 def section(ckpt: dict, key: str, path: Path) -> dict:
     if key not in ckpt or not isinstance(ckpt[key], dict):
-        raise DataError(f"{path}: expected a {key!r} state dict; found keys {sorted(ckpt)[:10]}")
+        raise DataError(f"{path}: expected a {key!r} state dict; found keys {sorted(map(str, ckpt))[:10]}")
     return {k.removeprefix("module."): v for k, v in ckpt[key].items()}
 
 
@@ -90,7 +109,7 @@ def instantiate(build, state: dict, path: Path):
 def describe(path: Path, ckpt: dict) -> dict:
     key = _stat_key(path)
     if key not in _HASHES:
-        _HASHES[key] = sha256_file(Path(path))
+        _HASHES[key] = fsutil.sha256_file(Path(path))
     info = {"path": str(Path(path).resolve()), "sha256": _HASHES[key]}
     info.update({k: v for k, v in ckpt.get("cirbench", {}).items() if k in ("train_dataset", "trained_on", "epochs")})
     return info
@@ -98,19 +117,6 @@ def describe(path: Path, ckpt: dict) -> dict:
 
 def save(path: Path, obj: dict) -> Path:
     """Atomic save: a crash never leaves a half-written checkpoint under the final name."""
-    import os
-    import tempfile
-
     import torch
 
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
-    try:
-        torch.save(obj, tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
+    return fsutil.atomic_write(Path(path), lambda fh: torch.save(obj, fh))

@@ -1,29 +1,55 @@
-"""The `cirbench` command line. Heavy imports happen inside the commands, so --help is instant."""
+"""The `cirbench` command line: a thin layer over the Python API (cirbench.api). Heavy imports happen
+inside the commands, so --help is instant. Options shared by several commands are declared once."""
 
 from __future__ import annotations
 
 import json
 import os
+import signal
 import sys
 from pathlib import Path
-from typing import List, Optional
+from typing import Annotated, List, Optional
 
 import typer
+
 
 from .errors import CirbenchError, UsageError
 
 app = typer.Typer(no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False,
                   help="Benchmark composed image retrieval methods on every dataset split.")
 list_app = typer.Typer(no_args_is_help=True, help="List registered methods, datasets or encoders.")
-data_app = typer.Typer(no_args_is_help=True, help="Check dataset layouts on disk.")
+data_app = typer.Typer(no_args_is_help=True, help="Check or prepare dataset layouts on disk.")
+cache_app = typer.Typer(no_args_is_help=True, help="Inspect or clear the feature cache.")
 app.add_typer(data_app, name="data")
-
-DEFAULT_DATASETS = ["world-edit", "world-domain"]  # the embedded benchmark: no download, no GPU
+app.add_typer(list_app, name="list")
+app.add_typer(cache_app, name="cache")
 STATE = {"debug": False}
+
+# -- options shared by several commands (declared once) --------------------------------------------
+DataRoot = Annotated[Optional[Path], typer.Option("--data-root", help="Folder holding one subfolder per dataset "
+                                                                      "[CIRBENCH_DATA_ROOT].")]
+DataPaths = Annotated[List[str], typer.Option("--data", help="NAME=PATH: where one dataset lives.")]
+Settings = Annotated[List[str], typer.Option("--set", help="KEY=VALUE dataset settings (e.g. world=tiny).")]
+CacheDir = Annotated[Optional[Path], typer.Option("--cache-dir", help="Feature cache, checkpoints, worlds "
+                                                                      "[CIRBENCH_CACHE or ~/.cache/cirbench].")]
+EncoderSpec = Annotated[Optional[str], typer.Option("--encoder", help="ARCH:TAG, hf-hub:ORG/REPO, local-dir:PATH, "
+                                                                      "ARCH:FILE, random:ARCH (default: each "
+                                                                      "dataset's: ViT-L-14:openai for real ones).")]
+Device = Annotated[str, typer.Option("--device", help="auto, cpu, cuda, cuda:N.")]
+Precision = Annotated[str, typer.Option("--precision", help="fp32, fp16 or bf16 (autocast on GPU).")]
+Transform = Annotated[Optional[str], typer.Option("--transform", help="Force one image transform, clip (centre "
+                                                                      "crop) or targetpad (1.25), for every method "
+                                                                      "(default: each method's own code's).")]
+Workers = Annotated[int, typer.Option("--workers", min=0, help="Image decoding processes.")]
+Quiet = Annotated[bool, typer.Option("--quiet", help="No progress output.")]
+ResultsDir = Annotated[Path, typer.Option("--results-dir", help="Where result files are.")]
+DEFAULT_WORKERS = min(4, os.cpu_count() or 1)
 
 
 def cache_dir(value: Optional[Path]) -> Path:
-    return Path(value or os.environ.get("CIRBENCH_CACHE") or Path.home() / ".cache" / "cirbench").expanduser()
+    from .api import default_cache_dir
+
+    return default_cache_dir(value)
 
 
 def pairs(values: List[str], what: str) -> dict[str, str]:
@@ -33,72 +59,6 @@ def pairs(values: List[str], what: str) -> dict[str, str]:
         if not sep or not key or not rest:
             raise UsageError(f"{what} must look like NAME=VALUE, got {value!r}")
         out[key] = rest
-    return out
-
-
-def split_list(values: List[str]) -> list[str]:
-    return [v.strip() for value in values or [] for v in value.split(",") if v.strip()]
-
-
-def resolve_methods(values: List[str]) -> list[str]:
-    from .registry import methods
-
-    names = split_list(values) or ["all"]
-    if "all" in names:
-        return methods.names()
-    return list(dict.fromkeys(methods.canonical(n) for n in names))
-
-
-def open_dataset(spec: str, data_root, overrides: dict, options: dict | None = None, cache: Path | None = None,
-                 check_splits: bool = True):
-    """NAME, NAME:SPLIT, or a folder path (a dataset of the user's own) -> (Dataset, [splits])."""
-    from .dataset import resolve_root
-    from .registry import datasets
-
-    base, sep, split = spec.rpartition(":") if ":" in spec else (spec, "", "")
-    if not sep:
-        base, split = spec, ""
-    if ("/" in base or base.startswith(".")) or (Path(base).is_dir() and base not in datasets):
-        cls, root = datasets.get("folder"), Path(base).expanduser()
-    else:
-        cls = datasets.get(base)
-        if getattr(cls, "generated", False):  # rendered into the cache, nothing to point at
-            root = cache_dir(cache)
-        else:
-            root = resolve_root(cls.registry_name, data_root, overrides)
-    dataset = cls(root, options or {})
-    dataset.require_root()
-    if not check_splits:
-        return dataset, []
-    if split:
-        dataset.require_split(split)
-        return dataset, [split]
-    return dataset, list(dataset.default_splits or dataset.available_splits())
-
-
-def resolve_datasets(values: List[str], data_root, overrides, options: dict, cache: Path) -> list:
-    from .registry import datasets
-
-    specs = split_list(values) or list(DEFAULT_DATASETS)
-    if "all" in specs:
-        specs = [n for n in datasets.names() if n != "folder"]
-    return [open_dataset(s, data_root, overrides, options, cache) for s in specs]
-
-
-def checkpoint_map(values: List[str], methods: list[str]) -> dict[str, Path]:
-    from .registry import methods as registry
-
-    out = {}
-    for value in values or []:
-        name, sep, path = value.partition("=")
-        if sep and name in registry:
-            out[registry.canonical(name)] = Path(path)
-            continue
-        trainable = [m for m in methods if registry.get(m).train_data]
-        if len(trainable) != 1:
-            raise UsageError(f"--checkpoint {value!r}: say which method it is for, as METHOD=PATH "
-                             f"(trained methods in this run: {', '.join(trainable) or 'none'})")
-        out[trainable[0]] = Path(value)
     return out
 
 
@@ -114,107 +74,75 @@ def main_options(debug: bool = typer.Option(False, "--debug", help="Show traceba
     STATE["debug"] = debug
 
 
-def _encoder(spec, dataset, device, precision, transform, cache, progress=None):
-    from .encoder import load_encoder, resolve_device
-
-    spec = spec or getattr(dataset, "default_encoder", None)
-    if not spec:
-        raise UsageError(f"dataset {dataset.registry_name!r} has no default encoder: pass --encoder SPEC "
-                         "(e.g. ViT-L-14:openai, local-dir:PATH)")
-    return load_encoder(spec, device=resolve_device(device), precision=precision, transform=transform,
-                        cache_dir=cache, progress=progress)
-
-
 @app.command()
 def run(
-    method: List[str] = typer.Option([], "--method", "-m", help="Method name(s), comma-separated or repeated; 'all'."),
-    dataset: List[str] = typer.Option([], "--dataset", "-d", help="NAME, NAME:SPLIT, a folder of your own, or 'all'."),
-    encoder: Optional[str] = typer.Option(None, help="ARCH:TAG, hf-hub:ORG/REPO, local-dir:PATH, ARCH:FILE, random:ARCH."),
-    checkpoint: List[str] = typer.Option([], help="A method's weights: PATH (one trained method) or METHOD=PATH."),
-    data_root: Optional[Path] = typer.Option(None, help="Folder holding one subfolder per dataset [CIRBENCH_DATA_ROOT]."),
-    data: List[str] = typer.Option([], help="NAME=PATH: where one dataset lives."),
-    setting: List[str] = typer.Option([], "--set", help="KEY=VALUE dataset settings (e.g. world=tiny)."),
-    prompt: List[str] = typer.Option([], help="KIND=TEMPLATE overrides a prompt (kinds: pseudo, text)."),
-    results_dir: Path = typer.Option(Path("results"), help="Where result files go."),
-    cache: Optional[Path] = typer.Option(None, "--cache-dir", help="Feature cache and checkpoints [CIRBENCH_CACHE]."),
-    batch_size: int = typer.Option(64, min=1),
-    workers: int = typer.Option(min(4, os.cpu_count() or 1), min=0, help="Image decoding processes."),
-    device: str = typer.Option("auto", help="auto, cpu, cuda, cuda:N."),
-    precision: str = typer.Option("fp32", help="fp32, fp16 or bf16 (autocast on GPU)."),
-    transform: str = typer.Option("clip", help="Image transform: clip (centre crop) or targetpad (1.25)."),
-    overwrite: bool = typer.Option(False, help="Recompute cells that already have a result file."),
-    feature_dtype: str = typer.Option("fp16", help="Image features stored and scored as fp16 (half the memory) "
-                                                   "or fp32."),
-    skip_bad_images: bool = typer.Option(False, help="Skip unreadable images (recorded) instead of stopping."),
-    as_json: bool = typer.Option(False, "--json", help="Print results as JSON on stdout."),
-    quiet: bool = typer.Option(False, help="No progress bars."),
+    method: Annotated[List[str], typer.Option("--method", "-m", help="Method name(s), comma-separated or repeated; "
+                                                                     "'all'.")] = [],
+    dataset: Annotated[List[str], typer.Option("--dataset", "-d", help="NAME, NAME:SPLIT, a folder of your own, or "
+                                                                       "'all'.")] = [],
+    encoder: EncoderSpec = None,
+    checkpoint: Annotated[List[str], typer.Option("--checkpoint", help="A method's weights: PATH (the one method "
+                                                                       "that takes weights) or METHOD=PATH.")] = [],
+    option: Annotated[List[str], typer.Option("--option", "-o", help="METHOD.KEY=VALUE method options "
+                                                                     "(e.g. slerp.t=0.8).")] = [],
+    data_root: DataRoot = None,
+    data: DataPaths = [],
+    setting: Settings = [],
+    prompt: Annotated[List[str], typer.Option("--prompt", help="KIND=TEMPLATE overrides a prompt (kinds: pseudo, "
+                                                               "text, caption).")] = [],
+    results_dir: ResultsDir = Path("results"),
+    cache: CacheDir = None,
+    batch_size: Annotated[int, typer.Option("--batch-size", min=1)] = 64,
+    workers: Workers = DEFAULT_WORKERS,
+    device: Device = "auto",
+    precision: Precision = "fp32",
+    transform: Transform = None,
+    overwrite: Annotated[bool, typer.Option("--overwrite", help="Recompute cells that already have a result "
+                                                                "file.")] = False,
+    feature_dtype: Annotated[str, typer.Option("--feature-dtype", help="Image features stored and scored as fp16 "
+                                                                       "(half the memory) or fp32.")] = "fp16",
+    skip_bad_images: Annotated[bool, typer.Option("--skip-bad-images", help="Skip unreadable images (recorded) "
+                                                                            "instead of stopping.")] = False,
+    as_json: Annotated[bool, typer.Option("--json", help="Print results as JSON on stdout.")] = False,
+    quiet: Quiet = False,
 ):
     """Run methods on dataset splits; print a table of the main metrics."""
+    from . import distributed
+
     try:
-        from . import distributed
-        from .encoder import resolve_device
-        from .engine import Engine, RunOptions
+        from .api import evaluate
         from .progress import Progress
 
-        device = distributed.init_from_env(resolve_device(device))  # under torchrun: encode in shards
-        quiet = quiet or not distributed.is_main()
-        names = resolve_methods(method)
-        overrides = pairs(data, "--data")
-        cache_path = cache_dir(cache)
-        opened = resolve_datasets(dataset, data_root, overrides, pairs(setting, "--set"), cache_path)
-        prompts = pairs(prompt, "--prompt")
-        options = RunOptions(results_dir=results_dir, cache_dir=cache_path, batch_size=batch_size, workers=workers,
-                             overwrite=overwrite, skip_bad_images=skip_bad_images,
-                             feature_dtype=_feature_dtype(feature_dtype),
-                             all_methods=not split_list(method) or "all" in split_list(method),
-                             checkpoints=checkpoint_map(checkpoint, names), prompts=prompts)
-        outcomes = []
-        engines: dict[str, Engine] = {}
-        with Progress(enabled=not quiet) as progress:
-            for ds, splits in opened:
-                enc_spec = encoder or ds.default_encoder or ""
-                if enc_spec not in engines:
-                    enc = _encoder(encoder, ds, device, precision, transform, cache_path, progress)
-                    engines[enc_spec] = Engine(enc, options, progress)
-                engine = engines[enc_spec]
-                prepare = getattr(ds, "prepare", None)
-                found = prepare(engine, names, progress) if prepare else {}
-                for split in splits:
-                    loaded = ds.load(split)
-                    loaded.info.setdefault("split_order", list(ds.available_splits()))
-                    outcomes += engine.evaluate(loaded, names, found)
+        evaluation = evaluate(
+            method or None, dataset or None, encoder, data_root=data_root, data=pairs(data, "--data"),
+            settings=pairs(setting, "--set"), checkpoints=checkpoint or None, options=option or None,
+            prompts=pairs(prompt, "--prompt"), results_dir=results_dir, cache_dir=cache, batch_size=batch_size,
+            workers=workers, device=device, precision=precision, transform=transform, feature_dtype=feature_dtype,
+            overwrite=overwrite, skip_bad_images=skip_bad_images,
+            progress=Progress(enabled=not quiet and distributed.is_main()))
     except CirbenchError as exc:
         fail(exc)
     if not distributed.is_main():
         return
-    _print_outcomes(outcomes, as_json)
+    _print_outcomes(evaluation.cells, as_json)
     skipped = {}
-    for o in outcomes:
-        if o.status == "skipped":
-            skipped.setdefault(o.method, str(o.error))
+    for o in evaluation.skipped:
+        skipped.setdefault(o.method, str(o.error))
     for name, why in skipped.items():
         typer.echo(f"note: {name} not run (it needs released weights): {why}", err=True)
-    failures = [o for o in outcomes if o.status == "failed"]
-    for o in failures:
+    for o in evaluation.failures:
         typer.echo(f"error: {o.method} on {o.dataset}:{o.split}: {o.error}", err=True)
-    if failures:
-        raise typer.Exit(max(o.error.exit_code for o in failures))
+    if evaluation.failures:
+        raise typer.Exit(max(o.error.exit_code for o in evaluation.failures))
 
 
-def _feature_dtype(name: str) -> str:
-    dtypes = {"fp16": "float16", "fp32": "float32"}
-    if name not in dtypes:
-        raise UsageError(f"--feature-dtype must be fp16 or fp32, not {name!r}")
-    return dtypes[name]
-
-
-def _print_outcomes(outcomes, as_json: bool) -> None:
-    records = [o.record for o in outcomes if o.record is not None]
+def _print_outcomes(cells, as_json: bool) -> None:
+    records = [o.record for o in cells if o.record is not None]
     if as_json:
-        typer.echo(json.dumps({"results": records,
+        typer.echo(json.dumps({"results": [r.to_dict() for r in records],
                                "cells": [{"method": o.method, "dataset": o.dataset, "split": o.split,
                                           "status": o.status, "path": str(o.path) if o.path else None,
-                                          "error": str(o.error) if o.error else None} for o in outcomes]},
+                                          "error": str(o.error) if o.error else None} for o in cells]},
                               indent=2, default=str))
         return
     if not records:
@@ -234,73 +162,86 @@ def _print_outcomes(outcomes, as_json: bool) -> None:
             t.add_row(meth, *["-" if v != v else f"{v:.2f}" for v in row.tolist()])
         console.print(t)
     for record in records:
-        for path in record.get("submission", []):
-            console.print(f"{record['method']['name']} on {record['dataset']['name']}:{record['dataset']['split']}: "
+        for path in record.submission:
+            console.print(f"{record.method.name} on {record.dataset.name}:{record.dataset.split}: "
                           f"submission file {path}", highlight=False)
-    reused = sum(o.status == "reused" for o in outcomes)
+    reused = sum(o.status == "reused" for o in cells)
     if reused:
         console.print(f"({reused} cell(s) reused from earlier result files; --overwrite recomputes them)")
 
 
 @app.command()
 def report(
-    results_dir: Path = typer.Option(Path("results"), help="Where the result files are."),
-    out: Path = typer.Option(Path("reports"), help="Where tables and plots go."),
+    results_dir: ResultsDir = Path("results"),
+    out: Annotated[Path, typer.Option("--out", help="Where tables and plots go.")] = Path("reports"),
 ):
     """Render markdown and CSV tables and PNG plots from result files."""
     try:
         from .report import render
 
-        written = render(results_dir, out)
+        written, warnings = render(results_dir, out)
     except CirbenchError as exc:
         fail(exc)
+    for line in warnings:
+        typer.echo(f"warning: {line}", err=True)
     for path in written:
         typer.echo(str(path))
 
 
 @app.command()
 def train(
-    method: str = typer.Argument(..., help="The method to train (pic2word, combiner, ...)."),
-    encoder: Optional[str] = typer.Option(None, help="The frozen encoder (as for run)."),
-    images: Optional[Path] = typer.Option(None, help="Unlabeled images: a folder, or a tab-separated manifest (filepath, title)."),
-    dataset: Optional[str] = typer.Option(None, "--dataset", "-d", help="Dataset whose train triplets to use."),
-    data_root: Optional[Path] = typer.Option(None),
-    data: List[str] = typer.Option([]),
-    setting: List[str] = typer.Option([], "--set", help="KEY=VALUE dataset settings (e.g. world=tiny)."),
-    out: Optional[Path] = typer.Option(None, help="Checkpoint path [the default place `run` looks in]."),
-    epochs: Optional[int] = typer.Option(None, min=1),
-    batch_size: Optional[int] = typer.Option(None, min=2),
-    lr: Optional[float] = typer.Option(None),
-    seed: int = typer.Option(0),
-    option: List[str] = typer.Option([], "--option", "-o", help="KEY=VALUE method options (e.g. middle_dim=512)."),
-    cache: Optional[Path] = typer.Option(None, "--cache-dir"),
-    workers: int = typer.Option(min(4, os.cpu_count() or 1), min=0),
-    device: str = typer.Option("auto"),
-    precision: str = typer.Option("fp32"),
-    transform: str = typer.Option("clip"),
-    resume: bool = typer.Option(False, help="Continue from the checkpoint at --out (after an interruption)."),
-    quiet: bool = typer.Option(False),
+    method: Annotated[str, typer.Argument(help="The method to train (pic2word, combiner, ...).")],
+    encoder: EncoderSpec = None,
+    images: Annotated[Optional[Path], typer.Option("--images", help="Unlabeled images: a folder, or a "
+                                                                    "tab-separated manifest (filepath, title).")] = None,
+    texts: Annotated[Optional[Path], typer.Option("--texts", help="Captions, one per line (text-only "
+                                                                  "training).")] = None,
+    dataset: Annotated[Optional[str], typer.Option("--dataset", "-d", help="Dataset whose training data to "
+                                                                           "use.")] = None,
+    data_root: DataRoot = None,
+    data: DataPaths = [],
+    setting: Settings = [],
+    out: Annotated[Optional[Path], typer.Option("--out", help="Checkpoint path [the default place `run` looks "
+                                                              "in].")] = None,
+    epochs: Annotated[Optional[int], typer.Option("--epochs", min=1)] = None,
+    batch_size: Annotated[Optional[int], typer.Option("--batch-size", min=2)] = None,
+    lr: Annotated[Optional[float], typer.Option("--lr")] = None,
+    seed: Annotated[int, typer.Option("--seed")] = 0,
+    option: Annotated[List[str], typer.Option("--option", "-o", help="KEY=VALUE training options (e.g. "
+                                                                     "middle_dim=512).")] = [],
+    cache: CacheDir = None,
+    workers: Workers = DEFAULT_WORKERS,
+    device: Device = "auto",
+    precision: Precision = "fp32",
+    transform: Transform = None,
+    resume: Annotated[bool, typer.Option("--resume", help="Continue from the checkpoint at --out (after an "
+                                                          "interruption).")] = False,
+    quiet: Quiet = False,
 ):
     """Train a method's weights with the encoder frozen; saves the official checkpoint layout.
     Under torchrun (several processes or GPUs) the batch is split across processes."""
     try:
-        from . import distributed
-        from .encoder import resolve_device
+        from . import distributed, fsutil
+        from .api import open_dataset
+        from .encoder import load_encoder, resolve_device
         from .progress import Progress
         from .registry import methods
         from .training_data import train_request
 
         cls = methods.get(method)
-        cache_path = cache_dir(cache)
+        cache_path = fsutil.ensure_writable(cache_dir(cache), "cache folder", "pass --cache-dir PATH")
         device = distributed.init_from_env(resolve_device(device))
         with Progress(enabled=not quiet and distributed.is_main()) as progress:
             ds = open_dataset(dataset, data_root, pairs(data, "--data"), pairs(setting, "--set"),
-                              cache_path)[0] if dataset else None
-            enc = _encoder(encoder, ds, device, precision, transform, cache_path, progress) if (encoder or ds) else None
-            if enc is None:
+                              cache_path, check_splits=False)[0] if dataset else None
+            spec = encoder or (ds.default_encoder if ds else None)
+            if not spec:
                 raise UsageError("pass --encoder SPEC (the frozen encoder the method is trained for)")
-            request = train_request(cls, enc, ds, images, out, cache_path, epochs, batch_size, lr, seed,
-                                    pairs(option, "--option"), progress, workers, resume)
+            enc = load_encoder(spec, device=device, precision=precision, transform=transform or cls.default_transform,
+                               cache_dir=cache_path, progress=progress)
+            request = train_request(cls, enc, ds, out, cache_path, images=images, texts=texts, epochs=epochs,
+                                    batch_size=batch_size, lr=lr, seed=seed, options=pairs(option, "--option"),
+                                    progress=progress, workers=workers, resume=resume)
             path = cls.train(request)
     except CirbenchError as exc:
         fail(exc)
@@ -309,13 +250,16 @@ def train(
 
 @list_app.command("methods")
 def list_methods():
-    """Registered methods."""
+    """Registered methods (and plugins that are broken, with why)."""
     from .registry import methods
 
     for name in methods.names():
         cls = methods.get(name)
         tag = " [supervised]" if cls.supervised else ""
-        typer.echo(f"{name:12s} {cls.description}{tag}  ({methods.origin(name)})")
+        opts = f" options: {', '.join(cls.options)}" if cls.options else ""
+        typer.echo(f"{name:12s} {cls.description}{tag}{opts}  ({methods.origin(name)})")
+    for name, why in sorted(methods.broken.items()):
+        typer.echo(f"{name:12s} BROKEN: {why}")
 
 
 @list_app.command("datasets")
@@ -327,6 +271,8 @@ def list_datasets():
         cls = datasets.get(name)
         splits = ", ".join(cls.splits) if cls.splits else "(from the files)"
         typer.echo(f"{name:12s} {cls.description}  splits: {splits}")
+    for name, why in sorted(datasets.broken.items()):
+        typer.echo(f"{name:12s} BROKEN: {why}")
 
 
 @list_app.command("encoders")
@@ -337,26 +283,26 @@ def list_encoders():
     for name in encoders.names():
         doc = (encoders.get(name).__doc__ or "").strip().splitlines()[0]
         typer.echo(f"{name:12s} {doc}")
-
-
-app.add_typer(list_app, name="list")
+    for name, why in sorted(encoders.broken.items()):
+        typer.echo(f"{name:12s} BROKEN: {why}")
 
 
 @data_app.command("check")
 def data_check(
-    dataset: str = typer.Argument(..., help="NAME, NAME:SPLIT or a folder."),
-    data_root: Optional[Path] = typer.Option(None),
-    data: List[str] = typer.Option([]),
-    setting: List[str] = typer.Option([], "--set"),
-    cache: Optional[Path] = typer.Option(None, "--cache-dir"),
-    quiet: bool = typer.Option(False),
+    dataset: Annotated[str, typer.Argument(help="NAME, NAME:SPLIT or a folder.")],
+    data_root: DataRoot = None,
+    data: DataPaths = [],
+    setting: Settings = [],
+    cache: CacheDir = None,
+    quiet: Quiet = False,
 ):
     """Validate a dataset layout without running a model: counts, missing and unreadable images,
     annotations pointing outside their split, paths escaping the dataset folder."""
     try:
+        from .api import open_dataset
         from .progress import Progress
 
-        ds, splits = open_dataset(dataset, data_root, pairs(data, "--data"), pairs(setting, "--set"), cache)
+        ds, _splits = open_dataset(dataset, data_root, pairs(data, "--data"), pairs(setting, "--set"), cache)
         with Progress(enabled=not quiet) as progress:
             problems, summary = ds.check(progress)
     except CirbenchError as exc:
@@ -373,31 +319,28 @@ def data_check(
 
 @data_app.command("prepare")
 def data_prepare(
-    dataset: str = typer.Argument(..., help="A dataset whose queries are built from raw data (coco)."),
-    data_root: Optional[Path] = typer.Option(None),
-    data: List[str] = typer.Option([]),
-    setting: List[str] = typer.Option([], "--set", help="KEY=VALUE settings (e.g. seed=0)."),
-    cache: Optional[Path] = typer.Option(None, "--cache-dir"),
-    quiet: bool = typer.Option(False),
+    dataset: Annotated[str, typer.Argument(help="A dataset whose queries are built from raw data (coco).")],
+    data_root: DataRoot = None,
+    data: DataPaths = [],
+    setting: Settings = [],
+    out: Annotated[Optional[Path], typer.Option("--out", help="Where to write [under the cache; the dataset "
+                                                              "folder is never written].")] = None,
+    cache: CacheDir = None,
+    quiet: Quiet = False,
 ):
     """Build a dataset's queries from its raw files (recorded and seeded)."""
     try:
+        from .api import open_dataset
         from .progress import Progress
 
         ds, _splits = open_dataset(dataset, data_root, pairs(data, "--data"), pairs(setting, "--set"), cache,
                                    check_splits=False)
-        if not hasattr(ds, "prepare_data"):
-            raise UsageError(f"dataset {ds.label!r} needs no preparation")
         with Progress(enabled=not quiet) as progress:
-            lines = ds.prepare_data(progress)
+            lines = ds.prepare_data(progress, out)
     except CirbenchError as exc:
         fail(exc)
     for line in lines:
         typer.echo(line)
-
-
-cache_app = typer.Typer(no_args_is_help=True, help="Inspect or clear the feature cache.")
-app.add_typer(cache_app, name="cache")
 
 
 def _cache_parts(root: Path) -> list[tuple[str, Path]]:
@@ -414,29 +357,26 @@ def _size(folder: Path) -> int:
 
 
 @cache_app.command("info")
-def cache_info(cache: Optional[Path] = typer.Option(None, "--cache-dir")):
-    """Entries and size per encoder key (image and text features), plus trained checkpoints and worlds."""
+def cache_info(cache: CacheDir = None):
+    """Entries and size per encoder key (image and text features), plus what else the cache holds."""
+    from .cache import count_entries
+
     root = cache_dir(cache)
     typer.echo(f"cache: {root}")
     for kind, folder in _cache_parts(root):
-        entries = 0
-        for meta in folder.glob("*.json"):
-            try:
-                entries += len(json.loads(meta.read_text())["keys"])
-            except (ValueError, KeyError, OSError):
-                pass
-        typer.echo(f"{kind:9s} {folder.name}  {entries} entries  {_size(folder) / 2**20:.1f} MiB")
-    for name in ("checkpoints", "world", "models"):
+        typer.echo(f"{kind:9s} {folder.name}  {count_entries(folder)} entries  {_size(folder) / 2**20:.1f} MiB")
+    for name in ("checkpoints", "world", "models", "artefacts", "prepared"):
         if (root / name).is_dir():
             typer.echo(f"{name:9s} {_size(root / name) / 2**20:.1f} MiB")
 
 
 @cache_app.command("clear")
 def cache_clear(
-    cache: Optional[Path] = typer.Option(None, "--cache-dir"),
-    encoder_key: Optional[str] = typer.Option(None, help="Only this encoder key's features (see `cache info`)."),
+    cache: CacheDir = None,
+    encoder_key: Annotated[Optional[str], typer.Option("--encoder-key", help="Only this encoder key's features "
+                                                                             "(see `cache info`).")] = None,
 ):
-    """Delete cached image and text features (never checkpoints, worlds or downloaded models)."""
+    """Delete cached image and text features (never checkpoints, worlds, models or generated texts)."""
     import shutil
 
     root = cache_dir(cache)
@@ -448,12 +388,21 @@ def cache_clear(
     typer.echo(f"removed {removed / 2**20:.1f} MiB of cached features from {root}")
 
 
+def _terminate(signum, frame):
+    raise KeyboardInterrupt(f"signal {signum}")
+
+
 def main() -> None:
+    # SIGTERM (a scheduler, `kill`) unwinds like Ctrl-C, so encoded features are flushed to the cache
+    signal.signal(signal.SIGTERM, _terminate)
     try:
         app()
     except CirbenchError as exc:  # commands catch their own; this is a safety net
         typer.echo(f"error: {exc}", err=True)
         sys.exit(exc.exit_code)
+    except KeyboardInterrupt:
+        typer.echo("interrupted: what was encoded so far is in the cache; run again to continue", err=True)
+        sys.exit(130)
     except Exception as exc:
         if "--debug" in sys.argv:
             raise

@@ -4,19 +4,19 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
+from typing import Any, Callable, Mapping
+
+from .images import Image_
+from .prompts import fill  # noqa: F401  (re-exported: the historical home of fill)
 
 DEFAULT_PROMPTS = {
     # the text given to the pseudo-word methods; "*" is the pseudo-word, {text} the query text
     "pseudo": "a photo of * , {text}",
     # the text given to text-only, image+text and the combiner
     "text": "{text}",
+    # the relative caption as CLIP-only fusion methods (slerp, weicom) encode it
+    "caption": "{text}",
 }
-
-
-def fill(template: str, text: str) -> str:
-    """Put a query text into a prompt template. Plain replacement: dataset text is data, never a format spec."""
-    return template.replace("{text}", text)
 
 
 @dataclass(frozen=True)
@@ -25,7 +25,12 @@ class Query:
     reference: str  # image id
     text: str
     targets: tuple[str, ...]  # image ids; empty where ground truth is withheld (test servers)
-    subset: tuple[str, ...] | None = None  # CIRR-style candidate subset
+    # a candidate subset: CIRR's img_set (Recall_subset), or the query's own gallery when the split's
+    # scope is "subset" (GeneCIS)
+    subset: tuple[str, ...] | None = None
+    # every other field the annotation carries for this query (FashionIQ's two captions, released
+    # LLM captions and rewrites, COCO's classes): methods read them, templates may name string fields
+    fields: Mapping[str, Any] = field(default_factory=dict, hash=False)
 
 
 @dataclass(frozen=True)
@@ -41,15 +46,16 @@ class Triplet:
 class Split:
     """One evaluation split: everything the engine needs and nothing about the dataset's format.
 
-    ``images`` maps every image id used (gallery and references) to a file. ``metrics`` maps a metric
-    family (see cirbench.metrics.FAMILIES) to its cut-offs. ``main_metrics`` are the columns of the
-    summary tables.
+    ``images`` maps every image id used (gallery and references) to a file or an ImageRef.
+    ``metrics`` maps a metric family (see cirbench.metrics.FAMILIES) to its cut-offs. ``main_metrics``
+    are the columns of the summary tables. ``scope`` is "gallery" (each query ranks the whole gallery)
+    or "subset" (each query ranks only its own ``subset``; no gallery-wide scores are computed).
     """
 
     dataset: str
     split: str
     root: Path
-    images: dict[str, Path]
+    images: dict[str, Image_]
     gallery: list[str]
     queries: list[Query]
     metrics: dict[str, list[int]]
@@ -57,11 +63,17 @@ class Split:
     prompts: dict[str, str] = field(default_factory=lambda: dict(DEFAULT_PROMPTS))
     remove_reference: bool = False
     has_ground_truth: bool = True
+    scope: str = "gallery"
+    # an explicit order for queries with several relative captions ("natural": c1 first, "official":
+    # c2 first, as the Pic2Word code); None lets each method follow its own paper's code
+    caption_order: str | None = None
     info: dict = field(default_factory=dict)  # recorded in results as is
     # test-server splits: the dataset writes its submission files from the rankings.
     # write_submission(ranked gallery ids per query, ranked subset ids per query or None, folder) -> [paths]
     write_submission: Callable[[list[list[str]], list[list[str]] | None, Path], list[Path]] | None = None
     submission_k: int = 50
+    # checkpoints the orchestration trained for this dataset (method name -> path)
+    checkpoints: dict[str, Path] = field(default_factory=dict)
 
     @property
     def name(self) -> str:

@@ -1,7 +1,10 @@
-"""The scoring engine: encode each gallery once, compose every method's queries, rank, score, record.
+"""The scoring engine: encode each gallery once, let every method compose or score, rank once per
+(method, split), and hand that one ranking to every consumer: the metrics of every family, the
+test-server files and the per-query outcomes.
 
-The engine knows no method or dataset by name: it asks the dataset for a Split and the registry for
-method classes, and it writes one result file per (encoder, method, dataset, split).
+The engine knows no method or dataset by name: it receives a Split and built method objects, asks
+each method what it declares (its transform, vectors or scores, re-ranking), and writes one result
+file per (encoder, method, dataset, split).
 """
 
 from __future__ import annotations
@@ -14,169 +17,42 @@ from pathlib import Path
 
 import numpy as np
 
-from . import distributed
+from . import __version__, distributed, fsutil, results
 from . import metrics as M
-from . import results
-from .cache import FeatureCache, item_key, text_key
+from .content_keys import ContentKeys
 from .data import Split
-from .encoder import stable_hash
 from .errors import CirbenchError, DataError, MissingCheckpointError
-from .images import image_batches, unreadable
-from .method import MethodContext
-from .registry import methods as method_registry
-from .scoring import normalize, rank_subsets, target_ranks, topk
+from .features import FeatureStore, TextFeatures
+from .images import unreadable
+from .method import Gallery, Method, QueryBatch, SplitView
+from .scoring import normalize, order_by_scores, rank_scores, rank_subsets, rank_vectors
 
 
 @dataclass
 class RunOptions:
-    results_dir: Path
+    results_dir: Path | None  # None: nothing is written and nothing reused (a notebook, a training loop)
     cache_dir: Path
     batch_size: int = 64
     workers: int = 2
     chunk_size: int = 16384  # gallery rows scored at a time: memory ~ queries x chunk
     overwrite: bool = False
-    seed: int = 0
     skip_bad_images: bool = False
     feature_dtype: str = "float16"  # how image features are stored (and rounded): float16 or float32
     all_methods: bool = False  # the user asked for `--method all`
-    checkpoints: dict[str, Path] = field(default_factory=dict)  # method -> path
     prompts: dict[str, str] = field(default_factory=dict)  # user overrides of the split's prompt templates
+    transform: str | None = None  # forces one image transform for every method (else each method's own)
     command: list[str] = field(default_factory=lambda: list(sys.argv))
 
 
-class FeatureStore:
-    """Image features of one encoder, through the on-disk cache: every image is encoded at most once."""
+@dataclass
+class BuiltMethod:
+    """A method built once for an engine's encoder (or the error its construction raised)."""
 
-    def __init__(self, encoder, cache_dir: Path, batch_size: int, workers: int, progress=None,
-                 flush_every: int = 4096, dtype: str = "float16"):
-        self.encoder = encoder
-        # features are rounded to the storage precision whether they come from the cache or not, so a
-        # cold run and a warm run give the same numbers
-        self.dtype = dtype
-        self.cache = FeatureCache(cache_dir, encoder.key, dtype=dtype)
-        self.batch_size, self.workers, self.progress = batch_size, workers, progress
-        self.flush_every = flush_every
-        self.hits = self.misses = 0
-
-    def features(self, paths: list[Path], label: str = "images"):
-        """(N x D float tensor, [(position, error)]) for the files; rows of unreadable files are NaN.
-        A file listed several times (an image in many training triplets) is encoded once.
-
-        Under torchrun each process encodes its share of the missing images; the features are gathered
-        in the original order, and the main process writes them to the cache."""
-        unique = list(dict.fromkeys(paths))
-        if len(unique) == len(paths):
-            return self._features(paths, label)
-        feats, bad = self._features(unique, label)
-        where = {p: i for i, p in enumerate(unique)}
-        rows = [where[p] for p in paths]
-        bad_at = dict(bad)
-        return feats[rows], [(i, bad_at[r]) for i, r in enumerate(rows) if r in bad_at]
-
-    def _features(self, paths: list[Path], label: str):
-        import torch
-
-        keys = [item_key(p) for p in paths]
-        found = self.cache.get(keys)
-        self.hits += len(found)
-        out = np.full((len(paths), self.encoder.embed_dim), np.nan, dtype=np.float32)
-        if found:
-            hit = np.fromiter(found, dtype=np.int64, count=len(found))
-            out[hit] = np.stack([found[i] for i in hit.tolist()])
-        todo = np.asarray([i for i in range(len(paths)) if i not in found], dtype=np.int64)
-        self.misses += len(todo)
-        bad: list[tuple[int, str]] = []
-        if len(todo):
-            rank, world = distributed.world()
-            mine = todo[self._share(len(todo), rank, world)]  # all of it without torchrun
-            task = self.progress.task(f"encode {label}", total=len(mine)) if self.progress else None
-            pending: list[tuple[np.ndarray, np.ndarray]] = []
-            pin = str(self.encoder.device).startswith("cuda")
-            with torch.no_grad():
-                for idx, pixels, errors in image_batches([paths[i] for i in mine], self.encoder.preprocess,
-                                                         self.batch_size, self.workers, pin_memory=pin):
-                    bad.extend((int(mine[i]), err) for i, err in errors)
-                    if pixels is not None:
-                        rows = mine[idx.numpy()]
-                        feats = self.encoder.encode_images(pixels).cpu().numpy().astype(self.dtype)
-                        out[rows] = feats
-                        pending.append((rows, feats))
-                    if world == 1 and sum(len(r) for r, _ in pending) >= self.flush_every:
-                        self._flush(keys, pending)  # an interrupted run keeps what it encoded
-                        pending = []
-                    if task:
-                        task.advance(len(idx) + len(errors))
-            if world > 1:
-                pending, bad = self._gather(out, todo, bad, world)
-            if distributed.is_main():
-                self._flush(keys, pending)
-            if task:
-                task.done()
-        return torch.from_numpy(out), bad
-
-    def _share(self, n: int, rank: int, world: int) -> slice:
-        """A contiguous block per process, cut at batch boundaries: every batch holds the same images as
-        in a single-process run, so the features are bit for bit the same."""
-        per = -(-n // world)
-        per = -(-per // self.batch_size) * self.batch_size
-        return slice(min(n, rank * per), min(n, (rank + 1) * per))
-
-    def _flush(self, keys: list[str], pending) -> None:
-        if pending:
-            rows = np.concatenate([r for r, _ in pending])
-            self.cache.put([keys[i] for i in rows.tolist()], np.concatenate([f for _, f in pending]))
-
-    def _gather(self, out: np.ndarray, todo: np.ndarray, bad, world: int):
-        """Share every process's rows with all: out is complete everywhere afterwards."""
-        import torch
-        import torch.distributed as dist
-
-        width = self._share(len(todo), 0, world).stop  # the largest share: pad the others to it
-        rank = dist.get_rank()
-        mine = torch.full((width, out.shape[1]), float("nan"))
-        share = todo[self._share(len(todo), rank, world)]
-        mine[: len(share)] = torch.from_numpy(out[share])
-        parts = [torch.empty_like(mine) for _ in range(world)]
-        dist.all_gather(parts, mine)
-        pending = []
-        for r, part in enumerate(parts):
-            rows = todo[self._share(len(todo), r, world)]
-            values = part[: len(rows)].numpy()
-            out[rows] = values
-            ok = ~np.isnan(values).any(axis=1)
-            pending.append((rows[ok], values[ok].astype(self.dtype)))
-        every_bad: list = [None] * world
-        dist.all_gather_object(every_bad, bad)
-        return pending, sorted({b for part in every_bad for b in part})
-
-
-class TextFeatures:
-    """Deduplicated text encoding shared by all methods of a run, memoised in memory and, with a cache
-    folder, on disk (keyed by the encoder and the exact text)."""
-
-    def __init__(self, encoder, cache_dir: Path | None = None, batch_size: int = 256):
-        self.encoder, self.batch_size = encoder, batch_size
-        self.memo: dict[str, object] = {}
-        self.cache = FeatureCache(cache_dir, encoder.key, kind="text") if cache_dir else None
-
-    def __call__(self, texts: list[str]):
-        import torch
-
-        missing = list(dict.fromkeys(t for t in texts if t not in self.memo))
-        if missing and self.cache is not None:
-            found = self.cache.get([text_key(t) for t in missing])
-            for pos, row in found.items():
-                self.memo[missing[pos]] = torch.from_numpy(np.array(row)).to(self.encoder.device)
-            missing = [t for t in missing if t not in self.memo]
-        with torch.no_grad():
-            for i in range(0, len(missing), self.batch_size):
-                chunk = missing[i:i + self.batch_size]
-                feats = self.encoder.encode_texts(chunk)
-                for text, feat in zip(chunk, feats):
-                    self.memo[text] = feat
-                if self.cache is not None and distributed.is_main():
-                    self.cache.put([text_key(t) for t in chunk], feats.float().cpu().numpy())
-        return torch.stack([self.memo[t] for t in texts])
+    name: str
+    cls: type
+    transform: str
+    instance: Method | None = None
+    error: CirbenchError | None = None
 
 
 @dataclass
@@ -185,7 +61,7 @@ class CellOutcome:
     dataset: str
     split: str
     status: str  # "computed", "reused", "skipped" (no released weights under --method all), "failed"
-    record: dict | None = None
+    record: results.Result | None = None
     error: CirbenchError | None = None
     path: Path | None = None
 
@@ -206,185 +82,330 @@ def _drop_unreadable(split: Split, bad_ids: set[str]) -> tuple[Split, dict]:
     return replace(split, gallery=gallery, queries=kept), info
 
 
+def split_content_key(split: Split) -> str:
+    """What the split asks: its queries (ids, reference, text, targets, subsets, fields), gallery ids,
+    prompts and protocol. Rotating captions or swapping a target changes it; the count alone does not."""
+    return fsutil.stable_hash({
+        "queries": [[q.qid, q.reference, q.text, list(q.targets), list(q.subset) if q.subset is not None else None,
+                     dict(q.fields)] for q in split.queries],
+        "gallery": split.gallery, "prompts": split.prompts, "metrics": split.metrics, "scope": split.scope,
+        "remove_reference": split.remove_reference, "caption_order": split.caption_order,
+        "has_ground_truth": split.has_ground_truth})[:24]
+
+
 class Engine:
+    """One encoder model: its features through the cache, and the evaluation of splits."""
+
     def __init__(self, encoder, options: RunOptions, progress=None):
         self.encoder = encoder
         self.options = options
         self.progress = progress
-        self.store = FeatureStore(encoder, options.cache_dir, options.batch_size, options.workers, progress,
-                                  dtype=options.feature_dtype)
+        self.content_keys = ContentKeys(options.cache_dir)
         self.texts = TextFeatures(encoder, options.cache_dir)
+        self._encoders: dict[str, object] = {encoder.transform: encoder}
+        self._stores: dict[str, FeatureStore] = {}
+
+    def encoder_for(self, transform: str):
+        if transform not in self._encoders:
+            self._encoders[transform] = self.encoder.with_transform(transform)
+        return self._encoders[transform]
+
+    def store(self, transform: str) -> FeatureStore:
+        if transform not in self._stores:
+            self._stores[transform] = FeatureStore(
+                self.encoder_for(transform), self.options.cache_dir, self.options.batch_size, self.options.workers,
+                self.progress, dtype=self.options.feature_dtype, content_keys=self.content_keys)
+        return self._stores[transform]
 
     # -- one split, many methods --------------------------------------------------------------
-    def evaluate(self, split: Split, method_names: list[str], checkpoints: dict | None = None) -> list[CellOutcome]:
-        """Every named method on one split. ``checkpoints`` adds method -> weights found by the dataset."""
-        checkpoints = {**(checkpoints or {}), **self.options.checkpoints}
+    def evaluate(self, split: Split, built: list[BuiltMethod], result_name: str | None = None) -> list[CellOutcome]:
+        """Every built method on one split."""
+        result_name = result_name or split.dataset
+        prompts = {**split.prompts, **self.options.prompts}
+        view = SplitView(dataset=split.dataset, split=split.split, prompts=prompts, caption_order=split.caption_order,
+                         remove_reference=split.remove_reference, scope=split.scope, n_queries=len(split.queries),
+                         n_gallery=len(split.gallery), info=dict(split.info), checkpoints=dict(split.checkpoints))
+        ids = list(dict.fromkeys([*split.gallery, *(q.reference for q in split.queries),
+                                  *(m for q in split.queries for m in (q.subset or ()))]))
+        content = split_content_key(split)
+        image_keys = self.content_keys.keys([split.images[i] for i in ids], self.progress)
+        images_key = fsutil.stable_hash([ids, image_keys])[:24]
         outcomes, todo = [], []
-        for name in method_names:
-            cls = method_registry.get(name)
-            ctx = MethodContext(encoder=self.encoder, prompts={**split.prompts, **self.options.prompts},
-                                dataset=split.dataset, text_features=self.texts,
-                                checkpoint=checkpoints.get(cls.registry_name),
-                                checkpoint_store=Path(self.options.cache_dir) / "checkpoints")
-            try:
-                method = cls(ctx)
-            except MissingCheckpointError as exc:
-                # `--method all` includes methods that only run on released weights when those are there
-                status = "skipped" if self.options.all_methods and getattr(cls, "external_weights", False) else "failed"
-                outcomes.append(CellOutcome(cls.registry_name, split.dataset, split.split, status, error=exc))
-                continue
-            except CirbenchError as exc:
-                outcomes.append(CellOutcome(cls.registry_name, split.dataset, split.split, "failed", error=exc))
-                continue
-            path = results.result_path(self.options.results_dir, self.encoder.slug, split.dataset, split.split,
-                                       cls.registry_name)
-            key = self._cell_key(split, cls, method)
-            if path.is_file() and not self.options.overwrite:
-                try:
-                    old = results.read(path)
-                except DataError:
-                    old = None
-                if old is not None and old.get("cell_key") == key:
-                    outcomes.append(CellOutcome(cls.registry_name, split.dataset, split.split, "reused", old, path=path))
-                    continue
-            todo.append((cls, method, key, path))
+        for m in built:
+            cell = self._prepare_cell(m, split, view, content, images_key, result_name)
+            if isinstance(cell, CellOutcome):
+                outcomes.append(cell)
+            else:
+                todo.append(cell)
         if not todo:
             return outcomes
-
         start = time.perf_counter()
-        hits0, misses0 = self.store.hits, self.store.misses
-        ids = list(dict.fromkeys([*split.gallery, *(q.reference for q in split.queries)]))
-        feats, bad = self.store.features([split.images[i] for i in ids], label=split.name)
+        feats: dict[str, object] = {}
+        cache: dict[str, dict] = {}
         skipped: dict = {}
-        if bad:
-            if not self.options.skip_bad_images:
+        for transform in dict.fromkeys(t[0].transform for t in todo):
+            store = self.store(transform)
+            hits0, misses0 = store.hits, store.misses
+            values, bad = store.features([split.images[i] for i in ids], label=split.name, keys=image_keys)
+            cache[transform] = {"hits": store.hits - hits0, "misses": store.misses - misses0}
+            if bad and not self.options.skip_bad_images:
                 pos, err = bad[0]
                 more = f" (and {len(bad) - 1} more)" if len(bad) > 1 else ""
                 raise DataError(str(unreadable(split.images[ids[pos]], err)) + more)
-            split, skipped = _drop_unreadable(split, {ids[p] for p, _ in bad})
+            feats[transform] = values
+            if bad and not skipped:
+                split, skipped = _drop_unreadable(split, {ids[p] for p, _ in bad})
+                view.n_queries, view.n_gallery = len(split.queries), len(split.gallery)
         row = {image_id: i for i, image_id in enumerate(ids)}
-        gallery = normalize(feats[[row[g] for g in split.gallery]]).to(self.encoder.device)
-        refs = feats[[row[q.reference] for q in split.queries]]
         shared = time.perf_counter() - start
-        cache = {"hits": self.store.hits - hits0, "misses": self.store.misses - misses0}
-
-        for cls, method, key, path in todo:
+        for m, key, path in todo:
             t0 = time.perf_counter()
             try:
-                query = self._compose(method, refs, [q.text for q in split.queries])
-                scores = self._score(split, query, gallery)
-                submission = self._submission(split, query, gallery, path.parent / "submissions" / path.stem)
+                views, values = self._rank(m.instance, split, view, feats[m.transform], row)
+                folder = path.parent / "submissions" / path.stem if path is not None else None
+                submission = self._submission(split, views, folder)
             except CirbenchError as exc:
-                outcomes.append(CellOutcome(cls.registry_name, split.dataset, split.split, "failed", error=exc))
+                outcomes.append(CellOutcome(m.name, split.dataset, split.split, "failed", error=exc))
                 continue
-            record = self._record(split, cls, method, key, scores, cache, skipped,
+            record = self._record(split, view, m, key, values, cache[m.transform], skipped, result_name,
                                   wall=time.perf_counter() - t0 + shared)
-            if submission:
-                record["submission"] = [str(p) for p in submission]
-            if distributed.is_main():  # under torchrun every process scores; one writes
-                results.write(path, record)
-            outcomes.append(CellOutcome(cls.registry_name, split.dataset, split.split, "computed", record, path=path))
+            record.submission = [str(p) for p in submission]
+            out = results.Outcomes([q.qid for q in split.queries], list(split.gallery), views,
+                                   {k: (v.values, v.agg) for k, v in values.items()})
+            if path is not None and distributed.is_main():  # under torchrun every process scores; one writes
+                results.write(path, record, out)
+            outcomes.append(CellOutcome(m.name, split.dataset, split.split, "computed", record, path=path))
         return outcomes
 
-    def _cell_key(self, split: Split, cls, method) -> str:
-        return stable_hash({"encoder": self.encoder.key, "method": cls.registry_name, "config": method.config(),
-                            "dataset": split.dataset, "split": split.split, "root": str(Path(split.root).resolve()),
-                            "queries": len(split.queries), "gallery": len(split.gallery),
-                            "prompts": split.prompts, "metrics": split.metrics,
-                            "remove_reference": split.remove_reference,
-                            "skip_bad_images": self.options.skip_bad_images,
-                            "feature_dtype": self.options.feature_dtype})[:20]
+    def _prepare_cell(self, m: BuiltMethod, split: Split, view: SplitView, content: str, images_key: str,
+                      result_name: str):
+        """(method, cell key, result path) for a cell to compute, or its CellOutcome when it is skipped,
+        failed before any work, or reused."""
+        def outcome(status, **kw):
+            return CellOutcome(m.name, split.dataset, split.split, status, **kw)
 
-    def _compose(self, method, refs, texts):
+        def failed(exc: CirbenchError):
+            # `--method all` includes methods that only run on released weights when those are there
+            skip = (isinstance(exc, MissingCheckpointError) and self.options.all_methods
+                    and m.cls.external_weights)
+            return outcome("skipped" if skip else "failed", error=exc)
+
+        if m.error is not None:
+            return failed(m.error)
+        method = m.instance
+        method.split = view
+        method.ctx.prompts, method.ctx.dataset = view.prompts, view.dataset
+        try:
+            method.prepare(view)
+            config = method.config()
+        except CirbenchError as exc:
+            return failed(exc)
+        key = fsutil.stable_hash({
+            "cirbench": __version__, "encoder": self.encoder_for(m.transform).key, "method": m.name,
+            "config": config, "options": method.ctx.options, "scoring": m.cls.scoring, "split": content,
+            "images": images_key, "skip_bad_images": self.options.skip_bad_images,
+            "feature_dtype": self.options.feature_dtype})[:24]
+        if self.options.results_dir is None:
+            return m, key, None
+        path = results.result_path(self.options.results_dir, self.encoder.slug, result_name, split.split, m.name)
+        if path.is_file() and not self.options.overwrite:
+            try:
+                old = results.read(path)
+            except DataError:
+                old = None
+            if old is not None and old.cell_key == key:
+                return outcome("reused", record=old, path=path)
+        return m, key, path
+
+    # -- ranking ------------------------------------------------------------------------------------
+    def _batches(self, split: Split, view: SplitView, refs, pos: dict, members: list[list[int]] | None):
+        bs = self.options.batch_size
+        device = self.encoder.device
+        for i in range(0, len(split.queries), bs):
+            qs = split.queries[i:i + bs]
+            yield i, QueryBatch(
+                ids=[q.qid for q in qs], reference_ids=[q.reference for q in qs],
+                reference_images=[split.images[q.reference] for q in qs],
+                reference_features=refs[i:i + bs].to(device), texts=[q.text for q in qs],
+                fields=[q.fields for q in qs], split=view,
+                subsets=members[i:i + bs] if members is not None else None,
+                reference_positions=[pos.get(q.reference, -1) for q in qs])
+
+    def _rank(self, method: Method, split: Split, view: SplitView, feats, row: dict):
+        """The one ranking of a method on a split: {view name: (top, target ranks, first rank)} and the
+        per-query metric values."""
         import torch
 
-        out = []
-        bs = self.options.batch_size
-        task = self.progress.task(f"compose {method.registry_name}", total=len(texts)) if self.progress else None
+        device = self.encoder.device
+        pos = {g: i for i, g in enumerate(split.gallery)}
+        n_q = len(split.queries)
+        gallery = Gallery(ids=list(split.gallery), images=[split.images[g] for g in split.gallery],
+                          features=feats[[row[g] for g in split.gallery]].to(device), split=view)
+        refs = feats[[row[q.reference] for q in split.queries]]
+        first = torch.tensor([pos[q.targets[0]] if q.targets else -1 for q in split.queries], dtype=torch.long)
+        exclude = (torch.tensor([pos.get(q.reference, -1) for q in split.queries], dtype=torch.long)
+                   if split.remove_reference else None)
+        members = None
+        if split.scope == "subset" or any(q.subset for q in split.queries):
+            members = [[pos[m] for m in (q.subset or ()) if not (split.remove_reference and m == q.reference)]
+                       for q in split.queries]
+        subset_only = split.scope == "subset"
+        depth = max(M.needed_depth(split.metrics), results.OUTCOMES_TOP,
+                    split.submission_k if split.write_submission else 0)
+        depth = 0 if subset_only else depth
+        task = self.progress.task(f"rank {method.registry_name} on {split.name}", total=n_q) if self.progress else None
+        top_s, top_i, first_rank, sub_order = [], [], [], []
         with torch.no_grad():
-            for i in range(0, len(texts), bs):
-                out.append(normalize(method.compose(refs[i:i + bs].to(self.encoder.device), texts[i:i + bs])))
-                if task:
-                    task.advance(len(texts[i:i + bs]))
+            if method.scoring == "vectors":
+                rep = method.encode_gallery(gallery)
+                rep = normalize(rep.to(device))
+                queries = []
+                for i, batch in self._batches(split, view, refs, pos, members):
+                    queries.append(normalize(method.encode_queries(batch).to(device)))
+                    if task:
+                        task.advance(len(batch))
+                q = torch.cat(queries) if queries else torch.empty(0, rep.shape[1], device=device)
+                if not subset_only:
+                    s, ix, fr = rank_vectors(q, rep, depth, first.to(device),
+                                             exclude.to(device) if exclude is not None else None,
+                                             chunk_size=self.options.chunk_size)
+                    top_s, top_i, first_rank = [s.cpu()], [ix.cpu()], [fr.cpu()]
+                if members is not None:
+                    sub_order = [rank_subsets(q, rep, _pad(members, device)).cpu()]
+            else:
+                for i, batch in self._batches(split, view, refs, pos, members):
+                    scores = method.score(batch, gallery).float().to(device)
+                    if scores.shape != (len(batch), len(split.gallery)):
+                        raise CirbenchError(f"method {method.registry_name!r}: score() returned shape "
+                                            f"{tuple(scores.shape)}, expected ({len(batch)}, {len(split.gallery)})")
+                    sl = slice(i, i + len(batch))
+                    if not subset_only:
+                        s, ix, fr = rank_scores(scores, depth, first[sl], exclude[sl] if exclude is not None else None)
+                        top_s.append(s.cpu()), top_i.append(ix.cpu()), first_rank.append(fr.cpu())
+                    if members is not None:
+                        mem = _pad(members[sl], device)
+                        sub_order.append(order_by_scores(scores.gather(1, mem.clamp(min=0)), mem).cpu())
+                    if task:
+                        task.advance(len(batch))
         if task:
             task.done()
-        return torch.cat(out)
+        views: dict[str, tuple] = {}
+        if not subset_only:
+            top = torch.cat(top_i).numpy() if top_i else np.zeros((0, 0), dtype=np.int64)
+            fr = torch.cat(first_rank).numpy() if first_rank else np.zeros(0, dtype=np.int64)
+            scores_top = torch.cat(top_s).numpy() if top_s else np.zeros((0, 0), dtype=np.float32)
+            if method.rerank_depth:
+                top, fr = self._rerank(method, split, view, refs, pos, members, top, scores_top, fr, first.numpy())
+            views["gallery"] = (top, _target_ranks(top, split, pos), fr)
+        if members is not None:
+            order = _cat_padded(sub_order)
+            if "gallery" in views:
+                order = _follow_final_order(order, views["gallery"][0])
+            views["subset"] = _subset_view(order, split, pos)
+        rank_views = {name: M.RankView(*v) for name, v in views.items()}
+        values = M.compute(rank_views, split.metrics, split.scope) if split.has_ground_truth else {}
+        return views, values
 
-    @staticmethod
-    def _exclusions(split: Split, pos: dict, device):
+    def _rerank(self, method, split, view, refs, pos, members, top, scores_top, fr, first):
+        """Let the method re-score each query's top ``rerank_depth``; the first target's rank follows."""
         import torch
 
-        if not split.remove_reference:
-            return None
-        return torch.tensor([pos.get(q.reference, -1) for q in split.queries], device=device)
+        depth = min(method.rerank_depth, top.shape[1])
+        top = top.copy()
+        fr = fr.copy()
+        for i, batch in self._batches(split, view, refs, pos, members):
+            rows = slice(i, i + len(batch))
+            cand = torch.from_numpy(top[rows, :depth].copy())
+            new = method.rerank(batch, cand, torch.from_numpy(scores_top[rows, :depth].copy()))
+            new = torch.as_tensor(new, dtype=torch.float32).cpu()
+            order = torch.sort(new, dim=1, descending=True, stable=True).indices.numpy()
+            top[rows, :depth] = np.take_along_axis(top[rows, :depth], order, axis=1)
+        for q in range(len(fr)):
+            where = np.nonzero(top[q, :depth] == first[q])[0]
+            if first[q] >= 0 and where.size:
+                fr[q] = where[0] + 1
+        return top, fr
 
-    @staticmethod
-    def _subset_ranking(split: Split, pos: dict, query, gallery):
-        import torch
-
-        members = [[pos[m] for m in (q.subset or ()) if m != q.reference] for q in split.queries]
-        width = max(1, max(len(m) for m in members))
-        padded = torch.tensor([m + [-1] * (width - len(m)) for m in members], device=query.device)
-        return rank_subsets(query, gallery, padded).cpu()
-
-    def _submission(self, split: Split, query, gallery, folder: Path):
-        """Test-server files from the top-k rankings (and subset rankings), written by the dataset."""
-        if split.write_submission is None or not distributed.is_main():
+    def _submission(self, split: Split, views: dict, folder: Path | None):
+        """Test-server files from the one ranking (and subset ranking), written by the dataset."""
+        if split.write_submission is None or folder is None or not distributed.is_main():
             return []
-        pos = {g: i for i, g in enumerate(split.gallery)}
-        _s, ranked = topk(query, gallery, split.submission_k, exclude=self._exclusions(split, pos, query.device),
-                          chunk_size=self.options.chunk_size)
-        ranked_ids = [[split.gallery[i] for i in row] for row in ranked.tolist()]
+        top = views["gallery"][0]
+        ranked_ids = [[split.gallery[i] for i in row[:split.submission_k] if i >= 0] for row in top.tolist()]
         subset_ids = None
-        if any(q.subset for q in split.queries):
-            subset_ids = [[split.gallery[i] for i in row if i >= 0]
-                          for row in self._subset_ranking(split, pos, query, gallery).tolist()]
+        if "subset" in views:
+            subset_ids = [[split.gallery[i] for i in row if i >= 0] for row in views["subset"][0].tolist()]
         folder.mkdir(parents=True, exist_ok=True)
         return split.write_submission(ranked_ids, subset_ids, folder)
 
-    def _score(self, split: Split, query, gallery) -> dict:
-        import torch
+    def _record(self, split: Split, view: SplitView, m: BuiltMethod, key: str, values: dict, cache: dict,
+                skipped: dict, result_name: str, wall: float) -> results.Result:
+        enc = self.encoder_for(m.transform)
+        method = m.instance
+        return results.Result(
+            cell_key=key,
+            encoder=results.EncoderRecord(label=enc.label, spec=enc.identity.get("spec", enc.label),
+                                          model_key=enc.model_key, key=enc.key, slug=self.encoder.slug,
+                                          transform=enc.transform, identity=dict(enc.identity)),
+            method=results.MethodRecord(name=m.name, supervised=bool(m.cls.supervised),
+                                        description=m.cls.description, config=method.config(),
+                                        options=dict(method.ctx.options), transform=m.transform),
+            dataset=results.DatasetRecord(
+                name=split.dataset, split=split.split, root=str(Path(split.root).resolve()), result_name=result_name,
+                n_queries=len(split.queries), n_gallery=len(split.gallery), remove_reference=split.remove_reference,
+                prompts=view.prompts, has_ground_truth=split.has_ground_truth, scope=split.scope,
+                content_key=split_content_key(split),
+                info={**split.info, **({"caption_order": split.caption_order} if split.caption_order else {})}),
+            metrics={k: v.value() for k, v in values.items()},
+            main_metrics=[m_ for m_ in split.main_metrics if m_ in values],
+            run=results.RunRecord(
+                date=dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"), wall_time_s=round(wall, 3),
+                device=str(self.encoder.device), batch_size=self.options.batch_size, workers=self.options.workers,
+                feature_cache=cache, feature_dtype=self.options.feature_dtype, skipped=skipped,
+                command=list(self.options.command), versions=results.versions()))
 
-        pos = {g: i for i, g in enumerate(split.gallery)}
-        exclude = self._exclusions(split, pos, query.device)
-        out: dict = {}
-        if not split.has_ground_truth:
-            return out
-        targets = [[pos[t] for t in q.targets] for q in split.queries]
-        ranked_families = [f for f, fn in M.FAMILIES.items() if fn is not None and f in split.metrics]
-        ks = [k for fam in ranked_families for k in split.metrics[fam]]
-        if ks:
-            _s, ranked = topk(query, gallery, max(ks), exclude=exclude, chunk_size=self.options.chunk_size)
-            ranked = ranked.cpu()
-            for family in ranked_families:
-                out.update(M.FAMILIES[family](ranked, targets, split.metrics[family]))
-        if "recall_subset" in split.metrics:
-            ranked_subset = self._subset_ranking(split, pos, query, gallery)
-            out.update(M.recall_at_k(ranked_subset, targets, split.metrics["recall_subset"], prefix="Rs"))
-        if "rank" in split.metrics:
-            first = torch.tensor([t[0] if t else -1 for t in targets], device=query.device)
-            ranks = target_ranks(query, gallery, first, exclude=exclude, chunk_size=self.options.chunk_size)
-            out.update(M.rank_summary([r for r in ranks.tolist() if r > 0]))
-        return out
 
-    def _record(self, split: Split, cls, method, key, scores, cache, skipped, wall) -> dict:
-        return {
-            "schema_version": results.SCHEMA_VERSION,
-            "cell_key": key,
-            "encoder": {"label": self.encoder.label, "slug": self.encoder.slug, "key": self.encoder.key,
-                        **self.encoder.identity},
-            "method": {"name": cls.registry_name, "supervised": bool(cls.supervised),
-                       "description": cls.description, "config": method.config()},
-            "dataset": {"name": split.dataset, "split": split.split, "root": str(Path(split.root).resolve()),
-                        "n_queries": len(split.queries), "n_gallery": len(split.gallery),
-                        "remove_reference": split.remove_reference, "prompts": split.prompts,
-                        "has_ground_truth": split.has_ground_truth, **split.info},
-            "metrics": scores,
-            "main_metrics": [m for m in split.main_metrics if m in scores],
-            "run": {"date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
-                    "wall_time_s": round(wall, 3), "device": str(self.encoder.device),
-                    "batch_size": self.options.batch_size, "workers": self.options.workers,
-                    "seed": self.options.seed, "feature_cache": cache, "feature_dtype": self.options.feature_dtype,
-                    "skipped": skipped,
-                    "command": self.options.command, "versions": results.versions()},
-        }
+def _pad(rows: list[list[int]], device):
+    import torch
+
+    width = max([1, *(len(r) for r in rows)])
+    return torch.tensor([r + [-1] * (width - len(r)) for r in rows], dtype=torch.long, device=device)
+
+
+def _cat_padded(parts) -> np.ndarray:
+    if not parts:
+        return np.zeros((0, 0), dtype=np.int64)
+    width = max(p.shape[1] for p in parts)
+    return np.concatenate([np.pad(p.numpy(), ((0, 0), (0, width - p.shape[1])), constant_values=-1) for p in parts])
+
+
+def _target_ranks(top: np.ndarray, split: Split, pos: dict) -> list[np.ndarray]:
+    """Each target's 1-based position within the query's top (0: beyond it)."""
+    out = []
+    for q, row in zip(split.queries, top):
+        where = {g: i + 1 for i, g in enumerate(row.tolist()) if g >= 0}
+        out.append(np.array([where.get(pos[t], 0) for t in dict.fromkeys(q.targets)], dtype=np.int64))
+    return out
+
+
+def _subset_view(order: np.ndarray, split: Split, pos: dict):
+    ranks, first = [], []
+    for q, row in zip(split.queries, order):
+        where = {g: i + 1 for i, g in enumerate(row.tolist()) if g >= 0}
+        ranks.append(np.array([where.get(pos[t], 0) for t in dict.fromkeys(q.targets)], dtype=np.int64))
+        first.append(where.get(pos[q.targets[0]], 0) if q.targets else 0)
+    return order, ranks, np.array(first, dtype=np.int64)
+
+
+def _follow_final_order(order: np.ndarray, top: np.ndarray) -> np.ndarray:
+    """Subset members in the order of the final gallery ranking (CIRR's Recall_subset is the global
+    ranking restricted to the subset): members within the top keep their final positions, the rest
+    follow in score order. Without re-ranking this is the score order itself."""
+    out = order.copy()
+    for q in range(order.shape[0]):
+        where = {g: i for i, g in enumerate(top[q].tolist())}
+        members = [g for g in order[q].tolist() if g >= 0]
+        inside = sorted((g for g in members if g in where), key=where.get)
+        outside = [g for g in members if g not in where]
+        out[q, :len(members)] = inside + outside
+    return out

@@ -1,8 +1,16 @@
-"""Image decoding for the engine: files are opened, decoded and transformed in DataLoader workers."""
+"""Reading images: high-bit-depth conversion, per-image operations (crops), and DataLoader batches.
+
+Every image the engine, ``data check`` or a report opens goes through :func:`load_rgb`, so what is
+checked is what is encoded. An image in a split is a path, or an :class:`ImageRef` -- a path plus
+operations applied before the encoder's transform (the COCO query is a box cut from a masked image
+and squashed to the encoder's square, GeneCIS crops a dilated box and pads it square).
+"""
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Union
 
 from .errors import DataError
 
@@ -10,27 +18,113 @@ IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".
 
 
 def list_images(folder: Path) -> list[Path]:
-    """Every image file below a folder (by extension), sorted."""
-    return sorted(p for p in Path(folder).rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())
+    """Every image file below a folder (by extension), sorted. Linked folders are followed (a gallery
+    spread over disks by symlinks), each real folder once."""
+    import os
+
+    out, seen = [], set()
+    for here, dirs, files in os.walk(folder, followlinks=True):
+        real = os.path.realpath(here)
+        if real in seen:
+            dirs[:] = []
+            continue
+        seen.add(real)
+        out += [Path(here) / f for f in files if Path(f).suffix.lower() in IMAGE_SUFFIXES]
+    return sorted(p for p in out if p.is_file())
+
+
+def to_rgb(image):
+    """An 8-bit RGB copy of a PIL image. Pillow's ``convert("RGB")`` clips 16- and 32-bit samples to
+    255 (a 16-bit PNG becomes almost all white); here they are scaled to 8 bits instead."""
+    import numpy as np
+    from PIL import Image
+
+    mode = image.mode
+    if mode.startswith("I;16") or mode in ("I", "F"):
+        array = np.asarray(image)
+        if mode == "F":
+            peak = float(np.nanmax(array)) if array.size else 0.0
+            array = np.clip(array * (255.0 if peak <= 1.0 else 1.0), 0, 255)
+        elif mode.startswith("I;16") or (array.size and int(array.max()) > 255):
+            array = np.clip(array.astype(np.float64) / 257.0, 0, 255)  # 65535 -> 255
+        else:
+            array = np.clip(array, 0, 255)
+        return Image.fromarray(np.rint(array).astype(np.uint8), "L").convert("RGB")
+    return image.convert("RGB")
+
+
+@dataclass(frozen=True)
+class ImageRef:
+    """An image file plus operations applied before the encoder's own transform.
+
+    ops: ("crop", x1, y1, x2, y2) cuts a box; ("pad_square", r, g, b) pads to a centred square;
+    ("squash",) makes the encoder resize to its square without a centre crop.
+    """
+
+    path: Path
+    ops: tuple[tuple, ...] = ()
+
+    @property
+    def squash(self) -> bool:
+        return any(op[0] == "squash" for op in self.ops)
+
+    def key(self) -> str:
+        """What the operations add to the file's content key in the feature cache."""
+        return ";".join(",".join(str(v) for v in op) for op in self.ops)
+
+    def apply(self, image):
+        for op in self.ops:
+            if op[0] == "crop":
+                image = image.crop(tuple(op[1:5]))
+            elif op[0] == "pad_square":
+                image = pad_square(image, tuple(op[1:4]))
+        return image
+
+
+Image_ = Union[Path, ImageRef]
+
+
+def path_of(image: Image_) -> Path:
+    return image.path if isinstance(image, ImageRef) else Path(image)
+
+
+def pad_square(image, fill=(0, 0, 0)):
+    from PIL import Image
+
+    w, h = image.size
+    side = max(w, h)
+    out = Image.new(image.mode, (side, side), fill if image.mode == "RGB" else 0)
+    out.paste(image, ((side - w) // 2, (side - h) // 2))
+    return out
+
+
+def load_rgb(image: Image_):
+    """Open, decode and convert an image (path or ImageRef) to 8-bit RGB, with its operations applied."""
+    from PIL import Image
+
+    path = path_of(image)
+    with Image.open(path) as opened:
+        rgb = to_rgb(opened)
+    return image.apply(rgb) if isinstance(image, ImageRef) else rgb
 
 
 class ImageFiles:
-    """A map-style dataset over image files; a file that cannot be read yields its error, not a crash."""
+    """A map-style dataset over images; a file that cannot be read yields its error, not a crash."""
 
-    def __init__(self, paths: list[Path], transform):
-        self.paths = list(paths)
+    def __init__(self, images: list[Image_], transform, squash_transform=None):
+        self.images = list(images)
         self.transform = transform
+        self.squash_transform = squash_transform or transform
 
     def __len__(self) -> int:
-        return len(self.paths)
+        return len(self.images)
 
     def __getitem__(self, index: int):
-        from PIL import Image
-
-        path = self.paths[index]
+        image = self.images[index]
         try:
-            with Image.open(path) as image:
-                pixels = self.transform(image.convert("RGB"))
+            rgb = load_rgb(image)
+            squash = isinstance(image, ImageRef) and image.squash
+            pixels = (self.squash_transform if squash else self.transform)(rgb)
             return index, pixels, None
         except Exception as exc:  # reported by the caller with the file's name
             return index, None, f"{type(exc).__name__}: {exc}"
@@ -46,12 +140,13 @@ def _collate(items):
     return indices, pixels, bad
 
 
-def image_batches(paths: list[Path], transform, batch_size: int, workers: int, pin_memory: bool = False):
-    """Yield (indices, pixel batch, [(index, error)]) in file order; decoding happens in worker processes."""
+def image_batches(images: list[Image_], transform, batch_size: int, workers: int, pin_memory: bool = False,
+                  squash_transform=None):
+    """Yield (indices, pixel batch, [(index, error)]) in order; decoding happens in worker processes."""
     from torch.utils.data import DataLoader
 
     loader = DataLoader(
-        ImageFiles(paths, transform),
+        ImageFiles(images, transform, squash_transform),
         batch_size=batch_size,
         shuffle=False,
         num_workers=workers,
@@ -63,6 +158,6 @@ def image_batches(paths: list[Path], transform, batch_size: int, workers: int, p
     yield from loader
 
 
-def unreadable(path: Path, error: str) -> DataError:
-    return DataError(f"{path}: cannot read image ({error}); fix or remove the file, "
+def unreadable(image: Image_, error: str) -> DataError:
+    return DataError(f"{path_of(image)}: cannot read image ({error}); fix or remove the file, "
                      "or pass --skip-bad-images to skip it and record it in the results")

@@ -1,43 +1,153 @@
 """The contract of a method plugin.
 
 A method is one file under methods/ (or in a third-party distribution, registered through the
-``cirbench.methods`` entry-point group) that subclasses :class:`Method`. The engine builds one
-instance per evaluated split with a :class:`MethodContext`, then calls :meth:`Method.compose` on
-batches of queries. A method sees features and texts only; it never reads dataset files.
+``cirbench.methods`` entry-point group) that subclasses :class:`Method`. The orchestration builds one
+instance per encoder per run, calls :meth:`Method.prepare` before each split, and then asks it for
+query features batch by batch. A method never reads dataset files: it sees a :class:`QueryBatch`
+(ids, reference images and their raw features, texts, every extra annotation field) and, through
+the optional hooks, a :class:`Gallery`.
+
+The simplest method overrides ``compose(reference_features, texts)``. The optional hooks, all
+declared here with their default behaviour:
+
+- ``encode_queries(batch)``: query vectors from the whole batch (default: ``compose``).
+- ``encode_gallery(gallery)``: the gallery's representation for this method (default: the shared
+  image features); for example each gallery image's caption encoded as text.
+- ``score(batch, gallery)``: gallery scores instead of query vectors, for methods that fuse scores
+  (set ``scoring = "scores"``).
+- ``rerank(batch, candidates, scores)``: new scores for each query's top ``rerank_depth`` candidates.
+- ``prepare(split)``: per-split set-up (weights trained for that dataset, per-dataset defaults).
+- ``train(request)``: a class method for ``cirbench train``; ``training`` names the data kind it takes.
+
+Options are declared in ``options`` (``{"t": Option(float, 0.8, "interpolation weight")}``), given
+as ``--option METHOD.KEY=VALUE``, validated before any work, recorded in every result and its key.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, ClassVar
+from typing import Any, Callable, ClassVar, Mapping
 
-from .data import fill
+from .errors import UsageError
+from .prompts import fill, fill_pseudo
 from .registry import methods
 
 register_method = methods.register
 
 
+@dataclass(frozen=True)
+class Option:
+    """A declared method option: its type, default (None: chosen per dataset in ``prepare``) and help."""
+
+    type: type
+    default: Any = None
+    help: str = ""
+    choices: tuple | None = None
+
+    def parse(self, method: str, key: str, value: Any) -> Any:
+        if isinstance(value, str) and self.type is not str:
+            text = value.strip()
+            try:
+                if self.type is bool:
+                    if text.lower() not in ("1", "0", "true", "false", "yes", "no"):
+                        raise ValueError
+                    value = text.lower() in ("1", "true", "yes")
+                else:
+                    value = self.type(text)
+            except ValueError:
+                raise UsageError(f"option {method}.{key}={value!r} is not a valid {self.type.__name__}") from None
+        if self.choices is not None and value not in self.choices:
+            raise UsageError(f"option {method}.{key}={value!r} must be one of {', '.join(map(str, self.choices))}")
+        return value
+
+
+def resolve_options(method: str, declared: Mapping[str, Option], given: Mapping[str, Any]) -> dict[str, Any]:
+    """Declared defaults overridden by the given values; an unknown key is a UsageError naming the valid ones."""
+    unknown = sorted(set(given) - set(declared))
+    if unknown:
+        valid = ", ".join(f"{k} ({o.help})" if o.help else k for k, o in declared.items()) or "none"
+        raise UsageError(f"method {method!r} has no option {unknown[0]!r}; its options: {valid}")
+    return {key: (opt.parse(method, key, given[key]) if key in given else opt.default) for key, opt in declared.items()}
+
+
+@dataclass
+class SplitView:
+    """What a method sees of the split being evaluated."""
+
+    dataset: str
+    split: str
+    prompts: dict[str, str]
+    caption_order: str | None = None
+    remove_reference: bool = False
+    scope: str = "gallery"
+    n_queries: int = 0
+    n_gallery: int = 0
+    info: dict = field(default_factory=dict)
+    checkpoints: dict[str, Path] = field(default_factory=dict)  # trained for this dataset by the orchestration
+
+
+@dataclass
+class QueryBatch:
+    ids: list[str]
+    reference_ids: list[str]
+    reference_images: list  # Path or ImageRef per query
+    reference_features: Any  # B x D raw (unnormalised) image features, on the encoder's device
+    texts: list[str]
+    fields: list[Mapping[str, Any]]
+    split: SplitView
+    # gallery indices of each query's candidate subset (scope "subset", or CIRR's img_set), else None
+    subsets: list[list[int]] | None = None
+    # gallery index of each query's reference (-1: not in the gallery)
+    reference_positions: list[int] | None = None
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+    def prompts(self, kind: str) -> list[str]:
+        """Each query's text put into the split's ``kind`` template (fields included)."""
+        template = self.split.prompts[kind]
+        return [fill(template, t, f) for t, f in zip(self.texts, self.fields)]
+
+    def pseudo_prompts(self, template: str, token: str) -> tuple[list[str], list[str]]:
+        """(prompts, prefixes) for a pseudo-word template: the prefixes pin each prompt's slot."""
+        pairs = [fill_pseudo(template, token, t, f) for t, f in zip(self.texts, self.fields)]
+        return [p for p, _ in pairs], [pre for _, pre in pairs]
+
+
+@dataclass
+class Gallery:
+    ids: list[str]
+    images: list  # Path or ImageRef per item
+    features: Any  # G x D raw image features of the split's gallery (the method's transform), on device
+    split: SplitView
+
+
 @dataclass
 class MethodContext:
-    encoder: Any  # cirbench.encoder.Encoder
-    prompts: dict[str, str]  # the split's prompt templates ("pseudo", "text"), after user overrides
-    dataset: str
+    encoder: Any  # cirbench.encoder.Encoder, with this method's image transform
     text_features: Callable[[list[str]], Any]  # memoised, deduplicated text encoder (raw features)
-    checkpoint: Path | None = None  # --checkpoint, or None
+    checkpoint: Path | None = None  # --checkpoint for this method, or None
     checkpoint_store: Path | None = None  # where `cirbench train` puts default checkpoints
-    options: dict[str, str] = field(default_factory=dict)
+    options: dict[str, Any] = field(default_factory=dict)  # validated values of the declared options
+    artefacts: Any = None  # cirbench.artefacts.ArtefactStore of this method
+    progress: Any = None  # cirbench.progress.Progress
+    # the split being evaluated (set before prepare): kept here for methods written against the first
+    # contract, which read ctx.prompts and ctx.dataset
+    prompts: dict[str, str] = field(default_factory=dict)
+    dataset: str = ""
 
 
 @dataclass
 class TrainRequest:
-    """What `cirbench train METHOD` hands a method's train()."""
+    """What `cirbench train METHOD` (or the orchestration) hands a method's train()."""
 
     encoder: Any
     out: Path
-    images: list[Path] | None = None  # unlabeled images (pic2word)
-    triplets: list | None = None  # supervised (reference path, text, target path) triplets (combiner)
-    train_dataset: str | None = None  # the name of the dataset the triplets came from
+    images: list[Path] | None = None  # unlabeled images (kind "images")
+    triplets: list | None = None  # supervised (reference path, text, target path) triplets (kind "triplets")
+    texts: list[str] | None = None  # captions (kind "texts")
+    train_dataset: str | None = None  # the name of the dataset the data came from
     image_features: Callable[[list[Path]], Any] | None = None  # cached, frozen image encoder
     epochs: int | None = None
     batch_size: int | None = None
@@ -53,26 +163,92 @@ class Method:
     name: ClassVar[str] = ""
     description: ClassVar[str] = ""
     supervised: ClassVar[bool] = False
-    # "images" (unlabeled images), "triplets" (a dataset's train triplets) or None (nothing to train)
-    train_data: ClassVar[str | None] = None
+    # `--checkpoint PATH` (without METHOD=) belongs to the one method of a run that takes weights
+    takes_checkpoint: ClassVar[bool] = False
+    # runs only on released weights: `--method all` includes it only when its weights are given
+    external_weights: ClassVar[bool] = False
+    # the image transform of the method's own code ("clip" or "targetpad"); --transform overrides it
+    default_transform: ClassVar[str] = "clip"
+    # "vectors": one query vector per query (encode_queries); "scores": gallery scores (score)
+    scoring: ClassVar[str] = "vectors"
+    # re-rank each query's top N candidates with rerank() (0: no re-ranking)
+    rerank_depth: ClassVar[int] = 0
+    options: ClassVar[dict[str, Option]] = {}
+    # the kind of training data train() takes ("images", "triplets", "texts", or a plugin kind); None: none
+    training: ClassVar[str | None] = None
 
     def __init__(self, ctx: MethodContext):
         self.ctx = ctx
+        self.split: SplitView | None = None
+        self.batch: QueryBatch | None = None  # the batch being composed (for compose-style methods)
+
+    # -- hooks ------------------------------------------------------------------------------------
+    def prepare(self, split: SplitView) -> None:
+        """Called before each split (after ``self.split`` is set). Default: nothing."""
 
     def compose(self, reference_features, texts: list[str]):
         """Query features (B x D, any norm) for raw reference image features (B x D) and query texts."""
-        raise NotImplementedError
+        raise NotImplementedError(f"method {self.registry_name!r} implements neither compose nor encode_queries")
+
+    def encode_queries(self, batch: QueryBatch):
+        """Query features (B x D, any norm) for a batch. Default: ``compose`` on its features and texts."""
+        self.batch = batch
+        return self.compose(batch.reference_features, batch.texts)
+
+    def encode_gallery(self, gallery: Gallery):
+        """The gallery's representation (G x D, any norm) scored against the query vectors. Default: the
+        shared image features."""
+        return gallery.features
+
+    def score(self, batch: QueryBatch, gallery: Gallery):
+        """B x G scores (higher is better) over the whole gallery, for ``scoring = "scores"``."""
+        raise NotImplementedError(f"method {self.registry_name!r} declares scoring='scores' but has no score()")
+
+    def rerank(self, batch: QueryBatch, candidates, scores):
+        """New scores (B x R) for each query's top ``rerank_depth`` candidates (B x R gallery indices, best
+        first, with their scores); ties keep the previous order."""
+        return scores
 
     def config(self) -> dict:
         """Everything about this method's setting that changes its numbers (recorded in results)."""
         return {}
 
-    # helpers for subclasses
+    # -- helpers for subclasses -------------------------------------------------------------------
+    @property
+    def registry_name(self) -> str:
+        return getattr(type(self), "registry_name", None) or self.name or type(self).__name__
+
+    def option(self, key: str):
+        return self.ctx.options[key]
+
     def prompt(self, kind: str, text: str) -> str:
+        """A text put into the current split's template (``{text}`` only; use batch.prompts for fields)."""
         return fill(self.ctx.prompts[kind], text)
+
+    def batch_prompts(self, kind: str, texts: list[str]) -> list[str]:
+        """The templates filled for the texts of the current batch (fields included when known)."""
+        batch = self.batch
+        if batch is not None and list(batch.texts) == list(texts):
+            return batch.prompts(kind)
+        return [self.prompt(kind, t) for t in texts]
+
+    @classmethod
+    def training_defaults(cls, encoder) -> dict:
+        """Training options when the orchestration trains this method on a dataset's own budget (the
+        embedded benchmark), e.g. sizes relative to the encoder's width. Default: none."""
+        return {}
 
     @classmethod
     def train(cls, request: TrainRequest) -> Path:
-        from .errors import UsageError
+        raise UsageError(f"method {getattr(cls, 'registry_name', cls.__name__)!r} has nothing to train")
 
-        raise UsageError(f"method {cls.name!r} has nothing to train")
+
+def _check_method(obj) -> str | None:
+    if not isinstance(obj, type) or not issubclass(obj, Method):
+        return f"it loads to {obj!r}, not a subclass of cirbench.method.Method"
+    if obj.scoring not in ("vectors", "scores"):
+        return f"its scoring is {obj.scoring!r} (expected 'vectors' or 'scores')"
+    return None
+
+
+methods.validator = _check_method

@@ -1,74 +1,133 @@
-"""Retrieval metrics over top-k rankings (definitions in shared/docs/protocols.md).
+"""Retrieval metrics (definitions in shared/docs/protocols.md), computed per query from a ranking.
 
-``ranked`` is a Q x K tensor of gallery indices, best first; ``targets`` holds each query's
-ground-truth gallery indices. All values are percentages (x100).
+Every metric is a per-query value and an aggregate: the percentage metrics are means of per-query
+values x 100, so intervals, paired tests and any later recomputation read the same per-query values
+that made the number. A :class:`RankView` holds, per query, the top of its ranking, the rank of each
+of its targets within that top (0: beyond it) and the exact rank of its first target.
 """
 
 from __future__ import annotations
 
-import statistics
+import math
+from dataclasses import dataclass
 
-import torch
-
-
-def _hits(ranked: torch.Tensor, targets: list[list[int]]) -> torch.Tensor:
-    """Q x K boolean: is the item at each rank a ground truth of its query."""
-    hits = torch.zeros(ranked.shape, dtype=torch.bool)
-    ranked = ranked.cpu()
-    for q, gt in enumerate(targets):
-        if gt:
-            hits[q] = torch.isin(ranked[q], torch.as_tensor(list(gt), dtype=ranked.dtype))
-    return hits
+import numpy as np
 
 
-def recall_at_k(ranked: torch.Tensor, targets: list[list[int]], ks: list[int], prefix: str = "R") -> dict:
-    """Share of queries with a ground truth among the first K (one target: the usual Recall@K)."""
-    hits = _hits(ranked, targets)
-    return {f"{prefix}@{k}": 100.0 * hits[:, :k].any(dim=1).float().mean().item() for k in ks}
+@dataclass
+class RankView:
+    top: np.ndarray  # Q x K gallery indices, best first (-1: padding)
+    target_ranks: list[np.ndarray]  # per query: 1-based rank of each distinct target within top (0: beyond)
+    first_rank: np.ndarray  # Q: exact 1-based rank of each query's first target (0: no target)
+
+    @property
+    def depth(self) -> int:
+        return int(self.top.shape[1]) if self.top.ndim == 2 else 0
+
+    @classmethod
+    def from_ranking(cls, ranked, targets: list[list[int]]) -> "RankView":
+        """A view from full (or top) rankings and each query's targets (gallery indices)."""
+        top = np.asarray(ranked)
+        ranks, first = [], []
+        for row, gt in zip(top.tolist(), targets):
+            where = {g: i + 1 for i, g in enumerate(row) if g >= 0}
+            distinct = list(dict.fromkeys(gt))
+            ranks.append(np.array([where.get(t, 0) for t in distinct], dtype=np.int64))
+            first.append(where.get(gt[0], 0) if gt else 0)
+        return cls(top, ranks, np.array(first, dtype=np.int64))
 
 
-def positive_recall_at_k(ranked: torch.Tensor, targets: list[list[int]], ks: list[int]) -> dict:
-    """Mean over queries of (positives in the first K) / (positives in the gallery); 0 for a query
-    with no positive (the ImageNet-R domain-conversion definition)."""
-    hits = _hits(ranked, targets)
-    n_pos = torch.tensor([len(set(t)) for t in targets], dtype=torch.float)
-    out = {}
-    for k in ks:
-        found = hits[:, :k].sum(dim=1).float()
-        share = torch.where(n_pos > 0, found / n_pos.clamp(min=1), torch.zeros_like(found))
-        out[f"R@{k}"] = 100.0 * share.mean().item()
-    return out
+@dataclass
+class MetricValues:
+    """One metric: its per-query values and how they aggregate ("percent", "mean" or "median_rank")."""
+
+    values: np.ndarray
+    agg: str = "percent"
+
+    def value(self) -> float:
+        return aggregate(self.values, self.agg)
 
 
-def map_at_k(ranked: torch.Tensor, targets: list[list[int]], ks: list[int]) -> dict:
-    """CIRCO mAP@K: AP@K = sum_{i<=K} P@i * rel(i) / min(K, |GT|), mean over queries."""
-    hits = _hits(ranked, targets).float()
-    n_gt = torch.tensor([len(set(t)) for t in targets], dtype=torch.float)
-    ranks = torch.arange(1, hits.shape[1] + 1, dtype=torch.float)
-    precision = hits.cumsum(dim=1) / ranks
-    out = {}
-    for k in ks:
-        ap = (precision[:, :k] * hits[:, :k]).sum(dim=1) / torch.minimum(n_gt, torch.tensor(float(k))).clamp(min=1)
-        out[f"mAP@{k}"] = 100.0 * ap.mean().item()
-    return out
+def aggregate(values: np.ndarray, agg: str) -> float:
+    values = np.asarray(values, dtype=np.float64)
+    if agg == "percent":
+        return float(100.0 * values.mean()) if values.size else float("nan")
+    finite = values[np.isfinite(values)]
+    if not finite.size:
+        return float("nan")
+    if agg == "mean":
+        return float(finite.mean())
+    if agg == "median_rank":  # the official COCO rule: floor(median of 0-based ranks) + 1
+        return float(math.floor(np.median(finite - 1)) + 1)
+    raise ValueError(f"unknown aggregate {agg!r}")
 
 
-def rank_summary(ranks: list[int]) -> dict:
-    """Mean and median 1-based rank of the target."""
-    return {"mean_rank": float(sum(ranks) / len(ranks)), "median_rank": float(statistics.median(ranks))}
+def _hits(view: RankView, k: int) -> list[np.ndarray]:
+    return [(r > 0) & (r <= k) for r in view.target_ranks]
 
 
-def primary_recall_at_k(ranked: torch.Tensor, targets: list[list[int]], ks: list[int]) -> dict:
+def recall_at_k(view: RankView, ks: list[int], prefix: str = "R") -> dict[str, MetricValues]:
+    """1 when any ground truth is among the first K (one target: the usual Recall@K)."""
+    return {f"{prefix}@{k}": MetricValues(np.array([float(h.any()) for h in _hits(view, k)])) for k in ks}
+
+
+def primary_recall_at_k(view: RankView, ks: list[int]) -> dict[str, MetricValues]:
     """Recall@K of each query's first ground truth only (CIRCO's target_img_id)."""
-    return recall_at_k(ranked, [t[:1] for t in targets], ks)
+    return {f"R@{k}": MetricValues(((view.first_rank > 0) & (view.first_rank <= k)).astype(np.float64))
+            for k in ks}
 
 
-# metric family -> its function over the top-K ranking (K = largest cut-off); None: computed apart
+def positive_recall_at_k(view: RankView, ks: list[int]) -> dict[str, MetricValues]:
+    """(positives in the first K) / (positives in the gallery); 0 for a query with no positive (the
+    ImageNet-R domain-conversion definition)."""
+    out = {}
+    for k in ks:
+        values = [float(h.sum()) / len(h) if len(h) else 0.0 for h in _hits(view, k)]
+        out[f"R@{k}"] = MetricValues(np.array(values))
+    return out
+
+
+def map_at_k(view: RankView, ks: list[int]) -> dict[str, MetricValues]:
+    """CIRCO mAP@K: AP@K = sum_{i<=K} P@i * rel(i) / min(K, |GT|)."""
+    out = {}
+    for k in ks:
+        values = []
+        for ranks in view.target_ranks:
+            found = np.sort(ranks[(ranks > 0) & (ranks <= k)])
+            precision_at_hits = np.arange(1, len(found) + 1) / found if len(found) else np.zeros(0)
+            values.append(float(precision_at_hits.sum()) / max(1, min(k, len(ranks))))
+        out[f"mAP@{k}"] = MetricValues(np.array(values))
+    return out
+
+
+def rank_summary(view: RankView, _ks=None) -> dict[str, MetricValues]:
+    """Mean and median 1-based rank of each query's (first) target."""
+    ranks = np.where(view.first_rank > 0, view.first_rank, np.nan).astype(np.float64)
+    return {"mean_rank": MetricValues(ranks, "mean"), "median_rank": MetricValues(ranks, "median_rank")}
+
+
+# metric family -> (function, which ranking it reads: the whole gallery, or each query's subset)
 FAMILIES = {
-    "recall": recall_at_k,
-    "primary_recall": primary_recall_at_k,
-    "positive_recall": positive_recall_at_k,
-    "map": map_at_k,
-    "recall_subset": None,  # computed on each query's subset ranking
-    "rank": None,  # computed from full target ranks
+    "recall": (recall_at_k, "gallery"),
+    "primary_recall": (primary_recall_at_k, "gallery"),
+    "positive_recall": (positive_recall_at_k, "gallery"),
+    "map": (map_at_k, "gallery"),
+    "rank": (rank_summary, "gallery"),
+    "recall_subset": (lambda view, ks: recall_at_k(view, ks, prefix="Rs"), "subset"),
 }
+
+
+def compute(views: dict[str, RankView], families: dict[str, list[int]], scope: str = "gallery") -> dict[str, MetricValues]:
+    """Every requested family on the view it reads (all on the subset view for a subset-scoped split)."""
+    out: dict[str, MetricValues] = {}
+    for family, ks in families.items():
+        if family not in FAMILIES:
+            raise KeyError(f"unknown metric family {family!r}; known: {', '.join(FAMILIES)}")
+        fn, view = FAMILIES[family]
+        out.update(fn(views["subset" if scope == "subset" else view], ks))
+    return out
+
+
+def needed_depth(families: dict[str, list[int]]) -> int:
+    """The ranking depth the gallery-wide families need."""
+    return max([k for f, ks in families.items() if FAMILIES.get(f, (None, ""))[1] == "gallery" for k in ks] or [0])

@@ -5,6 +5,10 @@ module of its built-in package the first time a name is looked up. Third-party p
 through an entry-point group (``cirbench.methods``, ``cirbench.datasets``, ``cirbench.encoders``)
 and are loaded lazily too. A built-in name wins over a plugin of the same name (with a warning);
 two built-ins of one name are an error. Unknown names get a "did you mean" and the list.
+
+A plugin that cannot be used (its entry point fails to import, or loads to something that is not a
+method class, dataset class or encoder factory) is never hidden: it is listed as broken with the
+reason, and asking for it by name says why it cannot run.
 """
 
 from __future__ import annotations
@@ -35,6 +39,9 @@ class Registry(Generic[T]):
         self._origin: dict[str, str] = {}
         self._loaded = False
         self._loading = False
+        self.broken: dict[str, str] = {}  # plugin name -> why it cannot be used
+        # obj -> None when usable, else the reason (set by the module that defines the base class)
+        self.validator: Callable[[object], str | None] | None = None
 
     # -- registration -------------------------------------------------------------------------
     def register(self, name: str, *, aliases: tuple[str, ...] = ()) -> Callable[[T], T]:
@@ -45,6 +52,9 @@ class Registry(Generic[T]):
         return decorator
 
     def add(self, name: str, obj: T, *, aliases: tuple[str, ...] = (), origin: str = "?") -> None:
+        problem = self.validator(obj) if self.validator else None
+        if problem:
+            raise RegistryError(f"{self.kind} {name!r} ({origin}) cannot be registered: {problem}")
         for key in (name, *aliases):
             existing = self._items.get(key) if key == name else None
             if key == name and existing is not None and existing is not obj:
@@ -85,14 +95,28 @@ class Registry(Generic[T]):
                 try:
                     obj = ep.load()
                 except Exception as exc:  # a broken plugin must not break the harness
-                    warnings.warn(f"could not load plugin {self.kind} {ep.name!r} ({ep.value}): {exc}", stacklevel=2)
+                    self._broken(ep, f"importing {ep.value} failed: {type(exc).__name__}: {exc}")
                     continue
-                if self._items.get(ep.name) is obj:  # its module registered it already
+                if obj is not None and self._items.get(ep.name) is obj:  # its module registered it already
                     continue
-                self.add(ep.name, obj, origin=ep.value)
+                problem = self.validator(obj) if self.validator else None
+                if problem is None and obj is None:
+                    problem = "it loads to None"
+                if problem:
+                    self._broken(ep, problem)
+                    continue
+                try:
+                    self.add(ep.name, obj, origin=ep.value)
+                except RegistryError as exc:
+                    self._broken(ep, str(exc))
             self._loaded = True
         finally:
             self._loading = False
+
+    def _broken(self, ep, why: str) -> None:
+        self.broken[ep.name] = f"{why} (entry point {ep.name} = {ep.value})"
+        self._origin.setdefault(ep.name, ep.value)
+        warnings.warn(f"plugin {self.kind} {ep.name!r} is broken: {self.broken[ep.name]}", stacklevel=3)
 
     # -- lookup ---------------------------------------------------------------------------------
     def names(self) -> list[str]:
@@ -105,6 +129,8 @@ class Registry(Generic[T]):
             return name
         if name in self._aliases:
             return self._aliases[name]
+        if name in self.broken:
+            raise UsageError(f"{self.kind} {name!r} is a broken plugin: {self.broken[name]}")
         known = self.names()
         close = difflib.get_close_matches(name, known + list(self._aliases), n=1)
         hint = f" Did you mean {close[0]!r}?" if close else ""

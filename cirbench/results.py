@@ -1,51 +1,200 @@
-"""Result files: one JSON per (encoder, method, dataset, split), with how it was made."""
+"""Result records: one JSON file per (encoder, method, dataset, split) with how it was made, and a
+compact per-query outcomes file beside it (ranks of the targets, the top of each ranking, every
+metric's per-query values) from which any metric, interval or comparison can be recomputed.
+
+:class:`Result` is the typed record the engine builds and the report reads by attribute. Files of
+schema version 1 (before per-query outcomes) are migrated on reading; unknown versions are refused.
+"""
 
 from __future__ import annotations
 
 import functools
 import json
-import os
 import platform
-import re
-import tempfile
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
+from typing import Any
 
+import numpy as np
+
+from . import fsutil
 from .errors import DataError
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
+OUTCOMES_TOP = 50  # gallery ids kept per query in the outcomes file
 
 
-def _slug(text: str) -> str:
-    return re.sub(r"[^A-Za-z0-9._+-]+", "_", text).strip("_") or "_"
+@dataclass
+class EncoderRecord:
+    label: str
+    spec: str
+    model_key: str  # the model (weights, precision, activation): names rows in reports
+    key: str  # model + image transform: keys the feature cache
+    slug: str
+    transform: str = "clip"
+    identity: dict = field(default_factory=dict)
+
+    @property
+    def quick_gelu(self):
+        return self.identity.get("quick_gelu")
+
+    @property
+    def precision(self):
+        return self.identity.get("precision")
+
+
+@dataclass
+class MethodRecord:
+    name: str
+    supervised: bool = False
+    description: str = ""
+    config: dict = field(default_factory=dict)
+    options: dict = field(default_factory=dict)
+    transform: str = "clip"
+
+    @property
+    def train_dataset(self) -> str:
+        return self.config.get("train_dataset", "?")
+
+
+@dataclass
+class DatasetRecord:
+    name: str
+    split: str
+    root: str = ""
+    result_name: str = ""
+    n_queries: int = 0
+    n_gallery: int = 0
+    remove_reference: bool = False
+    prompts: dict = field(default_factory=dict)
+    has_ground_truth: bool = True
+    scope: str = "gallery"
+    content_key: str = ""
+    info: dict = field(default_factory=dict)
+
+    @property
+    def split_order(self) -> list[str]:
+        return self.info.get("split_order") or []
+
+
+@dataclass
+class RunRecord:
+    date: str = ""
+    wall_time_s: float = 0.0
+    device: str = ""
+    batch_size: int = 0
+    workers: int = 0
+    feature_cache: dict = field(default_factory=dict)
+    feature_dtype: str = ""
+    skipped: dict = field(default_factory=dict)
+    command: list = field(default_factory=list)
+    versions: dict = field(default_factory=dict)
+
+
+@dataclass
+class Result:
+    cell_key: str
+    encoder: EncoderRecord
+    method: MethodRecord
+    dataset: DatasetRecord
+    metrics: dict[str, float]
+    main_metrics: list[str]
+    run: RunRecord
+    submission: list[str] = field(default_factory=list)
+    outcomes: dict | None = None  # {"file": name beside the JSON, "sha256": ...}
+    schema_version: int = SCHEMA_VERSION
+    path: Path | None = field(default=None, compare=False)  # where it was read from or written to
+
+    def to_dict(self) -> dict:
+        out = asdict(self)
+        out.pop("path")
+        return {"schema_version": out.pop("schema_version"), **out}
+
+    @classmethod
+    def from_dict(cls, raw: Any, path: Path | None = None) -> "Result":
+        where = path or "result record"
+        if not isinstance(raw, dict):
+            raise DataError(f"{where}: a result file must hold a JSON object")
+        version = raw.get("schema_version")
+        if version == 1:
+            raw = _migrate_v1(raw)
+        elif version != SCHEMA_VERSION:
+            raise DataError(f"{where}: result schema version {version!r} is not supported "
+                            f"(this cirbench reads versions 1 and {SCHEMA_VERSION})")
+        missing = [f for f in ("cell_key", "encoder", "method", "dataset", "metrics") if f not in raw]
+        if missing:
+            raise DataError(f"{where}: not a complete result record (missing {', '.join(missing)})")
+        if not isinstance(raw["metrics"], dict) or not all(isinstance(v, (int, float)) or v is None
+                                                           for v in raw["metrics"].values()):
+            raise DataError(f"{where}: 'metrics' must map metric names to numbers")
+        try:
+            return cls(cell_key=str(raw["cell_key"]), encoder=_build(EncoderRecord, raw["encoder"]),
+                       method=_build(MethodRecord, raw["method"]), dataset=_build(DatasetRecord, raw["dataset"]),
+                       metrics={k: (float("nan") if v is None else float(v)) for k, v in raw["metrics"].items()},
+                       main_metrics=list(raw.get("main_metrics", [])), run=_build(RunRecord, raw.get("run", {})),
+                       submission=list(raw.get("submission", [])), outcomes=raw.get("outcomes"),
+                       schema_version=SCHEMA_VERSION, path=Path(path) if path else None)
+        except (TypeError, ValueError) as exc:
+            raise DataError(f"{where}: malformed result record ({exc})") from None
+
+    @property
+    def outcomes_path(self) -> Path | None:
+        if not self.outcomes or self.path is None:
+            return None
+        return self.path.parent / self.outcomes["file"]
+
+
+def _build(cls, raw):
+    if not isinstance(raw, dict):
+        raise TypeError(f"{cls.__name__} must be an object")
+    names = {f.name for f in fields(cls)}
+    return cls(**{k: v for k, v in raw.items() if k in names})  # a missing required field: TypeError
+
+
+def _migrate_v1(raw: dict) -> dict:
+    """Schema 1 -> 2: identity fields were inlined, there was no model key, transform or outcomes."""
+    raw = dict(raw)
+    enc = dict(raw.get("encoder", {}))
+    identity = {k: v for k, v in enc.items() if k not in ("label", "slug", "key")}
+    raw["encoder"] = {"label": enc.get("label", "?"), "spec": enc.get("spec", enc.get("label", "?")),
+                      "model_key": enc.get("key", ""), "key": enc.get("key", ""), "slug": enc.get("slug", ""),
+                      "transform": enc.get("transform", "clip"), "identity": identity}
+    method = dict(raw.get("method", {}))
+    method.setdefault("transform", enc.get("transform", "clip"))
+    raw["method"] = method
+    ds = dict(raw.get("dataset", {}))
+    core = {f.name for f in fields(DatasetRecord)}
+    raw["dataset"] = {**{k: v for k, v in ds.items() if k in core},
+                      "result_name": ds.get("name", ""), "info": {k: v for k, v in ds.items() if k not in core}}
+    run = dict(raw.get("run", {}))
+    run.pop("seed", None)
+    raw["run"] = run
+    return raw
 
 
 def result_path(results_dir: Path, encoder_slug: str, dataset: str, split: str, method: str) -> Path:
-    return Path(results_dir) / _slug(encoder_slug) / _slug(dataset) / _slug(split) / f"{_slug(method)}.json"
+    s = fsutil.slug
+    return Path(results_dir) / s(encoder_slug) / s(dataset) / s(split) / f"{s(method)}.json"
 
 
-def write(path: Path, record: dict) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+def write(path: Path, result: Result, outcomes: "Outcomes | None" = None) -> Result:
+    """The outcomes file first, then the JSON that names it (each atomically)."""
+    path = Path(path)
+    if outcomes is not None:
+        npz = path.with_name(path.stem + ".outcomes.npz")
+        fsutil.atomic_write(npz, outcomes.save)
+        result.outcomes = {"file": npz.name, "sha256": fsutil.sha256_file(npz)}
+    fsutil.write_json(path, result.to_dict())
+    result.path = path
+    return result
+
+
+def read(path: Path) -> Result:
     try:
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            json.dump(record, fh, indent=2, sort_keys=False, default=str)
-            fh.write("\n")
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
-def read(path: Path) -> dict:
-    try:
-        record = json.loads(Path(path).read_text(encoding="utf-8"))
-    except (OSError, json.JSONDecodeError) as exc:
+        raw = json.loads(Path(path).read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise DataError(f"{path}: unreadable result file ({exc})") from None
-    version = record.get("schema_version") if isinstance(record, dict) else None
-    if version != SCHEMA_VERSION:
-        raise DataError(f"{path}: result schema version {version!r} is not supported "
-                        f"(this cirbench reads version {SCHEMA_VERSION})")
-    return record
+    return Result.from_dict(raw, Path(path))
 
 
 def find(results_dir: Path) -> list[Path]:
@@ -53,12 +202,71 @@ def find(results_dir: Path) -> list[Path]:
     return sorted(p for p in Path(results_dir).glob("*/*/*/*.json") if not p.name.startswith("."))
 
 
+# -- per-query outcomes --------------------------------------------------------------------------
+
+@dataclass
+class Outcomes:
+    """Per-query outcomes of one cell. ``views`` maps "gallery"/"subset" to (top Q x K gallery indices,
+    target ranks per query, first-target rank per query); ``values`` maps metric -> (per-query values,
+    aggregate)."""
+
+    qids: list[str]
+    gallery: list[str]
+    views: dict[str, tuple[np.ndarray, list[np.ndarray], np.ndarray]]
+    values: dict[str, tuple[np.ndarray, str]]
+
+    def save(self, fh) -> None:
+        arrays: dict[str, np.ndarray] = {"qids": np.asarray(self.qids, dtype=str),
+                                         "gallery": np.asarray(self.gallery, dtype=str)}
+        for name, (top, ranks, first) in self.views.items():
+            arrays[f"{name}.top"] = top[:, :OUTCOMES_TOP].astype(np.int32)
+            arrays[f"{name}.first_rank"] = first.astype(np.int64)
+            arrays[f"{name}.offsets"] = np.cumsum([0] + [len(r) for r in ranks]).astype(np.int64)
+            arrays[f"{name}.target_ranks"] = (np.concatenate(ranks) if ranks else np.zeros(0)).astype(np.int32)
+        names = list(self.values)
+        arrays["metric_names"] = np.asarray(names, dtype=str)
+        arrays["metric_aggs"] = np.asarray([self.values[n][1] for n in names], dtype=str)
+        arrays["metric_values"] = (np.stack([self.values[n][0] for n in names], axis=1) if names
+                                   else np.zeros((len(self.qids), 0)))
+        np.savez_compressed(fh, **arrays)
+
+    @classmethod
+    def load(cls, path: Path) -> "Outcomes":
+        try:
+            with np.load(path, allow_pickle=False) as z:
+                data = {k: z[k] for k in z.files}
+        except (OSError, ValueError) as exc:
+            raise DataError(f"{path}: unreadable outcomes file ({exc})") from None
+        views = {}
+        for name in ("gallery", "subset"):
+            if f"{name}.top" in data:
+                offsets = data[f"{name}.offsets"]
+                flat = data[f"{name}.target_ranks"]
+                ranks = [flat[offsets[i]:offsets[i + 1]] for i in range(len(offsets) - 1)]
+                views[name] = (data[f"{name}.top"], ranks, data[f"{name}.first_rank"])
+        names = [str(n) for n in data["metric_names"]]
+        aggs = [str(a) for a in data["metric_aggs"]]
+        matrix = data["metric_values"]
+        values = {n: (matrix[:, i], a) for i, (n, a) in enumerate(zip(names, aggs))}
+        return cls([str(q) for q in data["qids"]], [str(g) for g in data["gallery"]], views, values)
+
+
+def load_outcomes(result: Result) -> Outcomes | None:
+    """The result's per-query outcomes, or None for old result files (or a missing/changed file)."""
+    path = result.outcomes_path
+    if path is None or not path.is_file():
+        return None
+    if result.outcomes.get("sha256") and fsutil.sha256_file(path) != result.outcomes["sha256"]:
+        return None
+    return Outcomes.load(path)
+
+
 @functools.lru_cache(maxsize=1)
 def _versions() -> tuple:
     import importlib.metadata as md
 
     out = {"python": platform.python_version(), "platform": platform.platform()}
-    for pkg in ("cirbench", "torch", "torchvision", "open_clip_torch", "numpy", "pillow"):
+    for pkg in ("cirbench", "torch", "torchvision", "open_clip_torch", "numpy", "pillow", "transformers"):
         try:
             out[pkg] = md.version(pkg)
         except md.PackageNotFoundError:

@@ -17,15 +17,13 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
-import shutil
-import tempfile
 from dataclasses import asdict, dataclass, fields, replace
 from pathlib import Path
 
 import numpy as np
 
 from .errors import UsageError
+from .fsutil import atomic_dir
 
 SHAPES = ("circle", "square", "triangle", "star", "diamond", "cross")
 COLORS = {"red": (205, 35, 35), "green": (35, 160, 55), "blue": (35, 75, 205), "yellow": (235, 200, 30),
@@ -247,9 +245,7 @@ def build(config: WorldConfig, cache_dir: Path, progress=None) -> Path:
     final = Path(cache_dir) / "world" / config.render_key()
     if (final / "world.json").is_file():
         return final
-    final.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(dir=final.parent, prefix=f".{final.name}."))
-    try:
+    with atomic_dir(final) as tmp:  # two runs rendering at once: the second keeps the first's folder
         parts = _items(config)
         total = sum(len(v) for v in parts.values())
         task = progress.task("render world", total=total) if progress else None
@@ -268,13 +264,6 @@ def build(config: WorldConfig, cache_dir: Path, progress=None) -> Path:
         (tmp / "world.json").write_text(json.dumps(meta))
         if task:
             task.done()
-        try:
-            os.replace(tmp, final)
-        except OSError:  # another process finished first
-            shutil.rmtree(tmp, ignore_errors=True)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     return final
 
 

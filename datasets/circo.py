@@ -71,7 +71,7 @@ class CIRCO(Dataset):
             dataset=self.name, split=split, root=self.root, images=images, gallery=gallery, queries=queries,
             metrics={"map": [5, 10, 25, 50], "primary_recall": [5, 10, 25, 50]},
             main_metrics=["mAP@5", "mAP@10", "mAP@25", "mAP@50"],
-            prompts={"pseudo": "a photo of * , {text}", "text": "{text}"},
+            prompts={"pseudo": "a photo of * , {text}", "text": "{text}", "caption": "{text}"},
             has_ground_truth=not test, info={"annotations": str(path)},
         )
         if test:

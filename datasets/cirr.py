@@ -78,7 +78,7 @@ class CIRR(Dataset):
             dataset=self.name, split=split, root=self.root, images=images, gallery=gallery, queries=queries,
             metrics={"recall": [1, 5, 10, 50], "recall_subset": [1, 2, 3]},
             main_metrics=["R@1", "R@5", "R@10", "R@50", "Rs@1", "Rs@2", "Rs@3"],
-            prompts={"pseudo": "a photo of * , {text}", "text": "{text}"},
+            prompts={"pseudo": "a photo of * , {text}", "text": "{text}", "caption": "{text}"},
             remove_reference=True, has_ground_truth=not test, info={"captions_file": str(cap_path)},
         )
         if test:

@@ -1,26 +1,120 @@
-"""COCO object composition (the Pic2Word protocol), prepared reproducibly.
+"""COCO object composition: the Pic2Word protocol, exactly as its official code prepares and evaluates it.
 
-Layout (under <data root>/coco/): val2017/<12-digit id>.jpg and annotations/instances_val2017.json.
-``cirbench data prepare coco [--set seed=N]`` builds the queries (needs pycocotools: pip install -e
-".[coco]"): for each image with a candidate object (0.05 < area < 0.5 of the image, not a crowd), one
-candidate is drawn with the recorded seed (the official preparation is unseeded), the pixels outside
-its mask are whited out and the image is cropped to its box. The query is that crop plus the names of
-the other classes in the image ("a photo of * and {text}"); the target is the full original image;
-the gallery is every original image that has a query. Written to coco/cirbench_queries/seed-N/.
-Metrics: Recall@1/5/10 and the mean and median rank of the target.
+Layout (under <data root>/coco/): val2017/<12-digit id>.jpg, annotations/instances_val2017.json and,
+from the official ``data/coco/prepare_data.py``, coco_eval.csv and val2017_masked/. When those two
+exist they are used as they are. Otherwise ``cirbench data prepare coco [--set seed=N] [--out DIR]``
+writes the same two artefacts the same way -- seeded and recorded (the official script is unseeded) --
+under the cache (a shared dataset folder may be read-only), and runs read them from there.
+
+Preparation (official): for each image with annotations, in annotation order, its objects (crowd
+annotations included) with their class names in first-seen order; candidates are objects whose
+bounding-box area in pixels satisfies 0.05 < w*h < 0.5 * image area; one is drawn with
+``random.sample``; the image with everything outside that object's mask set to white is saved to
+val2017_masked/; a row (id, "x1;y1;x2;y2 ", query class, the other classes ';'-joined) goes to
+coco_eval.csv, sorted by id. Images with one class are kept (their other classes are empty).
+
+Evaluation (official CsvCOCO / evaluate_coco): the query image is the int() box cut from the masked
+image and squashed to the encoder's square (``Resize((n, n))``, no centre crop); the gallery is the
+original image of every row; prompts "a photo of * and {query_class} and {others}" and, for the text
+baselines, "a photo of {query_class} and {others}" (others ' and '-joined, "" when none). Metrics:
+Recall@1/5/10 (and 50/100), mean rank, and the median rank as floor(median of 0-based ranks) + 1.
 """
 
 from __future__ import annotations
 
-import json
+import csv
+import hashlib
+import io
 import random
+from collections import defaultdict
 from pathlib import Path
 
+from cirbench import __version__, fsutil
 from cirbench.data import Query, Split
-from cirbench.dataset import Dataset, expect, read_json, register_dataset
+from cirbench.dataset import Dataset, read_json, register_dataset
 from cirbench.errors import DataError, UsageError
+from cirbench.images import ImageRef
 
-MIN_AREA, MAX_AREA = 0.05, 0.5
+CSV_NAME, MASKED = "coco_eval.csv", "val2017_masked"
+HEADER = ["id", "query_regions", "query_class", "classes"]
+
+
+def prepare_rows(annotations: dict, images_dir: Path, masked_dir: Path, rng: random.Random, progress=None):
+    """The official preparation: (csv rows, counts). Writes each masked image into ``masked_dir``."""
+    import numpy as np
+    from PIL import Image
+
+    from pycocotools import mask as mask_utils
+
+    names = {c["id"]: c["name"] for c in annotations["categories"]}
+    files = {im["id"]: im for im in annotations["images"]}
+    by_image: dict[int, list] = defaultdict(list)
+    for ann in annotations["annotations"]:
+        x1, y1 = ann["bbox"][0], ann["bbox"][1]
+        x2, y2 = ann["bbox"][0] + ann["bbox"][2], ann["bbox"][1] + ann["bbox"][3]
+        by_image[ann["image_id"]].append([x1, y1, x2, y2, names[ann["category_id"]], ann])
+    rows, without = [], 0
+    task = progress.task("prepare coco", total=len(by_image)) if progress else None
+    for image_id, anns in by_image.items():
+        if task:
+            task.advance(1)
+        labels = list(dict.fromkeys(a[-2] for a in anns))
+        path = images_dir / f"{image_id:012d}.jpg"
+        try:
+            with Image.open(path) as opened:
+                pixels = np.array(opened)
+        except (OSError, ValueError) as exc:
+            raise DataError(f"{path}: cannot read image ({exc})") from None
+        area_image = pixels.shape[0] * pixels.shape[1]
+        candidates = [a for a in anns if 0.05 < (float(a[2]) - float(a[0])) * (float(a[3]) - float(a[1])) < 0.5 * area_image]
+        if not candidates:
+            without += 1
+            continue
+        region = rng.sample(candidates, k=1)[0]
+        info = files[image_id]
+        h, w = info["height"], info["width"]
+        segmentation = region[-1]["segmentation"]
+        if isinstance(segmentation, list):  # polygons
+            rle = mask_utils.merge(mask_utils.frPyObjects(segmentation, h, w))
+        elif isinstance(segmentation.get("counts"), list):  # uncompressed RLE (crowds)
+            rle = mask_utils.frPyObjects(segmentation, h, w)
+        else:
+            rle = segmentation
+        mask = mask_utils.decode(rle)
+        image = pixels if pixels.ndim == 3 else pixels.reshape(pixels.shape[0], pixels.shape[1], 1)
+        mask = mask.reshape(mask.shape[0], mask.shape[1], 1)
+        masked = image * mask + (1 - mask) * 255
+        if masked.shape[2] == 1:
+            masked = masked[:, :, 0]
+        out = Image.fromarray(masked)
+        fsutil.atomic_write(masked_dir / info["file_name"], lambda fh: out.save(fh, format="JPEG"), fsync=False)
+        labels.remove(region[-2])
+        rows.append([f"{image_id:012d}.jpg", ";".join(str(x) for x in region[:4]) + " ", region[-2], ";".join(labels)])
+    if task:
+        task.done()
+    rows.sort(key=lambda r: r[0])
+    return rows, {"images_with_annotations": len(by_image), "without_candidate": without}
+
+
+def read_rows(path: Path) -> list[dict]:
+    """Rows of a coco_eval.csv (official or prepared), with the box as the official loader reads it."""
+    if not path.is_file():
+        raise DataError(f"COCO query file {path} is missing")
+    with open(path, encoding="utf-8", newline="") as fh:
+        reader = csv.DictReader(fh)
+        if reader.fieldnames is None or not set(HEADER) <= set(reader.fieldnames):
+            raise DataError(f"{path}: expected the columns {', '.join(HEADER)}")
+        rows = []
+        for lineno, row in enumerate(reader, 2):
+            try:
+                box = [int(float(v)) for v in row["query_regions"].split(";")]
+                if len(box) != 4:
+                    raise ValueError
+            except ValueError:
+                raise DataError(f"{path}:{lineno}: query_regions must be 'x1;y1;x2;y2', got {row['query_regions']!r}") from None
+            classes = row["classes"].split(";") if row["classes"] else [""]  # the official NaN -> [""]
+            rows.append({"id": row["id"], "box": box, "query_class": row["query_class"], "classes": classes})
+    return rows
 
 
 @register_dataset("coco")
@@ -29,111 +123,89 @@ class COCOComposition(Dataset):
     description = "COCO object composition: masked object crop + other classes -> full image (R@1/5/10)"
     splits = ("val",)
     default_splits = ("val",)
-    expected_layout = ("coco/val2017/<id>.jpg, coco/annotations/instances_val2017.json, and queries from "
-                       "`cirbench data prepare coco`")
+    expected_layout = ("coco/val2017/<id>.jpg, coco/annotations/instances_val2017.json, and coco/coco_eval.csv + "
+                       "coco/val2017_masked/ from the official prepare_data.py or `cirbench data prepare coco`")
+    settings = ("seed", "prepared")
 
-    settings = ("seed",)
-
-    def __init__(self, root, options=None):
-        super().__init__(root, options)
+    def __init__(self, root, options=None, cache_dir=None):
+        super().__init__(root, options, cache_dir)
         try:
             self.seed = int(self.options.get("seed", 0))
         except ValueError:
             raise UsageError("coco setting seed must be an integer") from None
 
-    @property
-    def prepared(self) -> Path:
-        return self.root / "cirbench_queries" / f"seed-{self.seed}"
+    def prepared_dir(self, seed: int | None = None) -> Path:
+        """Where `cirbench data prepare coco` writes (under the cache, one folder per dataset and seed)."""
+        where = hashlib.sha1(str(self.root.resolve()).encode()).hexdigest()[:10]
+        base = self.cache_dir or (Path.home() / ".cache" / "cirbench")
+        return base / "prepared" / "coco" / where / f"seed-{self.seed if seed is None else seed}"
 
-    def prepare_data(self, progress=None) -> list[str]:
+    def queries_source(self) -> tuple[Path, str]:
+        """(folder holding coco_eval.csv and val2017_masked/, how it was made)."""
+        if "prepared" in self.options:
+            folder = Path(self.options["prepared"]).expanduser()
+            return folder, f"prepared folder {folder}"
+        official = self.root / CSV_NAME
+        if "seed" not in self.options and official.is_file() and (self.root / MASKED).is_dir():
+            return self.root, "the official coco_eval.csv and val2017_masked/"
+        folder = self.prepared_dir()
+        return folder, f"cirbench data prepare coco, seed {self.seed}"
+
+    def prepare_data(self, progress=None, out: Path | None = None) -> list[str]:
         try:
-            from pycocotools.coco import COCO
+            import pycocotools  # noqa: F401
         except ImportError:
             raise UsageError('preparing coco needs pycocotools: pip install -e ".[coco]"') from None
-        import contextlib
-        import io
-        import os
-        import tempfile
-
-        import numpy as np
-        from PIL import Image
-
         self.require_root()
         ann_path = self.root / "annotations" / "instances_val2017.json"
-        read_json(ann_path, "COCO instances file")  # a clear error before pycocotools' own
-        with contextlib.redirect_stdout(io.StringIO()):
-            coco = COCO(str(ann_path))
-        names = {c["id"]: c["name"] for c in coco.loadCats(coco.getCatIds())}
-        rng = random.Random(self.seed)
-        self.prepared.parent.mkdir(parents=True, exist_ok=True)
-        tmp = Path(tempfile.mkdtemp(dir=self.prepared.parent, prefix=f".{self.prepared.name}."))
-        image_ids = sorted(coco.getImgIds())
-        task = progress.task("prepare coco", total=len(image_ids)) if progress else None
-        rows, skipped = [], {"no_candidate": 0, "no_other_class": 0}
-        for image_id in image_ids:
-            if task:
-                task.advance(1)
-            info = coco.loadImgs(image_id)[0]
-            anns = coco.loadAnns(coco.getAnnIds(imgIds=image_id, iscrowd=None))
-            size = info["width"] * info["height"]
-            candidates = [a for a in anns if not a.get("iscrowd") and MIN_AREA < a["area"] / size < MAX_AREA]
-            if not candidates:
-                skipped["no_candidate"] += 1
-                continue
-            chosen = candidates[rng.randrange(len(candidates))]
-            others = sorted({names[a["category_id"]] for a in anns} - {names[chosen["category_id"]]})
-            if not others:
-                skipped["no_other_class"] += 1
-                continue
-            source = self.inside(f"val2017/{info['file_name']}", str(ann_path))
-            try:
-                with Image.open(source) as image:
-                    pixels = np.asarray(image.convert("RGB")).copy()
-            except (OSError, ValueError) as exc:
-                raise DataError(f"{source}: cannot read image ({exc})") from None
-            mask = coco.annToMask(chosen).astype(bool)
-            pixels[~mask] = 255
-            x, y, w, h = (int(round(v)) for v in chosen["bbox"])
-            crop = pixels[y:y + max(1, h), x:x + max(1, w)]
-            query_file = f"{image_id:012d}.png"
-            Image.fromarray(crop).save(tmp / query_file)
-            rows.append({"image_id": image_id, "target": f"val2017/{info['file_name']}",
-                         "query_image": f"cirbench_queries/seed-{self.seed}/{query_file}",
-                         "query_class": names[chosen["category_id"]], "other_classes": others,
-                         "annotation_id": chosen["id"]})
-        meta = {"seed": self.seed, "rule": f"{MIN_AREA} < area / image area < {MAX_AREA}, iscrowd = 0",
-                "images": len(image_ids), "queries": len(rows), "skipped": skipped, "queries_list": rows}
-        (tmp / "queries.json").write_text(json.dumps(meta, indent=1))
-        if self.prepared.exists():
-            import shutil
-
-            shutil.rmtree(self.prepared)
-        os.replace(tmp, self.prepared)
-        return [f"coco: {len(rows)} queries from {len(image_ids)} images (seed {self.seed}); skipped "
-                f"{skipped['no_candidate']} without a candidate object and {skipped['no_other_class']} "
-                f"without another class; written to {self.prepared}"]
+        annotations = read_json(ann_path, "COCO instances file")
+        if not isinstance(annotations, dict) or not {"images", "annotations", "categories"} <= set(annotations):
+            raise DataError(f"{ann_path}: expected a COCO instances file (images, annotations, categories)")
+        final = Path(out) if out else self.prepared_dir()
+        fsutil.ensure_writable(final.parent, "output folder", "pass --out PATH")
+        with fsutil.atomic_dir(final.with_name(final.name + ".new")) as tmp:
+            rows, counts = prepare_rows(annotations, self.root / "val2017", tmp / MASKED, random.Random(self.seed),
+                                        progress)
+            text = io.StringIO()
+            writer = csv.writer(text, lineterminator="\n")
+            writer.writerow(HEADER)
+            writer.writerows(rows)
+            (tmp / CSV_NAME).write_text(text.getvalue(), encoding="utf-8")
+            fsutil.write_json(tmp / "cirbench_prepare.json", {
+                "seed": self.seed, "rule": "official prepare_data.py: 0.05 < bbox w*h < 0.5 * image area, crowds "
+                "included, one object per image drawn with random.Random(seed).sample", "cirbench": __version__,
+                "annotations": str(ann_path), "annotations_sha256": fsutil.sha256_file(ann_path),
+                "queries": len(rows), **counts})
+        fsutil.replace_dir(final.with_name(final.name + ".new"), final)
+        return [f"coco: {len(rows)} queries from {counts['images_with_annotations']} annotated images (seed "
+                f"{self.seed}); {counts['without_candidate']} without a candidate object; written to {final} "
+                f"({CSV_NAME}, {MASKED}/)"]
 
     def load(self, split: str) -> Split:
         self.require_root()
         self.require_split(split)
-        path = self.prepared / "queries.json"
-        if not path.is_file():
-            raise DataError(f"no prepared coco queries at {path}: run `cirbench data prepare coco "
-                            f"--data-root ROOT{' --set seed=' + str(self.seed) if self.seed else ''}` first")
-        meta = read_json(path, "prepared coco queries")
-        expect(isinstance(meta, dict) and isinstance(meta.get("queries_list"), list), path, "expected queries_list")
+        folder, how = self.queries_source()
+        csv_path = folder / CSV_NAME
+        if not csv_path.is_file():
+            hint = f" --set seed={self.seed}" if "seed" in self.options else ""
+            raise DataError(f"no COCO queries: {csv_path} is missing. Run `cirbench data prepare coco --data-root "
+                            f"ROOT{hint}` (or put the official coco_eval.csv and val2017_masked/ in {self.root})")
         images, queries, gallery = {}, [], []
-        for i, row in enumerate(meta["queries_list"]):
-            where = f"{path} queries_list[{i}]"
-            target, query_image = row["target"], row["query_image"]
-            images[target] = self.inside(target, where)
-            images[query_image] = self.inside(query_image, where)
+        for row in read_rows(csv_path):
+            target = f"val2017/{row['id']}"
+            x1, y1, x2, y2 = row["box"]
+            reference = f"{MASKED}/{row['id']}#{x1},{y1},{x2},{y2}"
+            images[target] = self.inside(target, str(csv_path))
+            masked = folder / MASKED / row["id"]
+            images[reference] = ImageRef(masked, (("crop", x1, y1, x2, y2), ("squash",)))
             gallery.append(target)
-            queries.append(Query(qid=str(row["image_id"]), reference=query_image,
-                                 text=" and ".join(row["other_classes"]), targets=(target,)))
+            others = " and ".join(row["classes"])
+            queries.append(Query(qid=row["id"], reference=reference, text=f"{row['query_class']} and {others}",
+                                 targets=(target,), fields={"query_class": row["query_class"], "others": others,
+                                                            "classes": row["classes"]}))
         return Split(
             dataset=self.name, split=split, root=self.root, images=images, gallery=gallery, queries=queries,
-            metrics={"recall": [1, 5, 10], "rank": []}, main_metrics=["R@1", "R@5", "R@10"],
-            prompts={"pseudo": "a photo of * and {text}", "text": "a photo of {text}"},
-            info={"seed": meta.get("seed"), "prepared": str(path), "skipped_in_preparation": meta.get("skipped")},
+            metrics={"recall": [1, 5, 10, 50, 100], "rank": []}, main_metrics=["R@1", "R@5", "R@10"],
+            prompts={"pseudo": "a photo of * and {text}", "text": "a photo of {text}", "caption": "a photo of {text}"},
+            info={"queries": how, "queries_file": str(csv_path)},
         )

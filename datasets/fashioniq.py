@@ -6,9 +6,15 @@ of {candidate, target, captions: [c1, c2]}), image_splits/split.{category}.{spli
 names), images/<name>.<png|jpg|jpeg>.
 
 Protocol: the gallery of a category is its val image split; the reference is NOT removed; one target
-per query; Recall@10/50 (and @1/5) per category and their average. The prompt follows the official
-Pic2Word code, which puts the SECOND caption first: "a photo of * , {c2} and {c1}";
-``--set caption_order=natural`` gives "{c1} and {c2}".
+per query; Recall@10/50 (and @1/5) per category and their average.
+
+Each method gets its own paper's text (the captions are fields of the query: ``captions``, ``c1``,
+``c2``). Pic2Word and the three baselines as the official ``evaluate_fashion``: captions unstripped,
+the SECOND caption first, "a photo of * , {c2} and {c1}" -- and the text-only and image+text
+baselines encode that same prompt, literal ``*`` included (what produced the paper's baseline rows).
+SEARLE / LinCIR and the Combiner apply their own caption rules (see those methods). ``--set
+caption_order=natural`` (or ``official``) forces one order on every method, recorded in the results.
+The captions may sit in ``captions/`` (SEARLE's layout) or ``json/`` (Pic2Word's).
 """
 
 from __future__ import annotations
@@ -34,10 +40,10 @@ class FashionIQ(Dataset):
 
     settings = ("caption_order",)
 
-    def __init__(self, root, options=None):
-        super().__init__(root, options)
-        self.order = self.options.get("caption_order", "official")
-        if self.order not in ("official", "natural"):
+    def __init__(self, root, options=None, cache_dir=None):
+        super().__init__(root, options, cache_dir)
+        self.order = self.options.get("caption_order")  # None: each method's own paper's order
+        if self.order not in (None, "official", "natural"):
             raise UsageError("fashioniq caption_order must be 'official' (c2 and c1) or 'natural' (c1 and c2)")
         self._images: dict[str, Path] | None = None
 
@@ -65,11 +71,18 @@ class FashionIQ(Dataset):
     def _text(self, captions, where) -> str:
         expect(isinstance(captions, list) and len(captions) == 2 and all(isinstance(c, str) for c in captions), where,
                "'captions' must be a list of two strings")
-        c1, c2 = (c.strip(" .") for c in captions)
-        return f"{c2} and {c1}" if self.order == "official" else f"{c1} and {c2}"
+        c1, c2 = captions
+        return f"{c1} and {c2}" if self.order == "natural" else f"{c2} and {c1}"
+
+    def caption_file(self, category: str, split: str) -> Path:
+        name = f"cap.{category}.{split}.json"
+        for folder in ("captions", "json"):
+            if (self.root / folder / name).is_file():
+                return self.root / folder / name
+        return self.root / "captions" / name
 
     def _captions(self, category: str, split: str) -> list[dict]:
-        path = self.root / "captions" / f"cap.{category}.{split}.json"
+        path = self.caption_file(category, split)
         rows = read_json(path, "FashionIQ caption file")
         expect(isinstance(rows, list), path, "expected a list of {candidate, target, captions}")
         for i, row in enumerate(rows):
@@ -87,20 +100,26 @@ class FashionIQ(Dataset):
         images = {n: self._resolve(n, names_path) for n in names}
         gallery = list(dict.fromkeys(names))
         in_gallery = set(gallery)
-        cap_path = self.root / "captions" / f"cap.{split}.val.json"
+        cap_path = self.caption_file(split, "val")
         queries = []
         for i, row in enumerate(self._captions(split, "val")):
             where = f"{cap_path}[{i}]"
             ref, target = row["candidate"], row.get("target")
             images.setdefault(ref, self._resolve(ref, where))
             expect(target in in_gallery, where, f"target {target!r} is not in the {split} val image split")
+            c1, c2 = row["captions"] if isinstance(row["captions"], list) and len(row["captions"]) == 2 else ("", "")
             queries.append(Query(qid=str(i), reference=ref, text=self._text(row["captions"], where),
-                                 targets=(target,)))
+                                 targets=(target,), fields={"captions": [c1, c2], "c1": c1, "c2": c2}))
         return Split(
             dataset=self.name, split=split, root=self.root, images=images, gallery=gallery, queries=queries,
             metrics={"recall": [1, 5, 10, 50]}, main_metrics=["R@10", "R@50"],
-            prompts={"pseudo": "a photo of * , {text}", "text": "{text}"},
-            info={"caption_order": self.order, "captions_file": str(cap_path)},
+            # the baselines' text is the full Pic2Word prompt with its literal * (the official code's)
+            prompts={"pseudo": "a photo of * , {text}", "text": "a photo of * , {text}",
+                     "caption": "{c1} and {c2}" if self.order != "official" else "{c2} and {c1}"},
+            caption_order=self.order,
+            info={"captions_file": str(cap_path),
+                  "caption_rule": "unstripped captions; '{c2} and {c1}' for the pseudo-word and text prompts"
+                                  if self.order is None else f"caption order forced: {self.order}"},
         )
 
     def train_triplets(self) -> list[Triplet]:

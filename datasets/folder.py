@@ -19,10 +19,12 @@ import json
 from pathlib import Path
 
 from cirbench.data import DEFAULT_PROMPTS, Query, Split, Triplet
-from cirbench.dataset import Dataset, register_dataset
+from cirbench.dataset import Dataset, register_dataset, string_list
 from cirbench.errors import DataError
+from cirbench.fsutil import slug
 from cirbench.images import IMAGE_SUFFIXES, list_images
 
+QUERY_KEYS = ("id", "reference", "text", "target", "targets", "subset")
 
 
 def read_jsonl(path: Path) -> list[tuple[int, dict]]:
@@ -34,7 +36,7 @@ def read_jsonl(path: Path) -> list[tuple[int, dict]]:
             try:
                 row = json.loads(line)
             except json.JSONDecodeError as exc:
-                raise DataError(f"{path}:{lineno}: invalid JSON ({exc.msg} at column {exc.colno})") from None
+                raise DataError(f"{path}:{lineno}: invalid JSON at column {exc.colno}: {exc.msg}") from None
             if not isinstance(row, dict):
                 raise DataError(f"{path}:{lineno}: expected a JSON object, found {type(row).__name__}")
             rows.append((lineno, row))
@@ -48,7 +50,19 @@ class FolderDataset(Dataset):
 
     @property
     def label(self) -> str:
-        return self.root.resolve().name
+        return self.root.resolve().name or str(self.root)
+
+    @property
+    def result_name(self) -> str:
+        """The folder's name plus a hash of where it lives: two folders of one name never share results."""
+        import hashlib
+
+        where = hashlib.sha1(str(self.root.resolve()).encode("utf-8")).hexdigest()[:8]
+        return f"{slug(self.label)}-{where}"
+
+    def require_root(self) -> None:
+        if not self.root.is_dir():
+            raise DataError(f"dataset folder {self.root} does not exist (expected {self.expected_layout})")
 
     def _settings(self) -> dict:
         path = self.root / "cirbench.json"
@@ -57,7 +71,7 @@ class FolderDataset(Dataset):
         try:
             settings = json.loads(path.read_text(encoding="utf-8"))
         except json.JSONDecodeError as exc:
-            raise DataError(f"{path}: invalid JSON ({exc.msg} at line {exc.lineno} column {exc.colno})") from None
+            raise DataError(f"{path}: invalid JSON at line {exc.lineno} column {exc.colno}: {exc.msg}") from None
         if not isinstance(settings, dict):
             raise DataError(f"{path}: expected a JSON object")
         return settings
@@ -111,22 +125,30 @@ class FolderDataset(Dataset):
                 if field not in row:
                     raise DataError(f"{where}: missing field {field!r}")
             if not isinstance(row["text"], str):
-                raise DataError(f"{where}: 'text' must be a string")
-            targets = row.get("targets", [row["target"]] if "target" in row else [])
-            if isinstance(targets, str) or not isinstance(targets, list):
-                raise DataError(f"{where}: 'targets' must be a list of image paths")
+                raise DataError(f"{where}: 'text' must be a string, found {row['text']!r}")
+            if "targets" in row:
+                targets = string_list(row["targets"], where, "'targets'")
+            elif "target" in row:
+                targets = string_list([row["target"]], where, "'target'")
+            else:
+                targets = []
             for t in targets:
                 self._image(images, t, where)
                 if t not in in_gallery:
                     raise DataError(f"{where}: target {t!r} is not in the gallery")
             subset = row.get("subset")
             if subset is not None:
-                for s in subset:
-                    if self._image(images, s, where) not in in_gallery:
-                        raise DataError(f"{where}: subset image {s!r} is not in the gallery")
-            queries.append(Query(qid=str(row.get("id", lineno)), reference=self._image(images, row["reference"], where),
+                subset = string_list(subset, where, "'subset'")
+                for s_ in subset:
+                    if self._image(images, s_, where) not in in_gallery:
+                        raise DataError(f"{where}: subset image {s_!r} is not in the gallery")
+            qid = row.get("id", lineno)
+            if not isinstance(qid, (str, int)):
+                raise DataError(f"{where}: 'id' must be a string or an integer, found {qid!r}")
+            fields = {k: v for k, v in row.items() if k not in QUERY_KEYS}
+            queries.append(Query(qid=str(qid), reference=self._image(images, row["reference"], where),
                                  text=row["text"], targets=tuple(targets),
-                                 subset=tuple(subset) if subset is not None else None))
+                                 subset=tuple(subset) if subset is not None else None, fields=fields))
         if not queries:
             raise DataError(f"{path}: holds no queries")
         metrics = settings.get("metrics")

@@ -52,8 +52,8 @@ class ImageNetR(Dataset):
                        "list files imgnet_real_query.txt, imgnet_targets.txt")
     settings = ("query_list", "target_list", "seed")
 
-    def __init__(self, root, options=None):
-        super().__init__(root, options)
+    def __init__(self, root, options=None, cache_dir=None):
+        super().__init__(root, options, cache_dir)
         self._lists = None
 
     def _resolve(self, rel: str, where: str) -> Path:
@@ -118,6 +118,6 @@ class ImageNetR(Dataset):
         return Split(
             dataset=self.name, split=split, root=self.root, images=images, gallery=gallery, queries=queries,
             metrics={"positive_recall": [1, 5, 10, 50, 100, 200]}, main_metrics=["R@10", "R@50"],
-            prompts={"pseudo": "a {text} of *", "text": "a {text} of "},
+            prompts={"pseudo": "a {text} of *", "text": "a {text} of ", "caption": "a {text} of "},
             info={**info, "queries_with_a_positive": with_positive},
         )

@@ -11,8 +11,8 @@
 
 Nothing is downloaded: the world is rendered, and its small CLIP trained, on first use (cached).
 Settings: ``--set world=tiny`` (a miniature for tests) or ``--set KEY=VALUE`` for any WorldConfig
-field. ``cirbench run`` trains the Pic2Word mapping and the Combiner on the world's own training
-parts when they are missing, with the same code as ``cirbench train``.
+field. The tasks declare their training data and budgets (``training_sources``); ``cirbench run``
+trains the Pic2Word mapping and the Combiner on them when missing, with the code of ``cirbench train``.
 """
 
 from __future__ import annotations
@@ -21,10 +21,9 @@ from pathlib import Path
 
 import numpy as np
 
-from cirbench import checkpoints
 from cirbench.data import Query, Split, Triplet
 from cirbench.dataset import Dataset, register_dataset
-from cirbench.encoder import stable_hash
+from cirbench.fsutil import stable_hash
 from cirbench.world import COLORS, SHAPES, WorldConfig, build, load
 
 
@@ -33,8 +32,8 @@ class WorldTask(Dataset):
     settings = None  # WorldConfig.parse checks them
     expected_layout = "nothing: the world is rendered into the cache on first use"
 
-    def __init__(self, root: Path, options: dict | None = None):
-        super().__init__(root, options)
+    def __init__(self, root: Path, options: dict | None = None, cache_dir: Path | None = None):
+        super().__init__(root, options, cache_dir)
         self.config = WorldConfig.parse(self.options)
         self._world = None
 
@@ -71,38 +70,20 @@ class WorldTask(Dataset):
     def train_images(self) -> dict[str, Path]:
         return self.paths(self.items("train"))
 
-    def prepare(self, engine, method_names, progress) -> dict[str, Path]:
-        """Render the world and train the missing Pic2Word / Combiner weights (cached; keyed by settings)."""
-        from cirbench.registry import methods
-        from cirbench.training_data import train_request
+    def training_sources(self) -> dict:
+        """The world trains its own Pic2Word mapping (on its unlabeled images) and Combiner (on this task's
+        training identities) on first use, with these budgets; each checkpoint is named by the settings it
+        depends on, so a changed setting retrains what depends on it and nothing else."""
+        from cirbench.training_data import TrainingSource
 
-        build(self.config, self.root, progress)
-        found = {}
-        store = Path(engine.options.cache_dir) / "checkpoints"
-        for name in method_names:
-            cls = methods.get(name)
-            if not cls.train_data or cls.registry_name in engine.options.checkpoints:
-                continue
-            settings = self._train_settings(cls.train_data, engine.encoder.embed_dim)
-            label = f"{'world' if cls.train_data == 'images' else self.label}-{stable_hash(settings)[:10]}"
-            path = checkpoints.default_path(store, cls.registry_name, engine.encoder.slug, label)
-            if not path.is_file():
-                request = train_request(cls, engine.encoder, self, None, path, engine.options.cache_dir,
-                                        settings["epochs"], settings["batch_size"], None, self.config.seed,
-                                        settings["options"], progress, engine.options.workers)
-                cls.train(request)
-            found[cls.registry_name] = path
-        return found
-
-    def _train_settings(self, kind: str, embed_dim: int) -> dict:
         c = self.config
-        if kind == "images":
-            return {"render": c.render_key(), "epochs": c.pic2word_epochs, "batch_size": c.pic2word_batch,
-                    "options": {}}
-        # CLIP4Cir's sizes are 4x and 8x the feature width (2560 and 5120 for RN50x4's 640)
-        return {"render": c.render_key(), "task": self.name, "epochs": c.combiner_epochs,
-                "batch_size": c.combiner_batch,
-                "options": {"projection_dim": str(4 * embed_dim), "hidden_dim": str(8 * embed_dim)}}
+        images = {"render": c.render_key(), "epochs": c.pic2word_epochs, "batch_size": c.pic2word_batch}
+        triplets = {"render": c.render_key(), "task": self.name, "epochs": c.combiner_epochs,
+                    "batch_size": c.combiner_batch}
+        return {"images": TrainingSource(f"world-{stable_hash(images)[:10]}", c.pic2word_epochs, c.pic2word_batch,
+                                         seed=c.seed),
+                "triplets": TrainingSource(f"{self.label}-{stable_hash(triplets)[:10]}", c.combiner_epochs,
+                                           c.combiner_batch, seed=c.seed)}
 
 
 @register_dataset("world-edit")
@@ -140,7 +121,7 @@ class WorldEdit(WorldTask):
             gallery=[it["file"] for it in items],
             queries=[Query(qid=str(i), reference=r, text=t, targets=tuple(g)) for i, (r, t, g) in enumerate(queries)],
             metrics={"recall": [1, 5, 10, 50], "map": [5, 10, 25, 50]}, main_metrics=["R@1", "R@10", "R@50"],
-            prompts={"pseudo": "a photo of * , {text}", "text": "{text}"},
+            prompts={"pseudo": "a photo of * , {text}", "text": "{text}", "caption": "{text}"},
             info={"world": self.config.render_key(), "ground_truths_per_query": 2},
         )
 
@@ -184,7 +165,7 @@ class WorldDomain(WorldTask):
             dataset=self.name, split=split, root=self.folder, images=self.paths(items),
             gallery=[it["file"] for it in items], queries=queries,
             metrics={"positive_recall": [1, 5, 10, 50, 100, 200]}, main_metrics=["R@10", "R@50"],
-            prompts={"pseudo": "a {text} of *", "text": "a {text} of "},
+            prompts={"pseudo": "a {text} of *", "text": "a {text} of ", "caption": "a {text} of "},
             info={"world": self.config.render_key(), "positives_per_query": len(ids)},
         )
 

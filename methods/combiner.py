@@ -4,6 +4,9 @@ NOT zero-shot: it is trained on a benchmark's own train triplets (``cirbench tra
 NAME``) and every table marks it supervised with the training set it used. Checkpoints use the
 official layout ``{'epoch': e, 'Combiner': state_dict}``; the projection and hidden sizes are read from
 the weights.
+
+Protocol of CLIP4Cir's validate.py: TargetPad (ratio 1.25) images; on FashionIQ the text
+"{c1} and {c2}" with each caption stripped of '.?, ' and the first capitalised; elsewhere the caption.
 """
 
 from __future__ import annotations
@@ -60,31 +63,58 @@ def load_combiner(path, encoder):
     return net, ckpt
 
 
+def clip4cir_caption(captions, order: str | None) -> str:
+    """CLIP4Cir's validate.py text for a query with two relative captions: each stripped of '.?, ', the
+    first capitalised, joined with "and" in annotation order (c1 first) unless an order is forced."""
+    c1, c2 = (c.strip(".?, ") for c in captions[:2])
+    if order == "official":  # Pic2Word's order (c2 first), when the user asks for it explicitly
+        c1, c2 = c2, c1
+    return f"{c1.capitalize()} and {c2}"
+
+
 @register_method("combiner")
 class Combiner(Method):
     description = "CLIP4Cir Combiner (supervised: trained on the dataset's train triplets)"
     supervised = True
-    train_data = "triplets"
+    training = "triplets"
+    takes_checkpoint = True
+    default_transform = "targetpad"  # CLIP4Cir's validate.py default (TargetPad, ratio 1.25)
 
     def __init__(self, ctx):
         super().__init__(ctx)
-        how = f"train one with `cirbench train combiner --encoder ENCODER --dataset {ctx.dataset}`"
-        self.path = checkpoints.locate(ctx, "combiner", ctx.dataset, how)
-        self.net, ckpt = load_combiner(self.path, ctx.encoder)
-        self.net.to(ctx.encoder.device)
-        self.checkpoint_info = checkpoints.describe(self.path, ckpt)
-        self.train_dataset = ckpt.get("cirbench", {}).get("train_dataset", "unknown (external checkpoint)")
+        self.path = None
 
-    def compose(self, reference_features, texts):
+    def prepare(self, split):
+        how = f"train one with `cirbench train combiner --encoder ENCODER --dataset {split.dataset}`"
+        path = checkpoints.locate(self.ctx, "combiner", split, split.dataset, how)
+        if path != self.path:
+            self.net, ckpt = load_combiner(path, self.ctx.encoder)
+            self.net.to(self.ctx.encoder.device)
+            self.path, self.checkpoint_info = path, checkpoints.describe(path, ckpt)
+            self.train_dataset = ckpt.get("cirbench", {}).get("train_dataset", "unknown (external checkpoint)")
+
+    def texts(self, batch) -> list[str]:
+        prompts = batch.prompts("text")
+        return [clip4cir_caption(f["captions"], batch.split.caption_order) if _two_captions(f) else p
+                for f, p in zip(batch.fields, prompts)]
+
+    def encode_queries(self, batch):
         import torch
 
-        text = self.ctx.text_features([self.prompt("text", t) for t in texts]).to(reference_features.device)
+        text = self.ctx.text_features(self.texts(batch)).to(batch.reference_features.device)
         with torch.no_grad():
-            return self.net(reference_features.float(), text.float())
+            return self.net(batch.reference_features.float(), text.float())
 
     def config(self):
-        return {"prompt": self.ctx.prompts["text"], "checkpoint": self.checkpoint_info,
+        rule = ("two relative captions: c1.strip('.?, ').capitalize() + ' and ' + c2.strip('.?, ') "
+                f"(CLIP4Cir validate.py){'; order forced: ' + self.split.caption_order if self.split.caption_order else ''}")
+        return {"prompt": self.split.prompts["text"], "caption_rule": rule, "checkpoint": self.checkpoint_info,
                 "train_dataset": self.train_dataset, "supervised": True}
+
+    @classmethod
+    def training_defaults(cls, encoder) -> dict:
+        # CLIP4Cir's sizes are 4x and 8x the feature width (2560 and 5120 for RN50x4's 640)
+        return {"projection_dim": 4 * encoder.embed_dim, "hidden_dim": 8 * encoder.embed_dim}
 
     @classmethod
     def train(cls, request: TrainRequest):
@@ -124,3 +154,8 @@ class Combiner(Method):
             "cirbench": {"train_dataset": request.train_dataset, "trained_on": f"{len(refs)} triplets",
                          "epochs": epochs, "encoder": enc.identity, "batch_size": batch_size, "lr": lr,
                          "seed": request.seed, "final_loss": last}})
+
+
+def _two_captions(fields) -> bool:
+    captions = fields.get("captions") if hasattr(fields, "get") else None
+    return isinstance(captions, (list, tuple)) and len(captions) >= 2 and all(isinstance(c, str) for c in captions)

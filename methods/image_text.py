@@ -1,4 +1,4 @@
-"""Baseline: the average of the normalised image and text features."""
+"""Baseline: the average of the normalised image and text features (the text as text-only sees it)."""
 
 from cirbench.method import Method, register_method
 from cirbench.scoring import normalize
@@ -8,9 +8,9 @@ from cirbench.scoring import normalize
 class ImageText(Method):
     description = "normalise(normalise(image) + normalise(text))"
 
-    def compose(self, reference_features, texts):
-        text = self.ctx.text_features([self.prompt("text", t) for t in texts]).to(reference_features.device)
-        return normalize(normalize(reference_features) + normalize(text))
+    def encode_queries(self, batch):
+        text = self.ctx.text_features(batch.prompts("text")).to(batch.reference_features.device)
+        return normalize(normalize(batch.reference_features) + normalize(text))
 
     def config(self):
-        return {"prompt": self.ctx.prompts["text"]}
+        return {"prompt": self.split.prompts["text"]}

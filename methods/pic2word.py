@@ -5,6 +5,10 @@ The network f_M maps the (unnormalised) CLIP image feature to the input embeddin
 that embedding injected. Trained on unlabeled images only, with the encoder frozen:
 ``cirbench train pic2word --images DIR``. Checkpoints use the official layout
 (``state_dict_img2text`` with keys layers.N.0.* and fc_out.*; a ``module.`` prefix is accepted).
+
+The slot is the template's own ``*``: a ``*`` inside a caption stays text. (The official code takes
+the first ``*`` of the first prompt of a batch; every official template puts the slot before the
+text, so both agree there.)
 """
 
 from __future__ import annotations
@@ -13,6 +17,7 @@ import re
 
 from cirbench import checkpoints
 from cirbench.method import Method, TrainRequest, register_method
+from cirbench.prompts import split_pseudo
 from cirbench.training import (batches, decay_groups, option, steps_per_epoch, symmetric_infonce,
                                warmup_cosine)
 
@@ -64,29 +69,32 @@ def load_mapping(path, encoder):
 @register_method("pic2word")
 class Pic2Word(Method):
     description = "Pic2Word mapping network f_M; pseudo-word * in the split's prompt"
-    train_data = "images"
+    training = "images"
+    takes_checkpoint = True
 
     def __init__(self, ctx):
         super().__init__(ctx)
-        self.path = checkpoints.locate(ctx, "pic2word", None, HOW_TO_TRAIN)
-        self.net, ckpt = load_mapping(self.path, ctx.encoder)
-        self.net.to(ctx.encoder.device)
-        self.checkpoint_info = checkpoints.describe(self.path, ckpt)
-        # fail before any work if the prompt has no standalone pseudo-word
-        ctx.encoder.pseudo_positions([self.prompt("pseudo", "x")])
+        self.path = None
+        self.net = None
 
-    def _map(self, features):
-        return self.net(features.to(next(self.net.parameters()).device).float())
+    def prepare(self, split):
+        path = checkpoints.locate(self.ctx, "pic2word", split, None, HOW_TO_TRAIN)
+        if path != self.path:
+            self.net, ckpt = load_mapping(path, self.ctx.encoder)
+            self.net.to(self.ctx.encoder.device)
+            self.path, self.checkpoint_info = path, checkpoints.describe(path, ckpt)
+        split_pseudo(split.prompts["pseudo"], "*")  # fail before any work if the template has no slot
 
-    def compose(self, reference_features, texts):
+    def encode_queries(self, batch):
         import torch
 
         with torch.no_grad():
-            tokens = self._map(reference_features)
-            return self.ctx.encoder.encode_texts_with_pseudo([self.prompt("pseudo", t) for t in texts], tokens)
+            tokens = self.net(batch.reference_features.float().to(next(self.net.parameters()).device))
+            prompts, prefixes = batch.pseudo_prompts(self.split.prompts["pseudo"], "*")
+            return self.ctx.encoder.encode_texts_with_pseudo(prompts, tokens, "*", prefixes)
 
     def config(self):
-        return {"prompt": self.ctx.prompts["pseudo"], "checkpoint": self.checkpoint_info}
+        return {"prompt": self.split.prompts["pseudo"], "checkpoint": self.checkpoint_info}
 
     @classmethod
     def train(cls, request: TrainRequest):

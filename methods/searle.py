@@ -1,20 +1,26 @@
-"""SEARLE (Baldrati et al., ICCV 2023), and LinCIR, which shares its phi network.
+"""SEARLE (Baldrati et al., ICCV 2023): phi maps the image to the pseudo-word ``$``.
 
-phi maps the raw CLIP image feature to the input embedding of the pseudo-word ``$`` (token 259):
+phi maps the raw CLIP image feature to the input embedding of ``$`` (token 259):
 Linear(d, 4d) -> GELU -> Dropout -> Linear(4d, 4d) -> GELU -> Dropout -> Linear(4d, token width).
 The released weights are a dict with key 'Phi' (keys layers.0.*, layers.3.*, layers.6.*); the sizes
-are read from the file. The prompt is SEARLE's "a photo of $ that {text}" where the split uses the
-generic prompt, and the split's own prompt with ``$`` for ``*`` elsewhere (e.g. "a cartoon of $").
-cirbench does not train phi: pass the released weights with ``--checkpoint searle=PATH``.
+are read from the file. cirbench does not train phi: pass the released weights with
+``--checkpoint searle=PATH``.
+
+Protocol of SEARLE's validate.py: TargetPad (1.25) images; the prompt "a photo of $ that {caption}";
+on FashionIQ both caption orders, each caption stripped of '.?, ', "a photo of $ that {c1} and {c2}"
+and "... {c2} and {c1}" encoded and their normalised features averaged. Where a split uses another
+pseudo-word template (domain conversion's "a {domain} of *"), that template with ``$`` for ``*``.
+The slot is the template's own ``$`` (the official code takes each prompt's first ``$``: the same
+wherever the template puts it before the caption, as all official templates do).
 """
 
 from __future__ import annotations
 
-import re
-
 from cirbench import checkpoints
 from cirbench.data import DEFAULT_PROMPTS
-from cirbench.method import Method, register_method
+from cirbench.method import Method, Option, register_method
+from cirbench.prompts import fill_pseudo, split_pseudo, with_token
+from cirbench.scoring import normalize
 
 SEARLE_PROMPT = "a photo of $ that {text}"
 PSEUDO = "$"
@@ -25,10 +31,7 @@ def build_phi(sizes: list[tuple[int, int]]):
     import torch.nn as nn
 
     (d_in, hidden), (_h1, hidden2), (_h2, out) = sizes
-    return _phi(nn, d_in, hidden, hidden2, out)
 
-
-def _phi(nn, d_in, hidden, hidden2, out):
     class Phi(nn.Module):
         def __init__(self):
             super().__init__()
@@ -42,13 +45,12 @@ def _phi(nn, d_in, hidden, hidden2, out):
     return Phi()
 
 
-def load_phi(path, encoder):
+def load_phi(path, encoder, what: str = "SEARLE/LinCIR phi"):
     from cirbench.errors import DataError
 
     ckpt = checkpoints.load(path)
     state = checkpoints.section(ckpt, "Phi", path)
-    checkpoints.check_keys(state, {f"layers.{i}.{p}" for i in (0, 3, 6) for p in ("weight", "bias")}, path,
-                           "SEARLE/LinCIR phi")
+    checkpoints.check_keys(state, {f"layers.{i}.{p}" for i in (0, 3, 6) for p in ("weight", "bias")}, path, what)
     sizes = [tuple(reversed(state[f"layers.{i}.weight"].shape)) for i in (0, 3, 6)]
     if sizes[0][0] != encoder.embed_dim or sizes[2][1] != encoder.token_width:
         raise DataError(f"{path}: this phi takes {sizes[0][0]}-d image features to {sizes[2][1]}-d token embeddings, "
@@ -58,34 +60,84 @@ def load_phi(path, encoder):
     return net, ckpt
 
 
-def searle_prompt(split_prompt: str) -> str:
+def searle_prompt(split_prompt: str, own: str = SEARLE_PROMPT) -> str:
     if split_prompt == DEFAULT_PROMPTS["pseudo"]:
-        return SEARLE_PROMPT
-    return re.sub(r"(?<!\S)\*(?!\S)", PSEUDO, split_prompt)
+        return own
+    return with_token(split_prompt, "*", PSEUDO)
 
 
-@register_method("searle")
-class Searle(Method):
-    description = "SEARLE / LinCIR phi network; pseudo-word $ in 'a photo of $ that {text}'"
-    external_weights = True  # released weights only: `--method all` runs it only when they are given
+def two_captions(fields) -> list[str] | None:
+    captions = fields.get("captions") if hasattr(fields, "get") else None
+    if isinstance(captions, (list, tuple)) and len(captions) >= 2 and all(isinstance(c, str) for c in captions):
+        return [c.strip(".?, ") for c in captions[:2]]
+    return None
+
+
+class PhiMethod(Method):
+    """A released phi network on the pseudo-word ``$`` (SEARLE and LinCIR share the shape and protocol)."""
+
+    external_weights = True
+    takes_checkpoint = True
+    every_occurrence = False  # inject at every "$" of the prompt (LinCIR's code) instead of the template's slot
+    how_to_get = "download the released phi weights for this backbone"
 
     def __init__(self, ctx):
         super().__init__(ctx)
-        self.path = checkpoints.locate(ctx, "searle", None,
-                                       "download the released SEARLE (or LinCIR) phi weights for this backbone")
-        self.net, ckpt = load_phi(self.path, ctx.encoder)
-        self.net.to(ctx.encoder.device)
-        self.checkpoint_info = checkpoints.describe(self.path, ckpt)
-        self.template = searle_prompt(ctx.prompts["pseudo"])
-        ctx.encoder.pseudo_positions([self.template.replace("{text}", "x")], PSEUDO)
+        self.path = None
 
-    def compose(self, reference_features, texts):
+    def prepare(self, split):
+        path = checkpoints.locate(self.ctx, self.registry_name, split, None, self.how_to_get)
+        if path != self.path:
+            self.net, ckpt = load_phi(path, self.ctx.encoder)
+            self.net.to(self.ctx.encoder.device)
+            self.path, self.checkpoint_info = path, checkpoints.describe(path, ckpt)
+        self.template = searle_prompt(split.prompts["pseudo"])
+        split_pseudo(self.template, PSEUDO)
+
+    def _encode(self, prompts, prefixes, tokens):
+        return self.ctx.encoder.encode_texts_with_pseudo(prompts, tokens, PSEUDO, prefixes,
+                                                         every_occurrence=self.inject_everywhere)
+
+    @property
+    def inject_everywhere(self) -> bool:
+        return self.every_occurrence
+
+    def orders(self) -> list[str]:
+        order = self.split.caption_order
+        return ["natural", "official"] if order is None else [order]
+
+    def encode_queries(self, batch):
         import torch
 
         with torch.no_grad():
-            tokens = self.net(reference_features.float())
-            prompts = [self.template.replace("{text}", t) for t in texts]
-            return self.ctx.encoder.encode_texts_with_pseudo(prompts, tokens, token=PSEUDO)
+            tokens = self.net(batch.reference_features.float())
+            prompts, prefixes = batch.pseudo_prompts(self.template, PSEUDO)
+            out = normalize(self._encode(prompts, prefixes, tokens))
+            pairs = [(i, two_captions(f)) for i, f in enumerate(batch.fields)]
+            pairs = [(i, c) for i, c in pairs if c is not None]
+            if not pairs:
+                return out
+            # several relative captions: one prompt per order, features normalised and averaged
+            rows = [i for i, _ in pairs]
+            feats = []
+            for order in self.orders():
+                texts = [f"{a} and {b}" if order == "natural" else f"{b} and {a}" for _, (a, b) in pairs]
+                filled = [fill_pseudo(self.template, PSEUDO, t, batch.fields[i]) for (i, _), t in zip(pairs, texts)]
+                feats.append(normalize(self._encode([p for p, _ in filled], [x for _, x in filled], tokens[rows])))
+            out[rows] = torch.stack(feats).mean(0)
+            return out
 
     def config(self):
-        return {"prompt": self.template, "checkpoint": self.checkpoint_info}
+        rule = ("two relative captions: each stripped of '.?, ', "
+                + ("both orders ('c1 and c2', 'c2 and c1') encoded, normalised and averaged"
+                   if self.split.caption_order is None else f"order forced: {self.split.caption_order}"))
+        return {"prompt": self.template, "caption_rule": rule, "checkpoint": self.checkpoint_info,
+                "injection": "every $ of the prompt" if self.inject_everywhere else "the template's $"}
+
+
+@register_method("searle")
+class Searle(PhiMethod):
+    description = "SEARLE phi network; pseudo-word $ in 'a photo of $ that {text}' (released weights)"
+    default_transform = "targetpad"  # SEARLE's validate.py default
+    how_to_get = "download the released SEARLE phi weights for this backbone (SEARLE_ViT-L14.pt for ViT-L-14)"
+    options = {}

@@ -1,4 +1,9 @@
-"""Baseline: the query text alone, through the split's text prompt (e.g. "a cartoon of " for domains)."""
+"""Baseline: the query text alone, through the split's text prompt.
+
+The text prompt is the one the seed paper's code feeds its text-only baseline: the caption for CIRR
+and CIRCO, "a {domain} of " for domain conversion, "a photo of {classes}" for COCO, and on FashionIQ
+the full "a photo of * , {c2} and {c1}" with its literal ``*`` (what produced the paper's rows).
+"""
 
 from cirbench.method import Method, register_method
 
@@ -7,8 +12,8 @@ from cirbench.method import Method, register_method
 class TextOnly(Method):
     description = "normalise(text_feature(text prompt)); ignores the image"
 
-    def compose(self, reference_features, texts):
-        return self.ctx.text_features([self.prompt("text", t) for t in texts])
+    def encode_queries(self, batch):
+        return self.ctx.text_features(batch.prompts("text"))
 
     def config(self):
-        return {"prompt": self.ctx.prompts["text"]}
+        return {"prompt": self.split.prompts["text"]}

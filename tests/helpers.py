@@ -73,3 +73,38 @@ def folder_dataset(root: Path, with_train: bool = True, extra_queries: list[dict
                               "target": f"train/{shape}_{new}.png"})
         (root / "train.jsonl").write_text("".join(json.dumps(t) + "\n" for t in train))
     return root
+
+
+def split_view(prompts=None, dataset="mydata", caption_order=None, scope="gallery", checkpoints=None):
+    from cirbench.data import DEFAULT_PROMPTS
+    from cirbench.method import SplitView
+
+    return SplitView(dataset=dataset, split="val", prompts={**DEFAULT_PROMPTS, **(prompts or {})},
+                     caption_order=caption_order, scope=scope, checkpoints=checkpoints or {})
+
+
+def method_for(name, encoder, checkpoint=None, prompts=None, dataset="mydata", options=None, caption_order=None,
+               store=None):
+    """A registered method built and prepared for one split, as the engine does it."""
+    from cirbench.method import MethodContext, resolve_options
+    from cirbench.registry import methods
+
+    cls = methods.get(name)
+    ctx = MethodContext(encoder=encoder, text_features=encoder.encode_texts, checkpoint=checkpoint,
+                        checkpoint_store=Path(store or "/nonexistent-store"),
+                        options=resolve_options(name, cls.options, options or {}))
+    method = cls(ctx)
+    view = split_view(prompts, dataset, caption_order)
+    method.split = view
+    ctx.prompts, ctx.dataset = view.prompts, view.dataset
+    method.prepare(view)
+    return method
+
+
+def query_batch(method, reference_features, texts, fields=None):
+    from cirbench.method import QueryBatch
+
+    n = len(texts)
+    return QueryBatch(ids=[str(i) for i in range(n)], reference_ids=[f"r{i}" for i in range(n)],
+                      reference_images=[None] * n, reference_features=reference_features, texts=list(texts),
+                      fields=list(fields or [{}] * n), split=method.split)

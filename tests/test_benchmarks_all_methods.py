@@ -1,4 +1,5 @@
-"""Every method on every benchmark fixture, with weights from `cirbench train` (a tiny open_clip model)."""
+"""Every method on every benchmark fixture: Pic2Word and Combiner weights from `cirbench train`,
+SEARLE and LinCIR phi weights saved in the released layout, on a tiny open_clip model."""
 
 import json
 
@@ -7,23 +8,24 @@ from typer.testing import CliRunner
 
 import real_fixtures as F
 from cirbench.cli import app
+from test_checkpoints import searle_ckpt
 
 pytestmark = pytest.mark.slow
-METHODS = {"image-only", "text-only", "image+text", "pic2word", "combiner"}
+METHODS = {"image-only", "text-only", "image+text", "pic2word", "combiner", "searle", "lincir", "slerp", "weicom"}
 
 
 def invoke(*args):
-    result = CliRunner().invoke(app, [str(a) for a in args])
-    return result
+    return CliRunner().invoke(app, [str(a) for a in args])
 
 
-def test_all_methods_on_all_five_fixtures(tmp_path, tiny_dir):
+def test_all_methods_on_all_benchmark_fixtures(tmp_path, tiny_dir, tiny_encoder):
     data = tmp_path / "data"
     F.fashioniq(data / "fashioniq"), F.cirr(data / "cirr"), F.circo(data / "circo")
     F.imagenet_r(data / "imagenet-r"), F.coco(data / "coco")
     common = ["--encoder", f"local-dir:{tiny_dir}", "--data-root", data, "--cache-dir", tmp_path / "cache",
               "--workers", "0", "--quiet"]
-    assert invoke("data", "prepare", "coco", "--data-root", data, "--quiet").exit_code == 0
+    assert invoke("data", "prepare", "coco", "--data-root", data, "--cache-dir", tmp_path / "cache",
+                  "--quiet").exit_code == 0
     r = invoke("train", "pic2word", "--images", data / "fashioniq" / "images", "--epochs", "1", "--batch-size", "4",
                "-o", "middle_dim=16", *common)
     assert r.exit_code == 0, r.output
@@ -31,12 +33,18 @@ def test_all_methods_on_all_five_fixtures(tmp_path, tiny_dir):
         r = invoke("train", "combiner", "--dataset", name, "--epochs", "1", "--batch-size", "2",
                    "-o", "projection_dim=8", "-o", "hidden_dim=16", *common)
         assert r.exit_code == 0, r.output
-    run = ["run", "-m", "all", "--results-dir", tmp_path / "results", "--json", *common]
+    searle_ckpt(tmp_path / "searle.pt", tiny_encoder.embed_dim, tiny_encoder.token_width)
+    searle_ckpt(tmp_path / "lincir.pt", tiny_encoder.embed_dim, tiny_encoder.token_width, prefix="module.")
+    phis = ["--checkpoint", f"searle={tmp_path / 'searle.pt'}", "--checkpoint", f"lincir={tmp_path / 'lincir.pt'}"]
+    run = ["run", "-m", "all", "--results-dir", tmp_path / "results", "--json", *common, *phis]
     r = invoke(*run, "--dataset", "fashioniq,cirr")
     assert r.exit_code == 0, r.output
-    cells = [c for c in json.loads(r.stdout)["cells"] if c["method"] != "searle"]
+    cells = json.loads(r.stdout)["cells"]
     assert {(c["dataset"], c["method"]) for c in cells} == {(d, m) for d in ("fashioniq", "cirr") for m in METHODS}
     assert {c["status"] for c in cells} == {"computed"}
+    transforms = {x["method"]["name"]: x["method"]["transform"] for x in json.loads(r.stdout)["results"]}
+    assert transforms["searle"] == transforms["combiner"] == "targetpad"
+    assert transforms["pic2word"] == transforms["lincir"] == transforms["slerp"] == "clip"
 
     # no train triplets of their own: the Combiner says how to get weights, the other methods still run
     r = invoke(*run, "--dataset", "circo,imagenet-r,coco")
@@ -44,6 +52,7 @@ def test_all_methods_on_all_five_fixtures(tmp_path, tiny_dir):
     assert "cirbench train combiner" in r.output and "--checkpoint combiner=PATH" in r.output
     done = {(c["dataset"], c["method"]) for c in json.loads(r.stdout)["cells"] if c["status"] == "computed"}
     assert {m for _, m in done} == METHODS - {"combiner"}
+    assert {d for d, _ in done} == {"circo", "imagenet-r", "coco"}
 
     cirr_combiner = next((tmp_path / "cache" / "checkpoints" / "combiner").rglob("cirr.pt"))
     r = invoke(*run, "--dataset", "circo,imagenet-r,coco", "--checkpoint", f"combiner={cirr_combiner}")
@@ -58,3 +67,5 @@ def test_all_methods_on_all_five_fixtures(tmp_path, tiny_dir):
     for name in ("fashioniq", "cirr", "circo", "imagenet-r", "coco"):
         assert f"## {name}" in md
     assert "combiner (supervised, trained on cirr)" in md
+    for name in METHODS:
+        assert f"| {name}" in md

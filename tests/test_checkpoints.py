@@ -6,15 +6,7 @@ import pytest
 import torch
 
 from cirbench.errors import DataError
-from cirbench.method import MethodContext
-from cirbench.registry import methods
-
-
-def ctx(encoder, checkpoint, prompts=None, dataset="mydata"):
-    from cirbench.data import DEFAULT_PROMPTS
-
-    return MethodContext(encoder=encoder, prompts=prompts or dict(DEFAULT_PROMPTS), dataset=dataset,
-                         text_features=encoder.encode_texts, checkpoint=checkpoint, checkpoint_store=Path("/none"))
+from helpers import method_for, query_batch
 
 
 def pic2word_ckpt(path, embed_dim, token_width, middle=16, prefix="module."):
@@ -31,10 +23,10 @@ def pic2word_ckpt(path, embed_dim, token_width, middle=16, prefix="module."):
 
 def test_official_pic2word_checkpoint_with_module_prefix(tmp_path, tiny_encoder):
     state = pic2word_ckpt(tmp_path / "p.pt", tiny_encoder.embed_dim, tiny_encoder.token_width)
-    method = methods.get("pic2word")(ctx(tiny_encoder, tmp_path / "p.pt"))
+    method = method_for("pic2word", tiny_encoder, tmp_path / "p.pt")
     assert torch.equal(method.net.fc_out.weight, state["module.fc_out.weight"])
     ref = torch.randn(2, tiny_encoder.embed_dim)
-    out = method.compose(ref, ["red", "blue"])
+    out = method.encode_queries(query_batch(method, ref, ["red", "blue"]))
     # the same as running the released network by hand and injecting its output
     w = {k.removeprefix("module."): v for k, v in state.items()}
     h = torch.relu(ref @ w["layers.0.0.weight"].T + w["layers.0.0.bias"])
@@ -47,16 +39,16 @@ def test_official_pic2word_checkpoint_with_module_prefix(tmp_path, tiny_encoder)
 def test_pic2word_checkpoint_for_another_backbone_is_refused(tmp_path, tiny_encoder):
     pic2word_ckpt(tmp_path / "big.pt", 768, 768)
     with pytest.raises(DataError, match="768-d image features.*another backbone"):
-        methods.get("pic2word")(ctx(tiny_encoder, tmp_path / "big.pt"))
+        method_for("pic2word", tiny_encoder, tmp_path / "big.pt")
 
 
 def test_pic2word_checkpoint_with_wrong_keys_is_refused(tmp_path, tiny_encoder):
     torch.save({"state_dict_img2text": {"fc.weight": torch.zeros(1)}}, tmp_path / "bad.pt")
     with pytest.raises(DataError, match="not a Pic2Word checkpoint"):
-        methods.get("pic2word")(ctx(tiny_encoder, tmp_path / "bad.pt"))
+        method_for("pic2word", tiny_encoder, tmp_path / "bad.pt")
     torch.save({"Phi": {}}, tmp_path / "phi.pt")
     with pytest.raises(DataError, match="state_dict_img2text"):
-        methods.get("pic2word")(ctx(tiny_encoder, tmp_path / "phi.pt"))
+        method_for("pic2word", tiny_encoder, tmp_path / "phi.pt")
 
 
 def test_pic2word_prompt_without_star_fails_before_any_work(tmp_path, tiny_encoder):
@@ -64,8 +56,7 @@ def test_pic2word_prompt_without_star_fails_before_any_work(tmp_path, tiny_encod
 
     pic2word_ckpt(tmp_path / "p.pt", tiny_encoder.embed_dim, tiny_encoder.token_width)
     with pytest.raises(UsageError, match="pseudo-word"):
-        methods.get("pic2word")(ctx(tiny_encoder, tmp_path / "p.pt", prompts={"pseudo": "a photo of {text}",
-                                                                              "text": "{text}"}))
+        method_for("pic2word", tiny_encoder, tmp_path / "p.pt", prompts={"pseudo": "a photo of {text}"})
 
 
 def test_official_combiner_checkpoint_sizes_from_weights(tmp_path, tiny_encoder):
@@ -74,25 +65,26 @@ def test_official_combiner_checkpoint_sizes_from_weights(tmp_path, tiny_encoder)
     d = tiny_encoder.embed_dim
     net = build_combiner(d, 24, 40)
     torch.save({"epoch": 3, "Combiner": net.state_dict()}, tmp_path / "c.pt")
-    method = methods.get("combiner")(ctx(tiny_encoder, tmp_path / "c.pt"))
+    method = method_for("combiner", tiny_encoder, tmp_path / "c.pt")
     assert method.net.text_projection_layer.out_features == 24
     assert method.net.combiner_layer.out_features == 40
     assert method.config()["supervised"] is True
     ref = torch.randn(3, d)
     text = tiny_encoder.encode_texts(["a", "b", "c"])
     net.eval()
-    assert torch.allclose(method.compose(ref, ["a", "b", "c"]), net(ref, text), atol=1e-6)
+    out = method.encode_queries(query_batch(method, ref, ["a", "b", "c"]))
+    assert torch.allclose(out, net(ref, text), atol=1e-6)
 
 
 def test_missing_checkpoint_says_how_to_train(tmp_path, tiny_encoder):
     from cirbench.errors import MissingCheckpointError
 
-    c = ctx(tiny_encoder, None)
-    c.checkpoint_store = tmp_path
     with pytest.raises(MissingCheckpointError, match="cirbench train combiner"):
-        methods.get("combiner")(c)
+        method_for("combiner", tiny_encoder, store=tmp_path)
     with pytest.raises(MissingCheckpointError, match="cirbench train pic2word"):
-        methods.get("pic2word")(c)
+        method_for("pic2word", tiny_encoder, store=tmp_path)
+    with pytest.raises(MissingCheckpointError, match="is a folder"):
+        method_for("pic2word", tiny_encoder, checkpoint=tmp_path)
 
 
 def searle_ckpt(path, embed_dim, token_width, prefix=""):
@@ -110,7 +102,7 @@ def test_released_searle_phi_and_its_prompt(tmp_path, tiny_encoder):
     from cirbench.methods.searle import searle_prompt
 
     state = searle_ckpt(tmp_path / "phi.pt", tiny_encoder.embed_dim, tiny_encoder.token_width)
-    method = methods.get("searle")(ctx(tiny_encoder, tmp_path / "phi.pt"))
+    method = method_for("searle", tiny_encoder, tmp_path / "phi.pt")
     assert method.config()["prompt"] == "a photo of $ that {text}"
     ref = torch.randn(2, tiny_encoder.embed_dim)
     gelu = torch.nn.functional.gelu
@@ -119,7 +111,8 @@ def test_released_searle_phi_and_its_prompt(tmp_path, tiny_encoder):
     token = h @ state["layers.6.weight"].T + state["layers.6.bias"]
     expected = tiny_encoder.encode_texts_with_pseudo(["a photo of $ that is red", "a photo of $ that is blue"], token,
                                                      token="$")
-    assert torch.allclose(method.compose(ref, ["is red", "is blue"]), expected, atol=1e-5)
+    out = method.encode_queries(query_batch(method, ref, ["is red", "is blue"]))
+    assert torch.allclose(out, torch.nn.functional.normalize(expected, dim=-1), atol=1e-5)
     assert searle_prompt("a {text} of *") == "a {text} of $"
     assert tiny_encoder.token_id("$") == 259
 
@@ -127,4 +120,4 @@ def test_released_searle_phi_and_its_prompt(tmp_path, tiny_encoder):
 def test_searle_weights_for_another_backbone_are_refused(tmp_path, tiny_encoder):
     searle_ckpt(tmp_path / "phi.pt", 768, 768, prefix="module.")
     with pytest.raises(DataError, match="768-d image features"):
-        methods.get("searle")(ctx(tiny_encoder, tmp_path / "phi.pt"))
+        method_for("searle", tiny_encoder, tmp_path / "phi.pt")

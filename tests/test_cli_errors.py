@@ -60,7 +60,7 @@ def test_pic2word_prompt_without_star(tmp_path, mydata, tiny_dir, tiny_encoder, 
                        "--checkpoint", tmp_path / "p.pt", "--prompt", "pseudo=a photo of *, {text}",
                        "--results-dir", tmp_path / "r", "--workers", 0)
     assert code == 2 and "pseudo-word" in out and "Traceback" not in out
-    assert not (tmp_path / "r").exists()  # nothing half-written
+    assert not list((tmp_path / "r").rglob("*.json"))  # nothing half-written
 
 
 def test_checkpoint_needs_a_method_when_ambiguous(mydata, tiny_dir):

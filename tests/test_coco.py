@@ -1,6 +1,17 @@
-"""COCO object composition: seeded, recorded query preparation and its evaluation."""
+"""COCO object composition: the official preparation (seeded, recorded) and evaluation protocol.
 
+The fixture (real_fixtures.coco) holds five 20x20 images; the official candidate rule is the bounding
+box's area in pixels, 0.05 < w*h < 0.5 * 400, crowds included:
+  1: a 10x10-box "dog" triangle (area 100) and a 1x1 "cat" -> both candidates
+  2: an 8x8 "cat" square (64) and a 20x15 "dog" (300, too big) -> the cat
+  3: one 8x8 "dog" -> kept although it has no other class (the official script keeps it)
+  4: two 1x1 objects -> both candidates (the lower bound is in pixels)
+  5: an 8x8 "dog", an 8x8 "bird" and a 1x1 "cat" -> three candidates
+"""
+
+import csv
 import json
+import random
 
 import numpy as np
 import pytest
@@ -15,70 +26,135 @@ colour_encoder.register()
 pytest.importorskip("pycocotools")
 
 
-def prepare(tmp_path, seed=0):
-    result = CliRunner().invoke(app, ["data", "prepare", "coco", "--data-root", str(tmp_path), "--set",
-                                      f"seed={seed}", "--quiet"])
+def prepare(tmp_path, seed=0, extra=()):
+    args = ["data", "prepare", "coco", "--data-root", str(tmp_path), "--cache-dir", str(tmp_path / "cache"),
+            "--set", f"seed={seed}", "--quiet", *extra]
+    result = CliRunner().invoke(app, args)
     assert result.exit_code == 0, result.output
     return result.output
 
 
-def test_prepare_masks_crops_and_records(tmp_path):
+def prepared(tmp_path, seed=0):
+    folders = list((tmp_path / "cache" / "prepared" / "coco").glob(f"*/seed-{seed}"))
+    assert len(folders) == 1
+    return folders[0]
+
+
+def rows(folder):
+    with open(folder / "coco_eval.csv", newline="") as fh:
+        return list(csv.reader(fh))
+
+
+def test_prepare_follows_the_official_script_and_writes_under_the_cache(tmp_path):
     root = F.coco(tmp_path / "coco")
+    before = sorted(p.relative_to(root) for p in root.rglob("*"))
     out = prepare(tmp_path)
-    assert "3 queries from 5 images (seed 0)" in out
-    meta = json.loads((root / "cirbench_queries" / "seed-0" / "queries.json").read_text())
-    assert meta["skipped"] == {"no_candidate": 1, "no_other_class": 1}
-    rows = {r["image_id"]: r for r in meta["queries_list"]}
-    assert set(rows) == {1, 2, 5}
-    assert rows[1]["query_class"] == "dog" and rows[1]["other_classes"] == ["cat"]
-    assert rows[2]["query_class"] == "cat" and rows[2]["other_classes"] == ["dog"]
-    crop = np.asarray(Image.open(root / rows[1]["query_image"]))
-    assert crop.shape[:2] == (10, 10)
-    assert crop[1, 1].tolist()[2] > 200 and crop[1, 1].tolist()[0] < 60  # inside the triangle: blue
-    assert crop[9, 9].tolist() == [255, 255, 255]  # outside the mask, inside the box: whited out
+    assert "5 queries from 5 annotated images (seed 0)" in out
+    assert sorted(p.relative_to(root) for p in root.rglob("*")) == before  # the dataset folder is not written
+    folder = prepared(tmp_path)
+    table = rows(folder)
+    assert table[0] == ["id", "query_regions", "query_class", "classes"]
+    by_id = {r[0]: r for r in table[1:]}
+    assert list(by_id) == [f"{i:012d}.jpg" for i in range(1, 6)]  # sorted by id, every image kept
+    assert by_id["000000000002.jpg"][1:] == ["4;4;12;12 ", "cat", "dog"]  # box as x1;y1;x2;y2 + a space
+    assert by_id["000000000003.jpg"][1:] == ["2;2;10;10 ", "dog", ""]  # a single-class image is kept
+    # the masked image: outside the object's mask white, inside it the object's colour (JPEG-compressed)
+    masked = np.asarray(Image.open(folder / "val2017_masked" / "000000000002.jpg").convert("RGB")).astype(int)
+    assert (masked[1, 1] > 240).all() and (masked[17, 17] > 240).all()
+    assert masked[8, 8, 0] > 200 and masked[8, 8, 1] > 200 and masked[8, 8, 2] < 80  # yellow
+    meta = json.loads((folder / "cirbench_prepare.json").read_text())
+    assert meta["seed"] == 0 and meta["queries"] == 5 and meta["annotations_sha256"]
 
 
-def test_seed_decides_the_object_and_is_reproducible(tmp_path):
+def test_the_draw_is_random_sample_over_candidates_in_annotation_order(tmp_path):
     root = F.coco(tmp_path / "coco")
-    prepare(tmp_path, 0)
-    first = (root / "cirbench_queries" / "seed-0" / "queries.json").read_text()
-    prepare(tmp_path, 0)
-    assert (root / "cirbench_queries" / "seed-0" / "queries.json").read_text() == first
-    chosen = set()
-    for seed in range(8):
+    annotations = json.loads((root / "annotations" / "instances_val2017.json").read_text())
+    names = {c["id"]: c["name"] for c in annotations["categories"]}
+    candidates: dict = {}
+    for ann in annotations["annotations"]:
+        x, y, w, h = ann["bbox"]
+        if 0.05 < w * h < 0.5 * 400:
+            candidates.setdefault(ann["image_id"], []).append(names[ann["category_id"]])
+    seen = set()
+    for seed in range(6):
         prepare(tmp_path, seed)
-        meta = json.loads((root / "cirbench_queries" / f"seed-{seed}" / "queries.json").read_text())
-        chosen.add(next(r["query_class"] for r in meta["queries_list"] if r["image_id"] == 5))
-    assert chosen == {"dog", "bird"}
+        rng = random.Random(seed)  # what the official script draws after random.seed(seed)
+        expected = {i: rng.sample(cands, k=1)[0] for i, cands in candidates.items()}
+        got = {int(r[0][:12]): r[2] for r in rows(prepared(tmp_path, seed))[1:]}
+        assert got == expected, seed
+        seen.add(got[5])
+    assert len(seen) > 1  # the seed decides
+    first = (prepared(tmp_path, 0) / "coco_eval.csv").read_bytes()
+    prepare(tmp_path, 0)
+    assert (prepared(tmp_path, 0) / "coco_eval.csv").read_bytes() == first  # reproducible
 
 
-def test_run_on_prepared_queries(tmp_path):
+def test_official_artefacts_in_the_dataset_folder_are_used_as_they_are(tmp_path):
+    from cirbench.images import ImageRef
+    from cirbench.registry import datasets
+
+    root = F.coco(tmp_path / "coco")
+    (root / "val2017_masked").mkdir()
+    for i in (1, 2):
+        Image.new("RGB", (20, 20), (0, 0, 255)).save(root / "val2017_masked" / f"{i:012d}.jpg")
+    (root / "coco_eval.csv").write_text("id,query_regions,query_class,classes\n"
+                                        "000000000001.jpg,2.7;2.2;12.9;12.5 ,dog,cat;bird\n"
+                                        "000000000002.jpg,4;4;12;12 ,cat,\n")
+    split = datasets.get("coco")(root).load("val")
+    assert split.info["queries"] == "the official coco_eval.csv and val2017_masked/"
+    q1, q2 = split.queries
+    assert q1.text == "dog and cat and bird" and q2.text == "cat and "
+    ref = split.images[q1.reference]
+    # the box is read as the official loader does, int(float(x)); the crop is squashed, not centre-cropped
+    assert isinstance(ref, ImageRef) and ref.ops == (("crop", 2, 2, 12, 12), ("squash",))
+    assert ref.path == root / "val2017_masked" / "000000000001.jpg"
+    assert split.gallery == ["val2017/000000000001.jpg", "val2017/000000000002.jpg"]
+    assert split.prompts["pseudo"] == "a photo of * and {text}" and split.prompts["text"] == "a photo of {text}"
+
+
+def test_the_query_crop_is_squashed_to_the_encoder_square(tiny_encoder, tmp_path):
+    from cirbench.images import ImageRef, load_rgb
+
+    image = np.zeros((20, 40, 3), dtype=np.uint8)
+    image[:, :10] = (255, 0, 0)  # a red band on the left ...
+    image[:, 30:] = (0, 0, 255)  # ... and a blue one on the right
+    Image.fromarray(image).save(tmp_path / "m.png")
+    ref = ImageRef(tmp_path / "m.png", (("crop", 0, 0, 40, 20), ("squash",)))
+    pixels = tiny_encoder.squash_preprocess(load_rgb(ref))
+    assert pixels.shape[-2:] == (32, 32)
+    # squashed: both bands survive (a centre crop would cut them)
+    assert pixels[0, 16, 1] > 0.5 and pixels[2, 16, -2] > 0.5
+    cropped = tiny_encoder.preprocess(load_rgb(ref))
+    assert cropped[0, 16, 1] < 0  # the centre crop loses the red band
+
+
+def test_run_on_prepared_queries_with_the_official_ranks(tmp_path):
     F.coco(tmp_path / "coco")
     args = ["run", "--dataset", "coco", "--data-root", str(tmp_path), "--encoder", "colour-test", "-m",
-            "image-only,text-only", "--workers", "0", "--json", "--quiet", "--results-dir", str(tmp_path / "r"),
-            "--cache-dir", str(tmp_path / "c")]
+            "text-only", "--workers", "0", "--json", "--quiet", "--results-dir", str(tmp_path / "r"),
+            "--cache-dir", str(tmp_path / "cache")]
     result = CliRunner().invoke(app, args)
     assert result.exit_code == 2 and "cirbench data prepare coco" in result.output
     prepare(tmp_path)
     result = CliRunner().invoke(app, args)
     assert result.exit_code == 0, result.output
-    records = {r["method"]["name"]: r for r in json.loads(result.stdout)["results"]}
-    image = records["image-only"]
-    # Worked out from mean colours (R, G, B out of 255) of the full gallery images:
-    #   img1 (224.8, 13, 43.3), img2 (51.7, 255, 13), img5 (90.9, 129.6, 129.6).
-    # q1: the blue triangle with white corners, mean about (122, 122, 255): cos img5 .95 > img1 .57 > img2 .51
-    #     -> target rank 2.   q2: the flat yellow square: cos img2 .83 > img5 .79 > img1 .74 -> rank 1.
-    # q5: the seed draws the blue "dog" (cos img5 .69 first -> rank 1) or the green "bird"
-    #     (cos img2 .99 > img5 .69 -> rank 2).
-    meta = json.loads((tmp_path / "coco" / "cirbench_queries" / "seed-0" / "queries.json").read_text())
-    drawn = next(r["query_class"] for r in meta["queries_list"] if r["image_id"] == 5)
-    ranks = [2, 1, 1] if drawn == "dog" else [2, 1, 2]
-    assert image["metrics"]["R@1"] == pytest.approx(100 * ranks.count(1) / 3)
-    assert image["metrics"]["R@5"] == pytest.approx(100.0)
-    assert image["metrics"]["mean_rank"] == pytest.approx(sum(ranks) / 3)
-    assert image["metrics"]["median_rank"] == sorted(ranks)[1]
-    assert image["dataset"]["seed"] == 0 and image["dataset"]["n_queries"] == 3
-    assert records["text-only"]["dataset"]["prompts"]["pseudo"] == "a photo of * and {text}"
+    record = json.loads(result.stdout)["results"][0]
+    # no colour word in any text: every text feature is the same, every gallery image ties, and the
+    # tie rule ranks by gallery order -- query i's target is at rank i (1..5)
+    assert record["metrics"]["R@1"] == pytest.approx(20.0) and record["metrics"]["R@5"] == 100.0
+    assert record["metrics"]["mean_rank"] == 3.0 and record["metrics"]["median_rank"] == 3.0
+    assert record["dataset"]["info"]["queries"] == "cirbench data prepare coco, seed 0"
+    assert record["dataset"]["n_queries"] == 5
+
+
+def test_prepare_writes_where_out_says(tmp_path):
+    F.coco(tmp_path / "coco")
+    prepare(tmp_path, extra=["--out", str(tmp_path / "mine")])
+    assert (tmp_path / "mine" / "coco_eval.csv").is_file() and (tmp_path / "mine" / "val2017_masked").is_dir()
+    from cirbench.registry import datasets
+
+    split = datasets.get("coco")(tmp_path / "coco", {"prepared": str(tmp_path / "mine")}).load("val")
+    assert len(split.queries) == 5
 
 
 def test_missing_pycocotools_names_the_extra(tmp_path, monkeypatch):
@@ -93,5 +169,6 @@ def test_missing_pycocotools_names_the_extra(tmp_path, monkeypatch):
         return real_import(name, *args, **kwargs)
 
     monkeypatch.setattr(builtins, "__import__", no_pycocotools)
-    result = CliRunner().invoke(app, ["data", "prepare", "coco", "--data-root", str(tmp_path), "--quiet"])
+    result = CliRunner().invoke(app, ["data", "prepare", "coco", "--data-root", str(tmp_path), "--quiet",
+                                      "--cache-dir", str(tmp_path / "cache")])
     assert result.exit_code == 2 and 'pip install -e ".[coco]"' in result.output

@@ -91,7 +91,7 @@ def test_unreadable_image_stops_the_run_or_is_skipped_and_recorded(tmp_path):
             "--cache-dir", str(tmp_path / "c")]
     result = CliRunner().invoke(app, args)
     assert result.exit_code == 2 and "dev-0-1-img1.png" in result.output and "--skip-bad-images" in result.output
-    assert not (tmp_path / "r").exists()
+    assert not list((tmp_path / "r").rglob("*.json"))
     result = CliRunner().invoke(app, args + ["--skip-bad-images", "--json"])
     assert result.exit_code == 0, result.output
     record = json.loads(result.stdout)["results"][0]

@@ -7,11 +7,43 @@ from cirbench.errors import UsageError
 
 
 def test_star_is_its_own_token_and_star_comma_is_not(tiny_encoder):
+    from cirbench.prompts import split_pseudo
+
     assert tiny_encoder.token_id("*") == 265
-    tokens, mask = tiny_encoder.pseudo_positions(["a photo of * , red"])
-    assert mask.sum().item() == 1 and tokens[0, 4].item() == 265
+    tokens, mask = tiny_encoder.pseudo_mask(["a photo of * , red"])
+    assert mask.sum().item() == 1 and tokens[0, 4].item() == 265 and mask[0, 4]
+    with pytest.raises(UsageError, match="as its own word"):
+        tiny_encoder.pseudo_mask(["a photo of *, red"])
     with pytest.raises(UsageError, match="exactly once as its own word"):
-        tiny_encoder.pseudo_positions(["a photo of *, red"])
+        split_pseudo("a photo of *, {text}", "*")
+
+
+def test_a_star_inside_a_caption_is_text_and_only_the_template_slot_is_injected(tiny_encoder):
+    from cirbench.prompts import fill_pseudo
+
+    word = tiny_encoder.word_embedding("dog")[None]
+    prompt, prefix = fill_pseudo("a photo of * , {text}", "*", "a * shaped kite")
+    assert prompt == "a photo of * , a * shaped kite" and prefix == "a photo of "
+    injected = tiny_encoder.encode_texts_with_pseudo([prompt], word, "*", [prefix])
+    assert torch.equal(injected, tiny_encoder.encode_texts(["a photo of dog , a * shaped kite"]))
+    # the slot follows the template even when the caption comes first and holds a *
+    prompt, prefix = fill_pseudo("{text} , a photo of *", "*", "a * here")
+    injected = tiny_encoder.encode_texts_with_pseudo([prompt], word, "*", [prefix])
+    assert torch.equal(injected, tiny_encoder.encode_texts(["a * here , a photo of dog"]))
+    # LinCIR's habit, on request: every occurrence
+    every = tiny_encoder.encode_texts_with_pseudo(["a photo of * , a * here"], word, "*", every_occurrence=True)
+    assert torch.equal(every, tiny_encoder.encode_texts(["a photo of dog , a dog here"]))
+
+
+def test_token_id_zero_is_a_real_token_not_padding(tiny_encoder):
+    """BPE id 0 is "!" inside a word ("wow!&"); the longest prompt of a batch must keep its end token."""
+    import open_clip
+
+    prompts = ["a photo of wow!& and wow!& again", "a cat"]
+    assert 0 in tiny_encoder.tokenizer.encode("wow!&")
+    ours = tiny_encoder.encode_texts(prompts)
+    reference = tiny_encoder.model.encode_text(open_clip.get_tokenizer("ViT-B-32")(prompts))
+    assert torch.allclose(ours, reference, atol=1e-5)
 
 
 def test_injecting_a_words_embedding_equals_writing_the_word(tiny_encoder):

@@ -43,7 +43,7 @@ def test_fashioniq_protocol(tmp_path):
     assert got[("dress", "text-only")]["metrics"]["R@5"] == pytest.approx(100.0)
     record = got[("dress", "image-only")]
     assert record["dataset"]["n_gallery"] == 4 and record["dataset"]["remove_reference"] is False
-    assert record["dataset"]["caption_order"] == "official"
+    assert "c2} and {c1" in record["dataset"]["info"]["caption_rule"]
     split = datasets.get("fashioniq")(root).load("dress")
     assert split.queries[0].text == "has short sleeves and is green"
     assert datasets.get("fashioniq")(root, {"caption_order": "natural"}).load("dress").queries[0].text == \
@@ -114,7 +114,7 @@ def test_imagenet_r_domain_conversion(tmp_path):
     assert toy["R@5"] == 0.0 and toy["R@10"] == pytest.approx(200 / 3)
     assert got[("sculpture", "image-only")]["metrics"]["R@200"] == 0.0
     split = datasets.get("imagenet-r")(root).load("cartoon")
-    assert split.prompts == {"pseudo": "a {text} of *", "text": "a {text} of "}
+    assert split.prompts == {"pseudo": "a {text} of *", "text": "a {text} of ", "caption": "a {text} of "}
     assert split.info["lists"] == "official"
 
 

@@ -52,3 +52,35 @@ def test_rank_subsets_orders_each_querys_members_with_padding_last():
     query = unit([1, 0], [0, 1])
     members = torch.tensor([[1, 2, -1], [0, 2, 3]])
     assert rank_subsets(query, gallery, members).tolist() == [[2, 1, -1], [3, 2, 0]]
+
+
+def test_one_pass_gives_the_top_and_the_exact_rank_of_a_target_beyond_it():
+    from cirbench.scoring import rank_vectors
+
+    torch.manual_seed(1)
+    gallery = torch.nn.functional.normalize(torch.randn(300, 8), dim=-1)
+    queries = torch.nn.functional.normalize(torch.randn(20, 8), dim=-1)
+    targets = torch.randint(0, 300, (20,))
+    order = torch.argsort(queries @ gallery.T, dim=1, descending=True, stable=True)
+    expected = (order == targets[:, None]).nonzero()[:, 1] + 1
+    for chunk in (7, 64, 1000):
+        _s, top, ranks = rank_vectors(queries, gallery, 5, targets, chunk_size=chunk)
+        assert torch.equal(top, order[:, :5]) and torch.equal(ranks, expected), chunk
+
+
+def test_a_method_s_score_matrix_ranks_with_the_same_rules():
+    from cirbench.scoring import rank_scores
+
+    scores = torch.tensor([[0.1, 0.9, 0.9, 0.3], [0.5, 0.5, 0.2, 0.8]])
+    s, top, ranks = rank_scores(scores, 3, first=torch.tensor([2, 0]), exclude=torch.tensor([-1, 3]))
+    # q0: 1 and 2 tie -> 1 first; target 2 at rank 2. q1: item 3 (the reference) removed; 0 and 1 tie
+    assert top.tolist() == [[1, 2, 3], [0, 1, 2]]
+    assert ranks.tolist() == [2, 1]
+
+
+def test_order_by_scores_breaks_ties_by_gallery_index_whatever_the_member_order():
+    from cirbench.scoring import order_by_scores
+
+    members = torch.tensor([[5, 2, 7, -1], [3, 1, -1, -1]])
+    scores = torch.tensor([[0.4, 0.4, 0.9, 0.0], [0.1, 0.1, 0.0, 0.0]])
+    assert order_by_scores(scores, members).tolist() == [[7, 2, 5, -1], [1, 3, -1, -1]]

@@ -82,7 +82,7 @@ def test_domain_task_positives_share_shape_and_colour_in_the_named_domain(tmp_pa
     ds = datasets.get("world-domain")(tmp_path, {"world": "tiny"})
     by_file = {it["file"]: it for it in ds.world()["parts"]["test"]}
     loaded = ds.load("sketch")
-    assert loaded.prompts == {"pseudo": "a {text} of *", "text": "a {text} of "}
+    assert loaded.prompts == {"pseudo": "a {text} of *", "text": "a {text} of ", "caption": "a {text} of "}
     for q in loaded.queries:
         ref = by_file[q.reference]
         assert len(q.targets) == TINY.test_ids and q.text == "sketch"

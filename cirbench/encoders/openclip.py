@@ -3,15 +3,24 @@
 SPEC forms: ``ARCH:TAG`` (open_clip pretrained tag), ``ARCH:/path/weights.pt``, ``hf-hub:ORG/REPO``,
 ``local-dir:PATH`` (open_clip's folder format: open_clip_config.json + weights), and
 ``random:ARCH[@SEED]`` (random weights, marked in every table).
+
+Activation: OpenAI's CLIP models use QuickGELU, and open_clip 3.x builds ``ViT-L-14`` with GELU even
+for ``pretrained="openai"`` (it only warns). A tag whose open_clip pretrained config says
+``quick_gelu`` is therefore built with QuickGELU, as is an ``ARCH:FILE`` holding OpenAI-format weights
+(a TorchScript archive, or a state dict with OpenAI's ``input_resolution``/``context_length``/
+``vocab_size`` entries). The setting and why it was chosen are recorded in the encoder identity.
 """
 
 from __future__ import annotations
 
 import os
+import zipfile
 from pathlib import Path
 
-from ..encoder import Encoder, register_encoder, sha256_file
+from ..encoder import Encoder, copy_with, register_encoder, sha256_file
 from ..errors import UsageError
+
+OPENAI_MARKERS = ("input_resolution", "context_length", "vocab_size")
 
 
 class TargetPad:
@@ -34,24 +43,65 @@ class TargetPad:
         return f"TargetPad({self.target_ratio})"
 
 
+def with_transform(preprocess, transform: str):
+    if transform == "clip":
+        return preprocess
+    from torchvision import transforms as T
+
+    return T.Compose([TargetPad(1.25), *preprocess.transforms])
+
+
+def squash_variant(preprocess):
+    """CLIP's transform with its resize + centre crop replaced by a resize to the input square (the
+    official Pic2Word COCO query: ``Resize((n, n))`` followed by the rest of the transform)."""
+    from torchvision import transforms as T
+
+    steps = list(getattr(preprocess, "transforms", []))
+    crops = [i for i, t in enumerate(steps) if isinstance(t, T.CenterCrop)]
+    resizes = [t for t in steps if isinstance(t, T.Resize)]
+    if not crops or not resizes:
+        return preprocess
+    size = steps[crops[0]].size
+    n = size[0] if isinstance(size, (tuple, list)) else int(size)
+    return T.Compose([T.Resize((n, n), interpolation=resizes[0].interpolation), *steps[crops[0] + 1:]])
+
+
 class OpenClipEncoder(Encoder):
     def __init__(self, model, preprocess, tokenizer, identity: dict, device: str, precision: str):
         import torch
 
         self.model = model.eval().requires_grad_(False)
-        self.preprocess = preprocess
+        self.base_preprocess = preprocess  # CLIP's own transform; the "targetpad" one is derived from it
+        self.preprocess = with_transform(preprocess, identity.get("transform", "clip"))
         self.tokenizer = tokenizer
         self.identity = identity
+        self.identity["preprocess"] = repr(self.preprocess).replace("\n", " ")
         self.device = device
         self.precision = precision
         self.dtype = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}[precision]
         self.embed_dim = int(identity["embed_dim"])
         self.token_width = int(model.token_embedding.weight.shape[1]) if hasattr(model, "token_embedding") else 0
 
+    def with_transform(self, transform: str) -> "OpenClipEncoder":
+        if transform == self.transform:
+            return self
+        clone = copy_with(self, preprocess=with_transform(self.base_preprocess, transform))
+        clone.identity.update(transform=transform, preprocess=repr(clone.preprocess).replace("\n", " "))
+        return clone
+
+    @property
+    def squash_preprocess(self):
+        return squash_variant(self.base_preprocess)
+
     # -- tokens ---------------------------------------------------------------------------------
+    def token_ids(self, text: str) -> list[int]:
+        if not hasattr(self.tokenizer, "encode"):
+            raise UsageError("this encoder's tokenizer cannot locate pseudo-words (no BPE encode)")
+        return list(self.tokenizer.encode(text))
+
     def token_id(self, word: str) -> int:
-        ids = self.tokenizer.encode(word) if hasattr(self.tokenizer, "encode") else None
-        if not ids or len(ids) != 1:
+        ids = self.token_ids(word)
+        if len(ids) != 1:
             raise UsageError(f"{word!r} is not a single token of this encoder's tokenizer")
         return int(ids[0])
 
@@ -85,14 +135,26 @@ class OpenClipEncoder(Encoder):
 
     @property
     def _truncatable(self) -> bool:
-        """A causal CLIP text tower pooled at the EOT token: positions after the batch's longest prompt
+        """A causal CLIP text tower pooled at the end token: positions after the batch's last end token
         cannot change the result, so they need not be computed (77 -> ~15 tokens for typical prompts)."""
         m = self.model
         return (getattr(m, "attn_mask", None) is not None and getattr(m, "text_pool_type", None) in ("argmax", "eos")
                 and hasattr(m, "positional_embedding") and hasattr(m, "ln_final"))
 
+    def _used_length(self, tokens) -> int:
+        """Positions up to the last pooled (end) token of the batch. Not "non-zero tokens": BPE id 0 is a
+        real token ("!" inside a word), and counting it as padding would cut a prompt's end token off."""
+        m = self.model
+        if m.text_pool_type == "argmax":  # OpenAI CLIP: the end token has the highest id
+            ends = tokens.argmax(dim=-1)
+        else:
+            ends = (tokens == m.text_eos_id).int().argmax(dim=-1)
+        return int(ends.max()) + 1
+
     def _encode_tokens(self, tokens, mask=None, embeddings=None):
-        """open_clip's encode_text on the used positions only; optionally with input embeddings replaced."""
+        """open_clip's encode_text on the used positions only; optionally with the input embeddings at
+        ``mask`` (B x L) replaced by ``embeddings`` (one row per prompt)."""
+        import torch
         from open_clip.transformer import text_global_pool
 
         m = self.model
@@ -101,22 +163,21 @@ class OpenClipEncoder(Encoder):
                 return m.encode_text(tokens)
 
             def inject(_module, _inputs, output):
-                output = output.clone()
-                output[mask] = embeddings.to(output.dtype).to(output.device)
-                return output
+                rows = embeddings.to(output.device, output.dtype)[:, None, :]
+                return torch.where(mask[..., None].to(output.device), rows, output)
 
             handle = m.token_embedding.register_forward_hook(inject)
             try:
                 return m.encode_text(tokens)
             finally:
                 handle.remove()
-        length = int((tokens != 0).sum(dim=1).max())
+        length = self._used_length(tokens)
         tokens = tokens[:, :length]
         cast = m.transformer.get_cast_dtype()
         x = m.token_embedding(tokens).to(cast)
         if mask is not None:
-            x = x.clone()
-            x[mask[:, :length]] = embeddings.to(x.device, x.dtype)
+            rows = embeddings.to(x.device, x.dtype)[:, None, :]
+            x = torch.where(mask[:, :length, None].to(x.device), rows, x)
         x = x + m.positional_embedding[:length].to(cast)
         x = m.transformer(x, attn_mask=m.attn_mask[:length, :length])
         x = m.ln_final(x)
@@ -125,29 +186,47 @@ class OpenClipEncoder(Encoder):
             x = m.text_projection(x) if hasattr(m.text_projection, "weight") else x @ m.text_projection
         return x
 
-    def pseudo_positions(self, prompts: list[str], token: str = "*"):
-        """Tokens of the prompts and the mask of the pseudo-word; a clear error unless each prompt holds it
-        exactly once as its own word (not truncated away)."""
+    def pseudo_mask(self, prompts: list[str], token: str = "*", prefixes: list[str] | None = None,
+                    every_occurrence: bool = False):
+        """Tokens of the prompts and the B x L mask of the positions to inject; a clear error when a
+        prompt's slot is not a standalone pseudo-word (or was truncated away)."""
+        import torch
+
         tokens = self.tokenize(prompts)
-        mask = tokens == self.token_id(token)
-        counts = mask.sum(dim=1)
-        bad = [p for p, c in zip(prompts, counts.tolist()) if c != 1]
+        token_id = self.token_id(token)
+        is_token = tokens == token_id
+        if every_occurrence:
+            mask = is_token
+            bad = [p for p, c in zip(prompts, mask.sum(dim=1).tolist()) if c == 0]
+        elif prefixes is not None:
+            slots = torch.tensor([1 + len(self.token_ids(p)) for p in prefixes], device=tokens.device)
+            ok = slots < tokens.shape[1]
+            rows = torch.arange(len(prompts), device=tokens.device)
+            ok &= is_token[rows, slots.clamp(max=tokens.shape[1] - 1)]
+            mask = torch.zeros_like(is_token)
+            mask[rows[ok], slots[ok]] = True
+            bad = [p for p, good in zip(prompts, ok.tolist()) if not good]
+        else:
+            first = is_token.int().argmax(dim=1)
+            mask = torch.zeros_like(is_token)
+            rows = torch.arange(len(prompts), device=tokens.device)
+            mask[rows, first] = is_token[rows, first]
+            bad = [p for p, c in zip(prompts, mask.sum(dim=1).tolist()) if c == 0]
         if bad:
             raise UsageError(
-                f"prompt {bad[0]!r} must hold the pseudo-word {token!r} exactly once as its own word "
-                f"(write 'a photo of {token} , text', not '{token},'); {len(bad)} prompt(s) affected"
-            )
+                f"prompt {bad[0]!r} does not hold the pseudo-word {token!r} as its own word where its template "
+                f"puts it (write 'a photo of {token} , text', not '{token},'; or the prompt is too long and was "
+                f"truncated); {len(bad)} prompt(s) affected")
         return tokens, mask
 
-    def encode_texts_with_pseudo(self, prompts: list[str], embeddings, token: str = "*"):
-        """Encode prompts whose standalone ``token`` is replaced by the given input embeddings.
-
-        ``embeddings`` has one row per prompt (width = token_width). Differentiable in
-        ``embeddings`` (used for training the mapping networks)."""
+    def encode_texts_with_pseudo(self, prompts: list[str], embeddings, token: str = "*",
+                                 prefixes: list[str] | None = None, every_occurrence: bool = False):
+        """See :meth:`Encoder.encode_texts_with_pseudo`. Differentiable in ``embeddings`` (used for
+        training the mapping networks)."""
         if not hasattr(self.model, "token_embedding"):
             raise UsageError(f"encoder {self.identity['spec']!r} has no token-embedding text tower; "
                              "pseudo-word methods need a CLIP-style text transformer")
-        tokens, mask = self.pseudo_positions(prompts, token)
+        tokens, mask = self.pseudo_mask(prompts, token, prefixes, every_occurrence)
         if embeddings.shape != (len(prompts), self.token_width):
             raise UsageError(f"pseudo-word embeddings have shape {tuple(embeddings.shape)}, "
                              f"expected ({len(prompts)}, {self.token_width})")
@@ -155,7 +234,7 @@ class OpenClipEncoder(Encoder):
             return self._encode_tokens(tokens, mask, embeddings).float()
 
 
-def _identity(spec: str, model, preprocess, precision: str, transform: str, **extra) -> dict:
+def _identity(spec: str, model, precision: str, transform: str, **extra) -> dict:
     import open_clip
 
     vision = getattr(model, "visual", None)
@@ -176,7 +255,6 @@ def _identity(spec: str, model, preprocess, precision: str, transform: str, **ex
         "spec": spec,
         "precision": precision,
         "transform": transform,
-        "preprocess": repr(preprocess).replace("\n", " "),
         "image_size": list(image_size) if isinstance(image_size, tuple) else image_size,
         "quick_gelu": quick_gelu,
         "embed_dim": embed_dim,
@@ -185,15 +263,7 @@ def _identity(spec: str, model, preprocess, precision: str, transform: str, **ex
     }
 
 
-def _with_transform(preprocess, transform: str):
-    if transform == "clip":
-        return preprocess
-    from torchvision import transforms as T
-
-    return T.Compose([TargetPad(1.25), *preprocess.transforms])
-
-
-def _weights_hash(spec: str, arch: str, tag: str | None) -> dict:
+def _weights_hash(spec: str, tag: str | None) -> dict:
     if spec.startswith("local-dir:"):
         folder = Path(spec[len("local-dir:"):])
         files = sorted(p for p in folder.iterdir() if p.is_file() and p.name.startswith("open_clip"))
@@ -216,12 +286,59 @@ def _hub_reachable(timeout: float = 3.0) -> bool:
         return False
 
 
+def is_torchscript(path: Path) -> bool:
+    try:
+        if not zipfile.is_zipfile(path):
+            return False
+        with zipfile.ZipFile(path) as archive:
+            return any(name.endswith("/constants.pkl") or "/code/" in name for name in archive.namelist())
+    except (OSError, zipfile.BadZipFile):
+        return False
+
+
+def openai_state_dict(path: Path) -> dict | None:
+    """The state dict of an OpenAI-format weights file, or None for any other file."""
+    import torch
+
+    if is_torchscript(path):
+        return torch.jit.load(str(path), map_location="cpu").state_dict()
+    try:
+        obj = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+    except Exception:
+        return None
+    if isinstance(obj, dict) and "state_dict" in obj and isinstance(obj["state_dict"], dict):
+        obj = obj["state_dict"]
+    if isinstance(obj, dict) and any(k in obj for k in OPENAI_MARKERS):
+        return obj
+    return None
+
+
+def _load_openai_file(arch: str, path: Path, device: str):
+    """An ``ARCH:FILE`` model from OpenAI-format weights, with QuickGELU."""
+    import open_clip
+
+    from ..errors import DataError
+
+    state = openai_state_dict(path)
+    if state is None:
+        return None
+    state = {k.removeprefix("module."): v for k, v in state.items() if k not in OPENAI_MARKERS}
+    model, _, preprocess = open_clip.create_model_and_transforms(arch, pretrained=None, force_quick_gelu=True,
+                                                                 device="cpu")
+    try:
+        model.load_state_dict(state, strict=True)
+    except RuntimeError as exc:
+        raise DataError(f"{path}: these OpenAI-format weights do not fit {arch}: {str(exc).splitlines()[0]}") from None
+    return model.to(device), preprocess
+
+
 @register_encoder("openclip")
 def build_openclip(rest: str, *, spec: str, device: str, precision: str, transform: str, cache_dir=None,
                    progress=None):
     """An open_clip model with pretrained weights (never a silent random-weights fallback)."""
     import open_clip
 
+    hub_spec = rest.startswith("hf-hub:")
     if rest.startswith(("hf-hub:", "local-dir:")):
         arch, tag, name = rest, None, rest
     else:
@@ -234,7 +351,12 @@ def build_openclip(rest: str, *, spec: str, device: str, precision: str, transfo
         if not tag:
             raise UsageError(f"encoder {spec!r} names no weights: use ARCH:TAG (e.g. ViT-L-14:openai), "
                              f"ARCH:/path/to/weights.pt, or random:{arch} for random weights")
-    needs_hub = tag is not None and not os.path.isfile(tag) or rest.startswith("hf-hub:")
+    is_file = tag is not None and os.path.isfile(tag)
+    quick, why = False, None
+    if tag and not is_file:
+        if open_clip.get_pretrained_cfg(arch, tag).get("quick_gelu"):
+            quick, why = True, f"open_clip's pretrained config of {arch}:{tag} says quick_gelu"
+    needs_hub = (tag is not None and not is_file) or hub_spec
     offline = os.environ.get("HF_HUB_OFFLINE") in ("1", "true", "True")
     no_network = needs_hub and not offline and not _hub_reachable()
     local_only = needs_hub and (offline or no_network)
@@ -243,26 +365,34 @@ def build_openclip(rest: str, *, spec: str, device: str, precision: str, transfo
 
         saved, hub.HF_HUB_OFFLINE = hub.HF_HUB_OFFLINE, True
     try:
-        model, _, preprocess = open_clip.create_model_and_transforms(
-            name, pretrained=tag, precision="fp32", device=device,
-            cache_dir=str(Path(cache_dir) / "models") if cache_dir else None, require_pretrained=True)
+        loaded = _load_openai_file(arch, Path(tag), device) if is_file else None
+        if loaded is not None:
+            model, preprocess = loaded
+            why = "the weights file is in OpenAI's format"
+        else:
+            model, _, preprocess = open_clip.create_model_and_transforms(
+                name, pretrained=tag, precision="fp32", device=device, force_quick_gelu=quick,
+                cache_dir=str(Path(cache_dir) / "models") if cache_dir else None, require_pretrained=True)
         tokenizer = open_clip.get_tokenizer(name)
     except UsageError:
         raise
     except Exception as exc:
-        where = Path(cache_dir) / "models" if cache_dir else (os.environ.get("HF_HOME") or "~/.cache/huggingface")
-        why = " (HF_HUB_OFFLINE is set)" if offline else " (no network: the hub cannot be reached)" if no_network else ""
-        first = str(exc).splitlines()[0]
+        why_not = " (HF_HUB_OFFLINE is set)" if offline else " (no network: the hub cannot be reached)" if no_network else ""
+        first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
         if needs_hub and "local cache" in first:
             first = "its weights are not in the local cache"
-        raise UsageError(f"cannot load encoder {spec!r}{why}: {first[:300]} "
-                         f"[looked in the local cache {where}]") from exc
+        where = ""
+        if needs_hub:
+            place = Path(cache_dir) / "models" if cache_dir else (os.environ.get("HF_HOME") or "~/.cache/huggingface")
+            where = f" [looked in the local cache {place}]"
+        raise UsageError(f"cannot load encoder {spec!r}{why_not}: {first[:300]}{where}") from exc
     finally:
         if local_only:
             hub.HF_HUB_OFFLINE = saved
-    preprocess = _with_transform(preprocess, transform)
-    identity = _identity(spec, model, preprocess, precision, transform, random_weights=False,
-                         **_weights_hash(rest, arch, tag))
+    extra = {"random_weights": False, **_weights_hash(rest, tag)}
+    identity = _identity(spec, model, precision, transform, **extra)
+    if identity["quick_gelu"]:
+        identity["quick_gelu_reason"] = why or "the model configuration says quick_gelu"
     return OpenClipEncoder(model.to(device), preprocess, tokenizer, identity, device, precision)
 
 
@@ -270,6 +400,8 @@ def build_openclip(rest: str, *, spec: str, device: str, precision: str, transfo
 def build_random(rest: str, *, spec: str, device: str, precision: str, transform: str, cache_dir=None,
                  progress=None):
     """An open_clip architecture with seeded random weights: for speed tests and plumbing, never results."""
+    import logging
+
     import open_clip
     import torch
 
@@ -277,14 +409,11 @@ def build_random(rest: str, *, spec: str, device: str, precision: str, transform
     if arch not in open_clip.list_models():
         raise UsageError(f"unknown open_clip architecture {arch!r} in encoder {spec!r}")
     torch.manual_seed(int(seed or 0))
-    import logging
-
     quiet = logging.getLogger().level
     logging.getLogger().setLevel(logging.ERROR)  # "initialized randomly" is what was asked for
     try:
         model, _, preprocess = open_clip.create_model_and_transforms(arch, pretrained=None, device=device)
     finally:
         logging.getLogger().setLevel(quiet)
-    preprocess = _with_transform(preprocess, transform)
-    identity = _identity(spec, model, preprocess, precision, transform, random_weights=True, seed=int(seed or 0))
+    identity = _identity(spec, model, precision, transform, random_weights=True, seed=int(seed or 0))
     return OpenClipEncoder(model, preprocess, open_clip.get_tokenizer(arch), identity, device, precision)

@@ -9,14 +9,12 @@ images is measured after training and recorded with every result.
 from __future__ import annotations
 
 import json
-import os
-import shutil
-import tempfile
 from pathlib import Path
 
 import numpy as np
 
 from ..encoder import register_encoder
+from ..fsutil import atomic_dir
 from ..world import COLORS, DOMAINS, SHAPES, WorldConfig, build, load
 
 CONTEXT_LENGTH = 20
@@ -101,9 +99,8 @@ def train_small_clip(config: WorldConfig, world_dir: Path, out: Path, progress=N
     model.eval()
     held_out = world["parts"]["test"]
     accuracy = zero_shot_accuracy(model, tokenizer, _images(world_dir, held_out), held_out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}."))
-    try:
+    # two runs training at once: the one that finishes second keeps the first one's folder
+    with atomic_dir(out) as tmp:
         (tmp / "open_clip_config.json").write_text(json.dumps({
             "model_cfg": cfg, "preprocess_cfg": {"mean": [0.5] * 3, "std": [0.5] * 3}}))
         torch.save(model.state_dict(), tmp / "open_clip_pytorch_model.bin")
@@ -111,10 +108,6 @@ def train_small_clip(config: WorldConfig, world_dir: Path, out: Path, progress=N
             "config": {k: getattr(config, k) for k in config.RENDER_FIELDS + config.CLIP_FIELDS},
             "final_loss": loss_value, "steps": step, "zero_shot_accuracy": accuracy,
             "accuracy_on": f"{len(held_out)} held-out test-identity images"}, indent=2))
-        os.replace(tmp, out)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     return out
 
 

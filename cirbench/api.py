@@ -1,0 +1,284 @@
+"""The Python API: evaluate methods on dataset splits with one call, from a notebook, a training loop,
+the benchmark script or the CLI (which is a thin layer over :func:`evaluate`).
+
+    import cirbench
+    ev = cirbench.evaluate(methods=["pic2word", "image+text"], datasets=["fashioniq"],
+                           encoder="ViT-L-14:openai", data_root="data",
+                           checkpoints={"pic2word": "pic2word_model.pt"})
+    ev.frame()          # pandas DataFrame: one row per (encoder, method, dataset, split, metric)
+    ev.results          # typed cirbench.results.Result records (also written to results_dir)
+
+Methods are given by registered name or as Method subclasses (an unregistered class from a notebook
+works too); datasets by NAME, NAME:SPLIT, a folder of one's own, or "all".
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterable, Mapping
+
+from . import fsutil
+from .errors import UsageError
+
+DEFAULT_DATASETS = ["world-edit", "world-domain"]  # the embedded benchmark: no download, no GPU
+
+
+def default_cache_dir(value=None) -> Path:
+    return Path(value or os.environ.get("CIRBENCH_CACHE") or Path.home() / ".cache" / "cirbench").expanduser()
+
+
+def _as_list(value) -> list:
+    if value is None:
+        return []
+    if isinstance(value, (str, Path, type)):
+        value = [value]
+    out = []
+    for v in value:
+        if isinstance(v, str):
+            out += [p.strip() for p in v.split(",") if p.strip()]
+        else:
+            out.append(v)
+    return out
+
+
+def resolve_methods(values) -> tuple[list[tuple[str, type]], bool]:
+    """[(name, class)] for names, aliases, "all" or Method subclasses; and whether "all" was asked."""
+    from .method import Method, _check_method
+    from .registry import methods
+
+    items = _as_list(values) or ["all"]
+    everything = "all" in items
+    out: dict[str, type] = {}
+    if everything:
+        out.update({n: methods.get(n) for n in methods.names()})
+    for item in items:
+        if item == "all":
+            continue
+        if isinstance(item, type):
+            problem = _check_method(item)
+            if problem:
+                raise UsageError(f"{item!r} is not a method: {problem}")
+            name = getattr(item, "registry_name", None) or item.name or item.__name__
+            out[name] = item
+        else:
+            name = methods.canonical(str(item))
+            out[name] = methods.get(name)
+    for name, cls in out.items():
+        if not issubclass(cls, Method):
+            raise UsageError(f"method {name!r} is not a Method subclass")
+    return list(out.items()), everything
+
+
+def open_dataset(spec, data_root=None, overrides: Mapping | None = None, settings: Mapping | None = None,
+                 cache_dir: Path | None = None, check_splits: bool = True):
+    """NAME, NAME:SPLIT, or a folder path (a dataset of the user's own) -> (Dataset, [splits])."""
+    from .dataset import resolve_root
+    from .registry import datasets
+
+    spec = str(spec)
+    overrides = dict(overrides or {})
+    base, sep, split = spec.rpartition(":") if ":" in spec else (spec, "", "")
+    if not sep:
+        base, split = spec, ""
+    cache_dir = default_cache_dir(cache_dir)
+    if ("/" in base or base.startswith(".")) or (Path(base).is_dir() and base not in datasets):
+        cls, root = datasets.get("folder"), Path(base).expanduser()
+    else:
+        cls = datasets.get(base)
+        root = cache_dir if cls.generated else resolve_root(cls.registry_name, data_root, overrides)
+    dataset = cls(root, dict(settings or {}), cache_dir=cache_dir)
+    dataset.require_root()
+    if not check_splits:
+        return dataset, []
+    if split:
+        dataset.require_split(split)
+        return dataset, [split]
+    return dataset, list(dataset.default_splits or dataset.available_splits())
+
+
+def resolve_datasets(values, data_root=None, overrides=None, settings=None, cache_dir=None) -> list:
+    from .registry import datasets
+
+    specs = [str(v) for v in _as_list(values)] or list(DEFAULT_DATASETS)
+    if "all" in specs:
+        specs = [n for n in datasets.names() if n != "folder"]
+    return [open_dataset(s, data_root, overrides, settings, cache_dir) for s in specs]
+
+
+def checkpoint_map(value, methods: list[tuple[str, type]]) -> dict[str, Path]:
+    """{method: path} from a mapping, "METHOD=PATH" strings, or one bare path: a bare path belongs to
+    the one method of the run that takes weights."""
+    from .registry import methods as registry
+
+    if value is None:
+        return {}
+    items = list(value.items()) if isinstance(value, Mapping) else [(None, v) for v in _as_list(value)]
+    out: dict[str, Path] = {}
+    for name, path in items:
+        if name is None:
+            text = str(path)
+            head, sep, rest = text.partition("=")
+            if sep and head in registry:
+                name, path = head, rest
+        if name is not None:
+            out[registry.canonical(name) if name in registry else name] = Path(path)
+            continue
+        takers = [n for n, cls in methods if cls.takes_checkpoint]
+        if len(takers) != 1:
+            raise UsageError(f"--checkpoint {path}: say which method it is for, as METHOD=PATH "
+                             f"(methods in this run that take weights: {', '.join(takers) or 'none'})")
+        out[takers[0]] = Path(path)
+    return out
+
+
+def method_options(value, methods: list[tuple[str, type]]) -> dict[str, dict[str, Any]]:
+    """Validated option values per method from {method: {key: value}} or "METHOD.KEY=VALUE" strings."""
+    from .method import resolve_options
+    from .registry import methods as registry
+
+    given: dict[str, dict[str, Any]] = {}
+    if isinstance(value, Mapping):
+        for name, opts in value.items():
+            given.setdefault(str(name), {}).update(opts)
+    else:
+        for item in _as_list(value):
+            lhs, sep, rhs = str(item).partition("=")
+            name, dot, key = lhs.partition(".")
+            if not sep or not dot or not name or not key:
+                raise UsageError(f"--option must look like METHOD.KEY=VALUE, got {item!r}")
+            given.setdefault(name, {})[key] = rhs
+    names = dict(methods)
+    out = {}
+    for name, opts in given.items():
+        canonical = registry.canonical(name) if name in registry else name
+        if canonical not in names:
+            raise UsageError(f"--option for method {name!r}, which is not in this run (methods: {', '.join(names)})")
+        out[canonical] = opts
+    return {name: resolve_options(name, cls.options, out.get(name, {})) for name, cls in methods}
+
+
+@dataclass
+class Evaluation:
+    """What :func:`evaluate` returns: every cell's outcome, the result records, a DataFrame."""
+
+    cells: list = field(default_factory=list)  # cirbench.engine.CellOutcome
+
+    @property
+    def results(self) -> list:
+        return [c.record for c in self.cells if c.record is not None]
+
+    @property
+    def failures(self) -> list:
+        return [c for c in self.cells if c.status == "failed"]
+
+    @property
+    def skipped(self) -> list:
+        return [c for c in self.cells if c.status == "skipped"]
+
+    def frame(self):
+        """One row per (encoder, method, dataset, split, metric)."""
+        from .report import long_frame
+
+        return long_frame(self.results)
+
+
+def build_methods(engine, methods: list[tuple[str, type]], checkpoints: dict, options: dict, transform, progress):
+    from .artefacts import ArtefactStore
+    from .engine import BuiltMethod
+    from .errors import CirbenchError
+    from .method import MethodContext
+
+    built = []
+    for name, cls in methods:
+        chosen = transform or cls.default_transform
+        try:
+            ctx = MethodContext(encoder=engine.encoder_for(chosen), text_features=engine.texts,
+                                checkpoint=checkpoints.get(name),
+                                checkpoint_store=Path(engine.options.cache_dir) / "checkpoints",
+                                options=options.get(name, {}),
+                                artefacts=ArtefactStore(engine.options.cache_dir, name), progress=progress)
+            built.append(BuiltMethod(name, cls, chosen, instance=cls(ctx)))
+        except CirbenchError as exc:
+            built.append(BuiltMethod(name, cls, chosen, error=exc))
+    return built
+
+
+def auto_trained(dataset, engine, methods: list[tuple[str, type]], checkpoints: dict, transform,
+                 progress) -> dict[str, Path]:
+    """Checkpoints the dataset lets the orchestration train (the embedded benchmark trains its own
+    Pic2Word and Combiner on first use), for methods the user gave no weights."""
+    from .training_data import auto_train
+
+    sources = dataset.training_sources()
+    found = {}
+    for name, cls in methods:
+        if cls.training and cls.training in sources and name not in checkpoints:
+            encoder = engine.encoder_for(transform or cls.default_transform)
+            found[name] = auto_train(cls, encoder, dataset, sources[cls.training], engine.options.cache_dir,
+                                     progress, engine.options.workers)
+    return found
+
+
+def evaluate(methods=None, datasets=None, encoder: str | None = None, *, data_root=None, data: Mapping | None = None,
+             settings: Mapping | None = None, checkpoints=None, options=None, prompts: Mapping | None = None,
+             results_dir: str | Path | None = "results", cache_dir=None, batch_size: int = 64,
+             workers: int | None = None, device: str = "auto", precision: str = "fp32", transform: str | None = None,
+             feature_dtype: str = "fp16", overwrite: bool = False, skip_bad_images: bool = False, progress=False,
+             command: Iterable[str] | None = None) -> Evaluation:
+    """Run ``methods`` on ``datasets`` and return every cell's outcome and result.
+
+    methods: names, aliases, "all" (default) or Method subclasses. datasets: NAME, NAME:SPLIT, a folder,
+    or "all" (default: the embedded benchmark). encoder: an encoder SPEC (default: each dataset's own).
+    checkpoints: {method: path}, or one path for the one method that takes weights. options:
+    {method: {key: value}} or ["METHOD.KEY=VALUE"]. results_dir=None writes and reuses nothing.
+    transform: force one image transform for every method (default: each method's own code's).
+    """
+    from . import distributed
+    from .encoder import load_encoder, resolve_device
+    from .engine import Engine, RunOptions
+    from .progress import Progress
+
+    dtypes = {"fp16": "float16", "fp32": "float32", "float16": "float16", "float32": "float32"}
+    if feature_dtype not in dtypes:
+        raise UsageError(f"feature dtype must be fp16 or fp32, not {feature_dtype!r}")
+    cache = fsutil.ensure_writable(default_cache_dir(cache_dir), "cache folder",
+                                   "pass --cache-dir PATH (or set CIRBENCH_CACHE) to a folder you can write")
+    if results_dir is not None:
+        results_dir = fsutil.ensure_writable(Path(results_dir), "results folder", "pass --results-dir PATH")
+    chosen, everything = resolve_methods(methods)
+    opened = resolve_datasets(datasets, data_root, data, settings, cache)
+    opts = method_options(options, chosen)
+    ckpts = checkpoint_map(checkpoints, chosen)
+    device = distributed.init_from_env(resolve_device(device))
+    run = RunOptions(results_dir=Path(results_dir) if results_dir is not None else None, cache_dir=cache,
+                     batch_size=batch_size, workers=min(4, os.cpu_count() or 1) if workers is None else workers,
+                     overwrite=overwrite, skip_bad_images=skip_bad_images, feature_dtype=dtypes[feature_dtype],
+                     all_methods=everything, prompts=dict(prompts or {}), transform=transform,
+                     command=list(command) if command is not None else list(sys.argv))
+    if isinstance(progress, bool):
+        progress = Progress(enabled=progress and distributed.is_main())
+    evaluation = Evaluation()
+    engines: dict[str, Engine] = {}
+    built: dict[str, list] = {}
+    with progress:
+        for ds, splits in opened:
+            spec = encoder or ds.default_encoder
+            if not spec:
+                raise UsageError(f"dataset {ds.label!r} has no default encoder: pass --encoder SPEC "
+                                 "(e.g. ViT-L-14:openai, local-dir:PATH)")
+            if spec not in engines:
+                enc = load_encoder(spec, device=device, precision=precision, transform=transform or "clip",
+                                   cache_dir=cache, progress=progress)
+                engines[spec] = Engine(enc, run, progress)
+                built[spec] = build_methods(engines[spec], chosen, ckpts, opts, transform, progress)
+            engine = engines[spec]
+            trained = auto_trained(ds, engine, chosen, ckpts, transform, progress)
+            for split in splits:
+                loaded = ds.load(split)
+                loaded.info.setdefault("split_order", list(ds.available_splits()))
+                loaded.checkpoints.update(trained)
+                evaluation.cells += engine.evaluate(loaded, built[spec], ds.result_name)
+    return evaluation
