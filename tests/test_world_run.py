@@ -100,3 +100,24 @@ def test_fp16_feature_storage_ranks_like_fp32(tmp_path):
             scores[dtype] = {k: v.value() for k, v in M.positive_recall_at_k(view, [1, 5, 10, 50, 100, 200]).items()}
         assert scores["float16"] == scores["float32"]
         assert torch.equal(ranked["float16"][:, 0], ranked["float32"][:, 0])
+
+
+def test_two_runs_at_once_build_the_world_and_its_clip_safely(tmp_path):
+    """Both render the world and train its small CLIP at the same time; the second to finish keeps the
+    first one's folders instead of failing on a rename."""
+    import os
+    import subprocess
+    import sys
+
+    env = {**os.environ, "CIRBENCH_CACHE": str(tmp_path / "cache")}
+    args = [sys.executable, "-m", "cirbench", "run", "--set", "world=tiny", "-m", "image-only", "--dataset",
+            "world-edit:color", "--workers", "0", "--quiet", "--json"]
+    procs = [subprocess.Popen(args + ["--results-dir", str(tmp_path / f"r{i}")], cwd=tmp_path, env=env,
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for i in range(2)]
+    outs = [p.communicate(timeout=600) for p in procs]
+    for proc, (out, err) in zip(procs, outs):
+        assert proc.returncode == 0, err
+    metrics = [json.loads(out)["results"][0]["metrics"] for out, _ in outs]
+    assert metrics[0] == metrics[1]
+    assert len(list((tmp_path / "cache" / "world").glob("*/clip-*/world_clip.json"))) == 1
+    assert not list((tmp_path / "cache" / "world").glob(".*.tmp"))
