@@ -46,7 +46,7 @@ def _as_list(value) -> list:
 
 def resolve_methods(values) -> tuple[list[tuple[str, type]], bool]:
     """[(name, class)] for names, aliases, "all" or Method subclasses; and whether "all" was asked."""
-    from .method import Method, _check_method
+    from .method import Method, _check_method, method_name
     from .registry import methods
 
     items = _as_list(values) or ["all"]
@@ -61,7 +61,7 @@ def resolve_methods(values) -> tuple[list[tuple[str, type]], bool]:
             problem = _check_method(item)
             if problem:
                 raise UsageError(f"{item!r} is not a method: {problem}")
-            name = getattr(item, "registry_name", None) or item.name or item.__name__
+            name = method_name(item)
             out[name] = item
         else:
             name = methods.canonical(str(item))
@@ -203,6 +203,11 @@ def build_methods(engine, methods: list[tuple[str, type]], checkpoints: dict, op
             built.append(BuiltMethod(name, cls, chosen, instance=cls(ctx)))
         except CirbenchError as exc:
             built.append(BuiltMethod(name, cls, chosen, error=exc))
+        except Exception as exc:  # a bug in a (plugin) method's constructor fails its cells, not the run
+            from .errors import RunError
+
+            built.append(BuiltMethod(name, cls, chosen, error=RunError(
+                f"method {name!r} could not be built: {type(exc).__name__}: {exc}")))
     return built
 
 

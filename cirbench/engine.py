@@ -21,7 +21,7 @@ from . import __version__, distributed, fsutil, results
 from . import metrics as M
 from .content_keys import ContentKeys
 from .data import Split
-from .errors import CirbenchError, DataError, MissingCheckpointError
+from .errors import CirbenchError, DataError, MissingCheckpointError, RunError
 from .features import FeatureStore, TextFeatures
 from .images import unreadable
 from .method import Gallery, Method, QueryBatch, SplitView
@@ -167,6 +167,9 @@ class Engine:
             except CirbenchError as exc:
                 outcomes.append(CellOutcome(m.name, split.dataset, split.split, "failed", error=exc))
                 continue
+            except Exception as exc:  # a bug in a (plugin) method fails its cell, not the whole run
+                outcomes.append(CellOutcome(m.name, split.dataset, split.split, "failed", error=_method_bug(m, exc)))
+                continue
             record = self._record(split, view, m, key, values, cache[m.transform], skipped, result_name,
                                   wall=time.perf_counter() - t0 + shared)
             record.submission = [str(p) for p in submission]
@@ -200,6 +203,8 @@ class Engine:
             config = method.config()
         except CirbenchError as exc:
             return failed(exc)
+        except Exception as exc:
+            return failed(_method_bug(m, exc))
         key = fsutil.stable_hash({
             "cirbench": __version__, "encoder": self.encoder_for(m.transform).key, "method": m.name,
             "config": config, "options": method.ctx.options, "scoring": m.cls.scoring, "split": content,
@@ -253,7 +258,7 @@ class Engine:
         depth = max(M.needed_depth(split.metrics), results.OUTCOMES_TOP,
                     split.submission_k if split.write_submission else 0)
         depth = 0 if subset_only else depth
-        task = self.progress.task(f"rank {method.registry_name} on {split.name}", total=n_q) if self.progress else None
+        task = self.progress.task(f"rank {method.method_name} on {split.name}", total=n_q) if self.progress else None
         top_s, top_i, first_rank, sub_order = [], [], [], []
         with torch.no_grad():
             if method.scoring == "vectors":
@@ -276,7 +281,7 @@ class Engine:
                 for i, batch in self._batches(split, view, refs, pos, members):
                     scores = method.score(batch, gallery).float().to(device)
                     if scores.shape != (len(batch), len(split.gallery)):
-                        raise CirbenchError(f"method {method.registry_name!r}: score() returned shape "
+                        raise CirbenchError(f"method {method.method_name!r}: score() returned shape "
                                             f"{tuple(scores.shape)}, expected ({len(batch)}, {len(split.gallery)})")
                     sl = slice(i, i + len(batch))
                     if not subset_only:
@@ -363,6 +368,15 @@ class Engine:
                 device=str(self.encoder.device), batch_size=self.options.batch_size, workers=self.options.workers,
                 feature_cache=cache, feature_dtype=self.options.feature_dtype, skipped=skipped,
                 command=list(self.options.command), versions=results.versions()))
+
+
+def _method_bug(m: BuiltMethod, exc: Exception) -> RunError:
+    where = ""
+    tb = exc.__traceback__
+    while tb is not None:  # the innermost frame: where the method's code went wrong
+        where = f" ({tb.tb_frame.f_code.co_filename}:{tb.tb_lineno})"
+        tb = tb.tb_next
+    return RunError(f"method {m.name!r} raised {type(exc).__name__}: {exc}{where}")
 
 
 def _pad(rows: list[list[int]], device):

@@ -188,7 +188,7 @@ class Method:
 
     def compose(self, reference_features, texts: list[str]):
         """Query features (B x D, any norm) for raw reference image features (B x D) and query texts."""
-        raise NotImplementedError(f"method {self.registry_name!r} implements neither compose nor encode_queries")
+        raise NotImplementedError(f"method {self.method_name!r} implements neither compose nor encode_queries")
 
     def encode_queries(self, batch: QueryBatch):
         """Query features (B x D, any norm) for a batch. Default: ``compose`` on its features and texts."""
@@ -202,7 +202,7 @@ class Method:
 
     def score(self, batch: QueryBatch, gallery: Gallery):
         """B x G scores (higher is better) over the whole gallery, for ``scoring = "scores"``."""
-        raise NotImplementedError(f"method {self.registry_name!r} declares scoring='scores' but has no score()")
+        raise NotImplementedError(f"method {self.method_name!r} declares scoring='scores' but has no score()")
 
     def rerank(self, batch: QueryBatch, candidates, scores):
         """New scores (B x R) for each query's top ``rerank_depth`` candidates (B x R gallery indices, best
@@ -215,8 +215,9 @@ class Method:
 
     # -- helpers for subclasses -------------------------------------------------------------------
     @property
-    def registry_name(self) -> str:
-        return getattr(type(self), "registry_name", None) or self.name or type(self).__name__
+    def method_name(self) -> str:
+        """The name the method runs under (its registered name, else its ``name``, else the class name)."""
+        return method_name(type(self))
 
     def option(self, key: str):
         return self.ctx.options[key]
@@ -240,7 +241,11 @@ class Method:
 
     @classmethod
     def train(cls, request: TrainRequest) -> Path:
-        raise UsageError(f"method {getattr(cls, 'registry_name', cls.__name__)!r} has nothing to train")
+        raise UsageError(f"method {method_name(cls)!r} has nothing to train")
+
+
+def method_name(cls) -> str:
+    return cls.__dict__.get("registry_name") or cls.__dict__.get("name") or cls.__name__
 
 
 def _check_method(obj) -> str | None:

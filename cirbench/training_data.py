@@ -18,7 +18,7 @@ from typing import Callable
 from . import checkpoints
 from .errors import DataError, UsageError
 from .images import IMAGE_SUFFIXES, list_images
-from .method import TrainRequest
+from .method import TrainRequest, method_name
 
 
 @dataclass
@@ -132,7 +132,7 @@ def train_request(cls, encoder, dataset, out, cache_dir: Path, *, images=None, t
     """A TrainRequest with the data the method's kind asks for and cached image features."""
     from .features import FeatureStore
 
-    name = getattr(cls, "registry_name", cls.__name__)
+    name = method_name(cls)
     if not cls.training:
         raise UsageError(f"method {name!r} has nothing to train")
     if cls.training not in KINDS:
@@ -165,7 +165,7 @@ def train_request(cls, encoder, dataset, out, cache_dir: Path, *, images=None, t
 
 def auto_train(cls, encoder, dataset, source: TrainingSource, cache_dir: Path, progress, workers: int) -> Path:
     """The checkpoint a dataset's TrainingSource gives a method, trained now if it is not there yet."""
-    name = getattr(cls, "registry_name", cls.__name__)
+    name = method_name(cls)
     path = checkpoints.default_path(Path(cache_dir) / "checkpoints", name, encoder.slug, source.label)
     if not path.is_file():
         options = {**cls.training_defaults(encoder), **source.options}

@@ -86,7 +86,7 @@ class PhiMethod(Method):
         self.path = None
 
     def prepare(self, split):
-        path = checkpoints.locate(self.ctx, self.registry_name, split, None, self.how_to_get)
+        path = checkpoints.locate(self.ctx, self.method_name, split, None, self.how_to_get)
         if path != self.path:
             self.net, ckpt = load_phi(path, self.ctx.encoder)
             self.net.to(self.ctx.encoder.device)

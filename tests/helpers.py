@@ -108,3 +108,21 @@ def query_batch(method, reference_features, texts, fields=None):
     return QueryBatch(ids=[str(i) for i in range(n)], reference_ids=[f"r{i}" for i in range(n)],
                       reference_images=[None] * n, reference_features=reference_features, texts=list(texts),
                       fields=list(fields or [{}] * n), split=method.split)
+
+
+FLAT = {"red": (255, 13, 13), "green": (13, 255, 13), "blue": (13, 13, 255), "yellow": (255, 255, 13),
+        "white": (255, 255, 255), "gray": (128, 128, 128)}
+
+
+def flat_dataset(root: Path, queries: list[dict], extra: dict | None = None) -> Path:
+    """A folder dataset of flat-colour images gallery/<colour>.png (for the colour test encoder, whose
+    image feature is the mean colour and text feature the first colour word)."""
+    from PIL import Image
+
+    (root / "gallery").mkdir(parents=True, exist_ok=True)
+    for name, rgb in FLAT.items():
+        Image.new("RGB", (8, 8), rgb).save(root / "gallery" / f"{name}.png")
+    (root / "val.jsonl").write_text("".join(json.dumps(q) + "\n" for q in queries))
+    if extra:
+        (root / "cirbench.json").write_text(json.dumps(extra))
+    return root
