@@ -170,22 +170,75 @@ def _print_outcomes(cells, as_json: bool) -> None:
         console.print(f"({reused} cell(s) reused from earlier result files; --overwrite recomputes them)")
 
 
+Resamples = Annotated[int, typer.Option("--bootstrap", min=0, help="Bootstrap resamples over queries for the 95% "
+                                                                    "intervals and paired tests (0: none).")]
+Seed = Annotated[int, typer.Option("--seed", help="Seed of the bootstrap and of the query samples.")]
+
+
 @app.command()
 def report(
     results_dir: ResultsDir = Path("results"),
-    out: Annotated[Path, typer.Option("--out", help="Where tables and plots go.")] = Path("reports"),
+    out: Annotated[Path, typer.Option("--out", help="Where tables, plots, grids and index.html go.")] = Path("reports"),
+    bootstrap: Resamples = 1000,
+    seed: Seed = 0,
+    latex: Annotated[bool, typer.Option("--latex", help="Also write tables.tex (booktabs).")] = False,
+    grids: Annotated[bool, typer.Option("--grids/--no-grids", help="Retrieval grids (one PNG per split).")] = True,
+    grid_queries: Annotated[int, typer.Option("--grid-queries", min=1, help="Queries per grid.")] = 4,
+    grid_sample: Annotated[str, typer.Option("--grid-sample", help="random, or disagree: the queries on which the "
+                                                                   "methods differ most.")] = "random",
+    queries: Annotated[Optional[str], typer.Option("--queries", help="ID,ID,...: these queries in the grids.")] = None,
+    html: Annotated[bool, typer.Option("--html/--no-html", help="Write index.html with a per-query browser.")] = True,
+    browser_queries: Annotated[int, typer.Option("--browser-queries", min=1, help="Queries per split in the "
+                                                                                 "browser.")] = 100,
 ):
-    """Render markdown and CSV tables and PNG plots from result files."""
+    """Render tables with 95% intervals, paired comparisons, plots, retrieval grids, an HTML page (and
+    LaTeX) from result files."""
     try:
         from .report import render
 
-        written, warnings = render(results_dir, out)
+        written, warnings = render(results_dir, out, resamples=bootstrap, seed=seed, write_latex=latex, grids=grids,
+                                   grid_queries=grid_queries, grid_sample=grid_sample,
+                                   queries=[q.strip() for q in queries.split(",") if q.strip()] if queries else None,
+                                   html=html, browser_queries=browser_queries)
     except CirbenchError as exc:
         fail(exc)
     for line in warnings:
         typer.echo(f"warning: {line}", err=True)
     for path in written:
         typer.echo(str(path))
+
+
+@app.command()
+def compare(
+    method_a: Annotated[str, typer.Argument(help="A method name (as in the result files).")],
+    method_b: Annotated[str, typer.Argument(help="Another method name.")],
+    dataset: Annotated[List[str], typer.Option("--dataset", "-d", help="NAME or NAME:SPLIT (default: every dataset "
+                                                                       "both have).")] = [],
+    results_dir: ResultsDir = Path("results"),
+    bootstrap: Resamples = 1000,
+    seed: Seed = 0,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the comparisons as JSON.")] = False,
+):
+    """Paired bootstrap test of A minus B on every split both were evaluated on (and the split average):
+    the difference of each main metric, its 95% interval and a two-sided p-value."""
+    try:
+        from .compare import compare_methods
+
+        rows = compare_methods(results_dir, method_a, method_b, dataset, bootstrap, seed)
+    except CirbenchError as exc:
+        fail(exc)
+    if as_json:
+        typer.echo(json.dumps(rows, indent=2))
+        return
+    from .stats import format_p
+
+    typer.echo(f"{method_a} minus {method_b} (paired bootstrap over queries, {bootstrap} resamples, seed {seed}):")
+    for r in rows:
+        mark = "  *" if r["p"] < 0.05 else ""
+        typer.echo(f"  {r['encoder']} | {r['dataset']}:{r['split']} {r['metric']}: {r['a']:.2f} vs {r['b']:.2f}  "
+                   f"difference {r['difference']:+.2f} [{r['low']:+.2f}, {r['high']:+.2f}]  "
+                   f"p {format_p(r['p'], bootstrap)}{mark}  ({r['queries']} queries)")
+    typer.echo("* p < 0.05")
 
 
 @app.command()

@@ -10,6 +10,7 @@ file per (encoder, method, dataset, split).
 from __future__ import annotations
 
 import datetime as dt
+import os
 import sys
 import time
 from dataclasses import dataclass, field, replace
@@ -174,7 +175,11 @@ class Engine:
                                   wall=time.perf_counter() - t0 + shared)
             record.submission = [str(p) for p in submission]
             out = results.Outcomes([q.qid for q in split.queries], list(split.gallery), views,
-                                   {k: (v.values, v.agg) for k, v in values.items()})
+                                   {k: (v.values, v.agg) for k, v in values.items()},
+                                   texts=[q.text for q in split.queries],
+                                   references=[q.reference for q in split.queries],
+                                   first_targets=[q.targets[0] if q.targets else "" for q in split.queries],
+                                   images=_image_table(split, views))
             if path is not None and distributed.is_main():  # under torchrun every process scores; one writes
                 results.write(path, record, out)
             outcomes.append(CellOutcome(m.name, split.dataset, split.split, "computed", record, path=path))
@@ -368,6 +373,23 @@ class Engine:
                 device=str(self.encoder.device), batch_size=self.options.batch_size, workers=self.options.workers,
                 feature_cache=cache, feature_dtype=self.options.feature_dtype, skipped=skipped,
                 command=list(self.options.command), versions=results.versions()))
+
+
+def _image_table(split: Split, views: dict, top: int = 10) -> dict:
+    """{id: [path, ops]} for the references, first targets and each query's top results."""
+    from .images import ImageRef
+
+    ids = {q.reference for q in split.queries} | {q.targets[0] for q in split.queries if q.targets}
+    for top_ids, _ranks, _first in views.values():
+        ids |= {split.gallery[i] for i in np.unique(top_ids[:, :top]) if i >= 0}
+    table = {}
+    for image_id in ids:
+        image = split.images[image_id]
+        if isinstance(image, ImageRef):
+            table[image_id] = [os.path.abspath(image.path), [list(op) for op in image.ops]]
+        else:
+            table[image_id] = [os.path.abspath(image), []]
+    return table
 
 
 def _method_bug(m: BuiltMethod, exc: Exception) -> RunError:

@@ -214,10 +214,20 @@ class Outcomes:
     gallery: list[str]
     views: dict[str, tuple[np.ndarray, list[np.ndarray], np.ndarray]]
     values: dict[str, tuple[np.ndarray, str]]
+    # for looking at what was retrieved: each query's text, reference id and first target id, and
+    # where the images behind the references, first targets and top results are ({id: [path, ops]})
+    texts: list[str] = field(default_factory=list)
+    references: list[str] = field(default_factory=list)
+    first_targets: list[str] = field(default_factory=list)
+    images: dict = field(default_factory=dict)
 
     def save(self, fh) -> None:
         arrays: dict[str, np.ndarray] = {"qids": np.asarray(self.qids, dtype=str),
-                                         "gallery": np.asarray(self.gallery, dtype=str)}
+                                         "gallery": np.asarray(self.gallery, dtype=str),
+                                         "texts": np.asarray(self.texts, dtype=str),
+                                         "references": np.asarray(self.references, dtype=str),
+                                         "first_targets": np.asarray(self.first_targets, dtype=str),
+                                         "images_json": np.asarray(json.dumps(self.images))}
         for name, (top, ranks, first) in self.views.items():
             arrays[f"{name}.top"] = top[:, :OUTCOMES_TOP].astype(np.int32)
             arrays[f"{name}.first_rank"] = first.astype(np.int64)
@@ -248,7 +258,20 @@ class Outcomes:
         aggs = [str(a) for a in data["metric_aggs"]]
         matrix = data["metric_values"]
         values = {n: (matrix[:, i], a) for i, (n, a) in enumerate(zip(names, aggs))}
-        return cls([str(q) for q in data["qids"]], [str(g) for g in data["gallery"]], views, values)
+        strings = {k: [str(x) for x in data[k]] if k in data else [] for k in ("texts", "references", "first_targets")}
+        images = json.loads(str(data["images_json"])) if "images_json" in data else {}
+        return cls([str(q) for q in data["qids"]], [str(g) for g in data["gallery"]], views, values,
+                    strings["texts"], strings["references"], strings["first_targets"], images)
+
+    def image(self, image_id: str):
+        """A Path or ImageRef for an image id recorded in the file (None when not recorded)."""
+        from .images import ImageRef
+
+        entry = self.images.get(image_id)
+        if entry is None:
+            return None
+        path, ops = entry
+        return ImageRef(Path(path), tuple(tuple(op) for op in ops)) if ops else Path(path)
 
 
 def load_outcomes(result: Result) -> Outcomes | None:
