@@ -44,7 +44,7 @@ class WorldConfig:
     unlabeled: int = 4000  # images for the Pic2Word mapping
     train_ids: int = 24  # identities for the Combiner's triplets
     test_ids: int = 16  # identities in the test galleries
-    queries_per_id: int = 6
+    queries_per_id: int = 24  # distinct reference photos per test identity (of its 36 shape x colour ones)
     clip_epochs: int = 10
     clip_batch: int = 256
     clip_lr: float = 2e-3
@@ -53,7 +53,8 @@ class WorldConfig:
     combiner_epochs: int = 30
     combiner_batch: int = 256
 
-    RENDER_FIELDS = ("seed", "image_size", "pretrain", "unlabeled", "train_ids", "test_ids", "queries_per_id")
+    # what the pixels depend on (queries_per_id only picks queries among rendered images)
+    RENDER_FIELDS = ("seed", "image_size", "pretrain", "unlabeled", "train_ids", "test_ids")
     CLIP_FIELDS = ("clip_epochs", "clip_batch", "clip_lr")
 
     def render_key(self) -> str:

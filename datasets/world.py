@@ -103,10 +103,12 @@ class WorldEdit(WorldTask):
         ids = sorted({it["id"] for it in items})
         rng = np.random.default_rng([self.config.seed, seed_offset, 0 if split == "color" else 1])
         values = list(COLORS) if split == "color" else list(SHAPES)
+        combos = [(shape, color) for shape in SHAPES for color in COLORS]
         out = []
         for k in ids:
-            for _ in range(per_id):
-                shape, color = SHAPES[rng.integers(6)], list(COLORS)[rng.integers(6)]
+            # distinct reference photos of this identity, each with a random new value of the attribute
+            for c in rng.choice(len(combos), size=min(per_id, len(combos)), replace=False):
+                shape, color = combos[c]
                 old = color if split == "color" else shape
                 new = values[(values.index(old) + 1 + rng.integers(len(values) - 1)) % len(values)]
                 t_shape, t_color = (shape, new) if split == "color" else (new, color)
@@ -154,10 +156,11 @@ class WorldDomain(WorldTask):
         index = self.index(items)
         ids = sorted({it["id"] for it in items})
         rng = np.random.default_rng([self.config.seed, 2])
+        combos = [(shape, color) for shape in SHAPES for color in COLORS]
         queries = []
-        for k in ids:  # the same photos are the queries of every domain
-            for _ in range(self.config.queries_per_id):
-                shape, color = SHAPES[rng.integers(6)], list(COLORS)[rng.integers(6)]
+        for k in ids:  # the same distinct photos are the queries of every domain
+            for c in rng.choice(len(combos), size=min(self.config.queries_per_id, len(combos)), replace=False):
+                shape, color = combos[c]
                 targets = tuple(index[(j, shape, color, split, 0)] for j in ids)
                 queries.append(Query(qid=f"{k}-{len(queries)}", reference=index[(k, shape, color, "photo", 0)],
                                      text=split, targets=targets))
