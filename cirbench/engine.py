@@ -419,15 +419,24 @@ def _target_ranks(top: np.ndarray, split: Split, pos: dict) -> list[np.ndarray]:
     """Each target's 1-based position within the query's top (0: beyond it)."""
     out = []
     for q, row in zip(split.queries, top):
-        where = {g: i + 1 for i, g in enumerate(row.tolist()) if g >= 0}
+        where = _positions(row)
         out.append(np.array([where.get(pos[t], 0) for t in dict.fromkeys(q.targets)], dtype=np.int64))
     return out
+
+
+def _positions(row: np.ndarray) -> dict:
+    """Gallery index -> its first 1-based position in a ranked row (an image listed twice counts once)."""
+    where: dict = {}
+    for i, g in enumerate(row.tolist()):
+        if g >= 0:
+            where.setdefault(g, i + 1)
+    return where
 
 
 def _subset_view(order: np.ndarray, split: Split, pos: dict):
     ranks, first = [], []
     for q, row in zip(split.queries, order):
-        where = {g: i + 1 for i, g in enumerate(row.tolist()) if g >= 0}
+        where = _positions(row)
         ranks.append(np.array([where.get(pos[t], 0) for t in dict.fromkeys(q.targets)], dtype=np.int64))
         first.append(where.get(pos[q.targets[0]], 0) if q.targets else 0)
     return order, ranks, np.array(first, dtype=np.int64)

@@ -57,8 +57,9 @@ def to_rgb(image):
 class ImageRef:
     """An image file plus operations applied before the encoder's own transform.
 
-    ops: ("crop", x1, y1, x2, y2) cuts a box; ("pad_square", r, g, b) pads to a centred square;
-    ("squash",) makes the encoder resize to its square without a centre crop.
+    ops: ("crop", x1, y1, x2, y2) cuts a box; ("dilated_crop", x, y, w, h, d) cuts a box dilated as
+    GeneCIS's code does it; ("pad_square", r, g, b) pads to a centred square; ("squash",) makes the
+    encoder resize to its square without a centre crop.
     """
 
     path: Path
@@ -76,6 +77,8 @@ class ImageRef:
         for op in self.ops:
             if op[0] == "crop":
                 image = image.crop(tuple(op[1:5]))
+            elif op[0] == "dilated_crop":
+                image = image.crop(dilated_box(image.size, *op[1:6]))
             elif op[0] == "pad_square":
                 image = pad_square(image, tuple(op[1:4]))
         return image
@@ -86,6 +89,15 @@ Image_ = Union[Path, ImageRef]
 
 def path_of(image: Image_) -> Path:
     return image.path if isinstance(image, ImageRef) else Path(image)
+
+
+def dilated_box(size, x, y, w, h, d):
+    """GeneCIS's vaw_dataset.load_cropped_image: left/top move out by d times the box size, and the
+    right/bottom edges are the moved left/top plus (1 + d) times the size -- so the box grows to the
+    left and top only (unless clipped at 0) -- all clipped to the image."""
+    width, height = size
+    left, top = max(0, x - d * w), max(0, y - d * h)
+    return left, top, min(width, left + (1 + d) * w), min(height, top + (1 + d) * h)
 
 
 def pad_square(image, fill=(0, 0, 0)):

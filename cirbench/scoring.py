@@ -135,15 +135,11 @@ def target_ranks(queries: torch.Tensor, gallery: torch.Tensor, targets: torch.Te
 
 
 def order_by_scores(scores: torch.Tensor, members: torch.Tensor) -> torch.Tensor:
-    """Each row's members (gallery indices, -1 padding) ordered by score, ties by gallery index;
-    padding last."""
+    """Each row's members (gallery indices, -1 padding) ordered by score; equal scores keep the order
+    the members are listed in (a per-query gallery's own order); padding last."""
     s = scores.float().clone()
     s[members < 0] = float("-inf")
-    big = torch.iinfo(torch.long).max
-    # sort by gallery index first, then stably by score: equal scores keep ascending gallery order
-    by_index = torch.argsort(torch.where(members < 0, torch.full_like(members, big), members), dim=1, stable=True)
-    s, m = s.gather(1, by_index), members.gather(1, by_index)
-    _s, order = _order(s, m)
+    _s, order = _order(s, members)
     return order
 
 

@@ -2,8 +2,8 @@
 
 NOT zero-shot: it is trained on a benchmark's own train triplets (``cirbench train combiner --dataset
 NAME``) and every table marks it supervised with the training set it used. Checkpoints use the
-official layout ``{'epoch': e, 'Combiner': state_dict}``; the projection and hidden sizes are read from
-the weights.
+official layout ``{'epoch': e, 'Combiner': state_dict}`` (GeneCIS's combiner head, the same network
+saved as a bare state dict, loads too); the projection and hidden sizes are read from the weights.
 
 Protocol of CLIP4Cir's validate.py: TargetPad (ratio 1.25) images; on FashionIQ the text
 "{c1} and {c2}" with each caption stripped of '.?, ' and the first capitalised; elsewhere the caption.
@@ -52,6 +52,8 @@ def load_combiner(path, encoder):
     from cirbench.errors import DataError
 
     ckpt = checkpoints.load(path)
+    if "Combiner" not in ckpt and {k.removeprefix("module.") for k in ckpt} == KEYS:
+        ckpt = {"Combiner": ckpt}  # GeneCIS's released combiner head: the state dict itself
     state = checkpoints.section(ckpt, "Combiner", path)
     checkpoints.check_keys(state, KEYS, path, "CLIP4Cir Combiner")
     projection, feature_dim = state["text_projection_layer.weight"].shape

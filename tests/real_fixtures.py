@@ -174,3 +174,37 @@ def coco(root: Path) -> Path:
         "images": images, "annotations": anns,
         "categories": [{"id": 1, "name": "dog"}, {"id": 2, "name": "cat"}, {"id": 3, "name": "bird"}]})
     return root
+
+
+def genecis(root: Path) -> Path:
+    """GeneCIS in the official layout: templates in annotations/, COCO val images, VG images split over
+    VG 1.2's two folders. Images are flat colours (the crops of a VG image keep its colour)."""
+    coco = {1: "red", 2: "green", 3: "blue", 4: "yellow", 5: "white", 6: "gray", 7: "red", 8: "blue"}
+    for image_id, colour in coco.items():
+        flat(root / "coco" / "val2017" / f"{image_id:012d}.jpg", colour, "JPEG")
+    vg = {2001: "red", 2002: "green", 2003: "blue", 2004: "yellow", 2005: "white", 2006: "red"}
+    for image_id, colour in vg.items():
+        folder = "VG_100K" if image_id < 2005 else "VG_100K_2"
+        path = root / "vg" / folder / f"{image_id}.jpg"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        Image.new("RGB", (40, 30), RGB255[colour]).save(path, quality=100)
+
+    def obj(i):
+        return {"val_image_id": i}
+
+    def attr(i, box=(5, 5, 10, 8)):
+        return {"image_id": i, "instance_bbox": list(box), "attributes": ["x"]}
+
+    # (reference, target, gallery, condition); image-only ranks by colour, text-only by the colour word
+    objects = [(2, 1, [7, 5], "red"), (3, 4, [8, 5], "yellow"), (2, 5, [1, 3], "white")]
+    attributes = [(2002, 2001, [2006, 2005], "red"), (2003, 2004, [2003, 2005], "yellow"),
+                  (2002, 2005, [2001, 2003], "white")]
+    for task in ("focus_object", "change_object"):
+        dump(root / "annotations" / f"{task}.json", [
+            {"reference": obj(r), "target": obj(t), "gallery": [obj(g) for g in gal], "condition": c}
+            for r, t, gal, c in objects])
+    for task in ("focus_attribute", "change_attribute"):
+        dump(root / "annotations" / f"{task}.json", [
+            {"reference": attr(r), "target": attr(t), "gallery": [attr(g, (1, 2, 12, 9)) for g in gal], "condition": c}
+            for r, t, gal, c in attributes])
+    return root

@@ -21,7 +21,7 @@ def invoke(*args):
 def test_all_methods_on_all_benchmark_fixtures(tmp_path, tiny_dir, tiny_encoder):
     data = tmp_path / "data"
     F.fashioniq(data / "fashioniq"), F.cirr(data / "cirr"), F.circo(data / "circo")
-    F.imagenet_r(data / "imagenet-r"), F.coco(data / "coco")
+    F.imagenet_r(data / "imagenet-r"), F.coco(data / "coco"), F.genecis(data / "genecis")
     common = ["--encoder", f"local-dir:{tiny_dir}", "--data-root", data, "--cache-dir", tmp_path / "cache",
               "--workers", "0", "--quiet"]
     assert invoke("data", "prepare", "coco", "--data-root", data, "--cache-dir", tmp_path / "cache",
@@ -47,25 +47,30 @@ def test_all_methods_on_all_benchmark_fixtures(tmp_path, tiny_dir, tiny_encoder)
     assert transforms["pic2word"] == transforms["lincir"] == transforms["slerp"] == "clip"
 
     # no train triplets of their own: the Combiner says how to get weights, the other methods still run
-    r = invoke(*run, "--dataset", "circo,imagenet-r,coco")
+    r = invoke(*run, "--dataset", "circo,imagenet-r,coco,genecis")
     assert r.exit_code == 2
     assert "cirbench train combiner" in r.output and "--checkpoint combiner=PATH" in r.output
     done = {(c["dataset"], c["method"]) for c in json.loads(r.stdout)["cells"] if c["status"] == "computed"}
     assert {m for _, m in done} == METHODS - {"combiner"}
-    assert {d for d, _ in done} == {"circo", "imagenet-r", "coco"}
+    assert {d for d, _ in done} == {"circo", "imagenet-r", "coco", "genecis"}
 
     cirr_combiner = next((tmp_path / "cache" / "checkpoints" / "combiner").rglob("cirr.pt"))
-    r = invoke(*run, "--dataset", "circo,imagenet-r,coco", "--checkpoint", f"combiner={cirr_combiner}")
+    r = invoke(*run, "--dataset", "circo,imagenet-r,coco,genecis", "--checkpoint", f"combiner={cirr_combiner}")
     assert r.exit_code == 0, r.output
     records = [x for x in json.loads(r.stdout)["results"] if x["method"]["name"] == "combiner"]
-    assert {x["dataset"]["name"] for x in records} == {"circo", "imagenet-r", "coco"}
+    assert {x["dataset"]["name"] for x in records} == {"circo", "imagenet-r", "coco", "genecis"}
+    genecis = {(x["dataset"]["split"], x["method"]["name"]) for x in json.loads(r.stdout)["results"]
+               if x["dataset"]["name"] == "genecis"}
+    assert genecis == {(t, m) for t in ("focus_attribute", "change_attribute", "focus_object", "change_object")
+                       for m in METHODS}
     assert all(x["method"]["config"]["train_dataset"] == "cirr" for x in records)
 
     r = invoke("report", "--results-dir", tmp_path / "results", "--out", tmp_path / "reports")
     assert r.exit_code == 0, r.output
     md = (tmp_path / "reports" / "results.md").read_text()
-    for name in ("fashioniq", "cirr", "circo", "imagenet-r", "coco"):
+    for name in ("fashioniq", "cirr", "circo", "imagenet-r", "coco", "genecis"):
         assert f"## {name}" in md
+    assert "change_object R@1" in md and "average R@1" in md
     assert "combiner (supervised, trained on cirr)" in md
     for name in METHODS:
         assert f"| {name}" in md

@@ -78,9 +78,10 @@ def test_a_method_s_score_matrix_ranks_with_the_same_rules():
     assert ranks.tolist() == [2, 1]
 
 
-def test_order_by_scores_breaks_ties_by_gallery_index_whatever_the_member_order():
+def test_order_by_scores_breaks_ties_by_the_members_own_order():
+    """A per-query gallery ranks ties in its own order (GeneCIS: the official tensor, target first)."""
     from cirbench.scoring import order_by_scores
 
     members = torch.tensor([[5, 2, 7, -1], [3, 1, -1, -1]])
     scores = torch.tensor([[0.4, 0.4, 0.9, 0.0], [0.1, 0.1, 0.0, 0.0]])
-    assert order_by_scores(scores, members).tolist() == [[7, 2, 5, -1], [1, 3, -1, -1]]
+    assert order_by_scores(scores, members).tolist() == [[7, 5, 2, -1], [3, 1, -1, -1]]
