@@ -199,7 +199,8 @@ def build_methods(engine, methods: list[tuple[str, type]], checkpoints: dict, op
                                 checkpoint=checkpoints.get(name),
                                 checkpoint_store=Path(engine.options.cache_dir) / "checkpoints",
                                 options=options.get(name, {}),
-                                artefacts=ArtefactStore(engine.options.cache_dir, name), progress=progress)
+                                artefacts=ArtefactStore(engine.options.cache_dir, name), progress=progress,
+                                cache_dir=Path(engine.options.cache_dir))
             built.append(BuiltMethod(name, cls, chosen, instance=cls(ctx)))
         except CirbenchError as exc:
             built.append(BuiltMethod(name, cls, chosen, error=exc))

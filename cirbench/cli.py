@@ -129,7 +129,7 @@ def run(
     for o in evaluation.skipped:
         skipped.setdefault(o.method, str(o.error))
     for name, why in skipped.items():
-        typer.echo(f"note: {name} not run (it needs released weights): {why}", err=True)
+        typer.echo(f"note: {name} not run: {why}", err=True)
     for o in evaluation.failures:
         typer.echo(f"error: {o.method} on {o.dataset}:{o.split}: {o.error}", err=True)
     if evaluation.failures:

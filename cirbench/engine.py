@@ -22,7 +22,7 @@ from . import __version__, distributed, fsutil, results
 from . import metrics as M
 from .content_keys import ContentKeys
 from .data import Split
-from .errors import CirbenchError, DataError, MissingCheckpointError, RunError
+from .errors import CirbenchError, DataError, MissingResourceError, RunError
 from .features import FeatureStore, TextFeatures
 from .images import unreadable
 from .method import Gallery, Method, QueryBatch, SplitView
@@ -123,9 +123,11 @@ class Engine:
         """Every built method on one split."""
         result_name = result_name or split.dataset
         prompts = {**split.prompts, **self.options.prompts}
+        common = set.intersection(*(set(q.fields) for q in split.queries)) if split.queries else set()
         view = SplitView(dataset=split.dataset, split=split.split, prompts=prompts, caption_order=split.caption_order,
                          remove_reference=split.remove_reference, scope=split.scope, n_queries=len(split.queries),
-                         n_gallery=len(split.gallery), info=dict(split.info), checkpoints=dict(split.checkpoints))
+                         n_gallery=len(split.gallery), info=dict(split.info), checkpoints=dict(split.checkpoints),
+                         query_fields=frozenset(common))
         ids = list(dict.fromkeys([*split.gallery, *(q.reference for q in split.queries),
                                   *(m for q in split.queries for m in (q.subset or ()))]))
         content = split_content_key(split)
@@ -194,7 +196,7 @@ class Engine:
 
         def failed(exc: CirbenchError):
             # `--method all` includes methods that only run on released weights when those are there
-            skip = (isinstance(exc, MissingCheckpointError) and self.options.all_methods
+            skip = (isinstance(exc, MissingResourceError) and self.options.all_methods
                     and m.cls.external_weights)
             return outcome("skipped" if skip else "failed", error=exc)
 
@@ -228,8 +230,9 @@ class Engine:
         return m, key, path
 
     # -- ranking ------------------------------------------------------------------------------------
-    def _batches(self, split: Split, view: SplitView, refs, pos: dict, members: list[list[int]] | None):
-        bs = self.options.batch_size
+    def _batches(self, split: Split, view: SplitView, refs, pos: dict, members: list[list[int]] | None,
+                 whole: bool = False):
+        bs = max(1, len(split.queries)) if whole else self.options.batch_size
         device = self.encoder.device
         for i in range(0, len(split.queries), bs):
             qs = split.queries[i:i + bs]
@@ -270,7 +273,7 @@ class Engine:
                 rep = method.encode_gallery(gallery)
                 rep = normalize(rep.to(device))
                 queries = []
-                for i, batch in self._batches(split, view, refs, pos, members):
+                for i, batch in self._batches(split, view, refs, pos, members, method.whole_split):
                     queries.append(normalize(method.encode_queries(batch).to(device)))
                     if task:
                         task.advance(len(batch))
@@ -283,7 +286,7 @@ class Engine:
                 if members is not None:
                     sub_order = [rank_subsets(q, rep, _pad(members, device)).cpu()]
             else:
-                for i, batch in self._batches(split, view, refs, pos, members):
+                for i, batch in self._batches(split, view, refs, pos, members, method.whole_split):
                     scores = method.score(batch, gallery).float().to(device)
                     if scores.shape != (len(batch), len(split.gallery)):
                         raise CirbenchError(f"method {method.method_name!r}: score() returned shape "

@@ -19,7 +19,12 @@ class DataError(CirbenchError):
     exit_code = 2
 
 
-class MissingCheckpointError(UsageError):
+class MissingResourceError(UsageError):
+    """Something a method needs from outside is not there (weights, released texts, a local model);
+    under `--method all` a method that declares such needs is skipped with this line as a note."""
+
+
+class MissingCheckpointError(MissingResourceError):
     """A trained method has no checkpoint; the message says how to get one."""
 
 

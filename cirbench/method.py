@@ -85,6 +85,8 @@ class SplitView:
     n_gallery: int = 0
     info: dict = field(default_factory=dict)
     checkpoints: dict[str, Path] = field(default_factory=dict)  # trained for this dataset by the orchestration
+    # the annotation fields every query of the split carries (e.g. released captions)
+    query_fields: frozenset = frozenset()
 
 
 @dataclass
@@ -132,6 +134,7 @@ class MethodContext:
     options: dict[str, Any] = field(default_factory=dict)  # validated values of the declared options
     artefacts: Any = None  # cirbench.artefacts.ArtefactStore of this method
     progress: Any = None  # cirbench.progress.Progress
+    cache_dir: Path | None = None  # cirbench's cache folder (content keys, models)
     # the split being evaluated (set before prepare): kept here for methods written against the first
     # contract, which read ctx.prompts and ctx.dataset
     prompts: dict[str, str] = field(default_factory=dict)
@@ -173,6 +176,9 @@ class Method:
     scoring: ClassVar[str] = "vectors"
     # re-rank each query's top N candidates with rerank() (0: no re-ranking)
     rerank_depth: ClassVar[int] = 0
+    # True: the hooks get all the split's queries in one batch (a method whose queries depend on each
+    # other, as LDRE's ensemble weights do)
+    whole_split: ClassVar[bool] = False
     options: ClassVar[dict[str, Option]] = {}
     # the kind of training data train() takes ("images", "triplets", "texts", or a plugin kind); None: none
     training: ClassVar[str | None] = None

@@ -18,6 +18,11 @@ from cirbench.data import Query, Split
 from cirbench.dataset import Dataset, expect, read_json, register_dataset
 
 
+# the official fields; anything else a row carries (shared_concept, released captions and rewrites such
+# as blip2_caption, gpt-3.5-turbo, multi_caption_opt, multi_gpt-3.5_opt) reaches the methods
+CIRCO_KEYS = ("id", "reference_img_id", "target_img_id", "relative_caption", "gt_img_ids")
+
+
 @register_dataset("circo")
 class CIRCO(Dataset):
     name = "circo"
@@ -65,7 +70,9 @@ class CIRCO(Dataset):
                 missing = [g for g in gt if g not in in_gallery]
                 expect(not missing, where, f"ground truth {missing[:3]} not in the unlabeled gallery")
                 targets = tuple(dict.fromkeys(gt))
-            queries.append(Query(qid=str(row["id"]), reference=ref, text=row["relative_caption"], targets=targets))
+            extra = {k: v for k, v in row.items() if k not in CIRCO_KEYS}  # e.g. released LLM captions
+            queries.append(Query(qid=str(row["id"]), reference=ref, text=row["relative_caption"], targets=targets,
+                                 fields=extra))
         images = {g: self.image_path(g) for g in gallery}
         split_obj = Split(
             dataset=self.name, split=split, root=self.root, images=images, gallery=gallery, queries=queries,

@@ -22,6 +22,10 @@ from cirbench.errors import DataError
 
 
 
+# the official fields; anything else a row carries (released captions, rewrites) reaches the methods
+CIRR_KEYS = ("pairid", "reference", "target_hard", "target_soft", "caption", "img_set")
+
+
 @register_dataset("cirr")
 class CIRR(Dataset):
     name = "cirr"
@@ -72,8 +76,9 @@ class CIRR(Dataset):
                 expect(row.get("target_hard") in images, where,
                        f"target_hard {row.get('target_hard')!r} is not in the {split} split")
                 targets = (row["target_hard"],)
+            extra = {k: v for k, v in row.items() if k not in CIRR_KEYS}  # e.g. released LLM captions
             queries.append(Query(qid=str(row["pairid"]), reference=row["reference"], text=row["caption"],
-                                 targets=targets, subset=tuple(members)))
+                                 targets=targets, subset=tuple(members), fields=extra))
         split_obj = Split(
             dataset=self.name, split=split, root=self.root, images=images, gallery=gallery, queries=queries,
             metrics={"recall": [1, 5, 10, 50], "recall_subset": [1, 2, 3]},

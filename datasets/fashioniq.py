@@ -108,8 +108,9 @@ class FashionIQ(Dataset):
             images.setdefault(ref, self._resolve(ref, where))
             expect(target in in_gallery, where, f"target {target!r} is not in the {split} val image split")
             c1, c2 = row["captions"] if isinstance(row["captions"], list) and len(row["captions"]) == 2 else ("", "")
+            extra = {k: v for k, v in row.items() if k not in ("candidate", "target", "captions")}
             queries.append(Query(qid=str(i), reference=ref, text=self._text(row["captions"], where),
-                                 targets=(target,), fields={"captions": [c1, c2], "c1": c1, "c2": c2}))
+                                 targets=(target,), fields={**extra, "captions": [c1, c2], "c1": c1, "c2": c2}))
         return Split(
             dataset=self.name, split=split, root=self.root, images=images, gallery=gallery, queries=queries,
             metrics={"recall": [1, 5, 10, 50]}, main_metrics=["R@10", "R@50"],
