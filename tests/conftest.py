@@ -20,6 +20,15 @@ def tiny_encoder(tiny_dir):
     return load_encoder(f"local-dir:{tiny_dir}")
 
 
+@pytest.fixture(scope="session")
+def hf_models(tmp_path_factory) -> tuple[Path, Path]:
+    """A tiny BLIP-2 captioner and a tiny chat LLM saved as Hugging Face model folders (no download)."""
+    from hf_models import tiny_blip2, tiny_llm
+
+    base = tmp_path_factory.mktemp("hf")
+    return tiny_blip2(base / "blip2"), tiny_llm(base / "llm")
+
+
 @pytest.fixture
 def mydata(tmp_path) -> Path:
     return folder_dataset(tmp_path / "mydata")

@@ -208,3 +208,15 @@ def genecis(root: Path) -> Path:
             {"reference": attr(r), "target": attr(t), "gallery": [attr(g, (1, 2, 12, 9)) for g in gal], "condition": c}
             for r, t, gal, c in attributes])
     return root
+
+
+def circo_released(root: Path, texts: dict) -> Path:
+    """CIRCO with the released LLM texts as extra fields of the val annotations (the released files'
+    format: blip2_caption, gpt-3.5-turbo, multi_caption_opt and multi_gpt-3.5_opt)."""
+    circo(root)
+    path = root / "annotations" / "val.json"
+    rows = json.loads(path.read_text())
+    for row in rows:
+        row.update(texts[row["id"]])
+    path.write_text(json.dumps(rows))
+    return root

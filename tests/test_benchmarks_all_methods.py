@@ -1,5 +1,6 @@
 """Every method on every benchmark fixture: Pic2Word and Combiner weights from `cirbench train`,
-SEARLE and LinCIR phi weights saved in the released layout, on a tiny open_clip model."""
+SEARLE and LinCIR phi weights saved in the released layout, CIReVL, LDRE and SEIZE generating their
+texts with tiny local captioner and LLM folders, on a tiny open_clip model."""
 
 import json
 
@@ -11,14 +12,20 @@ from cirbench.cli import app
 from test_checkpoints import searle_ckpt
 
 pytestmark = pytest.mark.slow
-METHODS = {"image-only", "text-only", "image+text", "pic2word", "combiner", "searle", "lincir", "slerp", "weicom"}
+METHODS = {"image-only", "text-only", "image+text", "pic2word", "combiner", "searle", "lincir", "slerp", "weicom",
+           "cirevl", "ldre", "seize"}
+# every prompt name the LLM methods read, per dataset (the official files hold the real ones)
+PROMPTS = "\n".join(f'{name} = "edit the image content ."' for name in (
+    "blip_prompt", "contextual_modifier_prompt", "structural_modifier_prompt", "structural_modifier_prompt_fashion",
+    "short_modifier_prompt", "short_focus_object_modifier_prompt", "simple_modifier_prompt", "sys_prompt")) + \
+    '\nusr_prompt = "image content : {} instruction : {}"\n'
 
 
 def invoke(*args):
     return CliRunner().invoke(app, [str(a) for a in args])
 
 
-def test_all_methods_on_all_benchmark_fixtures(tmp_path, tiny_dir, tiny_encoder):
+def test_all_methods_on_all_benchmark_fixtures(tmp_path, tiny_dir, tiny_encoder, hf_models):
     data = tmp_path / "data"
     F.fashioniq(data / "fashioniq"), F.cirr(data / "cirr"), F.circo(data / "circo")
     F.imagenet_r(data / "imagenet-r"), F.coco(data / "coco"), F.genecis(data / "genecis")
@@ -36,15 +43,20 @@ def test_all_methods_on_all_benchmark_fixtures(tmp_path, tiny_dir, tiny_encoder)
     searle_ckpt(tmp_path / "searle.pt", tiny_encoder.embed_dim, tiny_encoder.token_width)
     searle_ckpt(tmp_path / "lincir.pt", tiny_encoder.embed_dim, tiny_encoder.token_width, prefix="module.")
     phis = ["--checkpoint", f"searle={tmp_path / 'searle.pt'}", "--checkpoint", f"lincir={tmp_path / 'lincir.pt'}"]
-    run = ["run", "-m", "all", "--results-dir", tmp_path / "results", "--json", *common, *phis]
+    (tmp_path / "prompts.py").write_text(PROMPTS)
+    blip2, llm = hf_models
+    llms = [x for m in ("cirevl", "ldre", "seize") for x in (
+        "-o", f"{m}.captioner={blip2}", "-o", f"{m}.llm={llm}", "-o", f"{m}.prompts_file={tmp_path / 'prompts.py'}",
+        "-o", f"{m}.max_new_tokens=6")] + ["-o", "ldre.n=2", "-o", "seize.n=2"]
+    run = ["run", "-m", "all", "--results-dir", tmp_path / "results", "--json", *common, *phis, *llms]
     r = invoke(*run, "--dataset", "fashioniq,cirr")
     assert r.exit_code == 0, r.output
     cells = json.loads(r.stdout)["cells"]
     assert {(c["dataset"], c["method"]) for c in cells} == {(d, m) for d in ("fashioniq", "cirr") for m in METHODS}
     assert {c["status"] for c in cells} == {"computed"}
     transforms = {x["method"]["name"]: x["method"]["transform"] for x in json.loads(r.stdout)["results"]}
-    assert transforms["searle"] == transforms["combiner"] == "targetpad"
-    assert transforms["pic2word"] == transforms["lincir"] == transforms["slerp"] == "clip"
+    assert transforms["searle"] == transforms["combiner"] == transforms["cirevl"] == "targetpad"
+    assert transforms["pic2word"] == transforms["lincir"] == transforms["slerp"] == transforms["ldre"] == "clip"
 
     # no train triplets of their own: the Combiner says how to get weights, the other methods still run
     r = invoke(*run, "--dataset", "circo,imagenet-r,coco,genecis")

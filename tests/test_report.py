@@ -78,8 +78,8 @@ def test_encoders_that_share_a_label_stay_apart(tmp_path):
     write_all(tmp_path / "r", recs)
     render(tmp_path / "r", tmp_path / "out")
     md = (tmp_path / "out" / "results.md").read_text()
-    assert "| local-dir:/m [aaaa1111] | image-only | 10.00 |" in md
-    assert "| local-dir:/m [bbbb2222] | image-only | 30.00 |" in md
+    assert "| local-dir:/m [aaaa1111] | image-only | 10.00 (n/a) |" in md
+    assert "| local-dir:/m [bbbb2222] | image-only | 30.00 (n/a) |" in md
 
 
 def test_two_folder_datasets_of_one_name_stay_apart(tmp_path):

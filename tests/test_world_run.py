@@ -9,7 +9,7 @@ from cli_helpers import cirbench
 pytestmark = pytest.mark.slow
 
 METHODS = {"image-only", "text-only", "image+text", "pic2word", "combiner", "slerp", "weicom"}
-EXTERNAL = {"searle", "lincir"}  # released weights only: skipped on the world
+EXTERNAL = {"searle", "lincir", "cirevl", "ldre", "seize"}  # released weights or texts only: skipped
 SPLITS = {("world-edit", "color"), ("world-edit", "shape"), ("world-domain", "sketch"),
           ("world-domain", "cartoon"), ("world-domain", "painting")}
 

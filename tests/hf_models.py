@@ -1,0 +1,60 @@
+"""Tiny randomly initialised Hugging Face models built from configs and saved as model folders, so
+the LLM methods' generation path runs for real with no download: a BLIP-2 (OPT) captioner and a
+Llama-style chat LLM sharing a word-level tokenizer over a small vocabulary."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+WORDS = ["<pad>", "<unk>", "<s>", "</s>", "<image>"] + (
+    "a an the red blue green yellow white gray dog cat photo of image content instruction edited description "
+    ": . , and make it system user assistant shirt cup one thing").split()
+
+
+def tokenizer(image_token: bool = False):
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers
+    from transformers import PreTrainedTokenizerFast
+
+    tok = Tokenizer(models.WordLevel(vocab={w: i for i, w in enumerate(WORDS)}, unk_token="<unk>"))
+    tok.pre_tokenizer = pre_tokenizers.Whitespace()
+    tok.decoder = decoders.WordPiece(prefix="##")
+    fast = PreTrainedTokenizerFast(tokenizer_object=tok, bos_token="<s>", eos_token="</s>", pad_token="<pad>",
+                                   unk_token="<unk>")
+    if image_token:
+        fast.add_special_tokens({"additional_special_tokens": ["<image>"]})
+    return fast
+
+
+def tiny_blip2(folder: Path, seed: int = 0) -> Path:
+    import torch
+    from transformers import Blip2Config, Blip2ForConditionalGeneration, Blip2Processor, BlipImageProcessor, OPTConfig
+
+    torch.manual_seed(seed)
+    text = OPTConfig(vocab_size=len(WORDS), hidden_size=32, num_hidden_layers=1, ffn_dim=37, num_attention_heads=2,
+                     max_position_embeddings=128, word_embed_proj_dim=32, pad_token_id=0, bos_token_id=2,
+                     eos_token_id=3)
+    config = Blip2Config(vision_config=dict(hidden_size=32, intermediate_size=37, num_hidden_layers=1,
+                                            num_attention_heads=2, image_size=30, patch_size=15),
+                         qformer_config=dict(hidden_size=32, num_hidden_layers=1, num_attention_heads=2,
+                                             intermediate_size=37, encoder_hidden_size=32, vocab_size=len(WORDS)),
+                         text_config=text.to_dict(), num_query_tokens=4, image_token_index=WORDS.index("<image>"))
+    Blip2ForConditionalGeneration(config).save_pretrained(folder)
+    processor = Blip2Processor(image_processor=BlipImageProcessor(size={"height": 30, "width": 30}),
+                               tokenizer=tokenizer(image_token=True), num_query_tokens=4)
+    processor.save_pretrained(folder)
+    return folder
+
+
+def tiny_llm(folder: Path, seed: int = 0) -> Path:
+    import torch
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    torch.manual_seed(seed)
+    LlamaForCausalLM(LlamaConfig(vocab_size=len(WORDS), hidden_size=32, intermediate_size=37, num_hidden_layers=1,
+                                 num_attention_heads=2, num_key_value_heads=2, max_position_embeddings=1024,
+                                 pad_token_id=0, bos_token_id=2, eos_token_id=3)).save_pretrained(folder)
+    tok = tokenizer()
+    tok.chat_template = ("{% for m in messages %}{{ m['role'] }} : {{ m['content'] }} . {% endfor %}"
+                         "{% if add_generation_prompt %}assistant : {% endif %}")
+    tok.save_pretrained(folder)
+    return folder

@@ -1,0 +1,251 @@
+"""CIReVL, LDRE and SEIZE: from released texts (rankings worked out by hand) and generated locally by
+tiny randomly initialised transformers models built from configs (no download).
+
+CIRCO fixture: gallery 1 red, 2 red, 3 yellow, 4 blue, 5 red, 6 green, 7 white (identical JPEGs per
+colour tie exactly and rank by gallery order); q0 reference 1, ground truth [5, 3]; q1 reference 4,
+ground truth [7]. The colour test encoder's text feature is the first colour word's RGB.
+"""
+
+import json
+
+import pytest
+import torch
+from typer.testing import CliRunner
+
+import colour_encoder
+import real_fixtures as F
+from cirbench.cli import app
+
+colour_encoder.register()
+
+
+def released(captions0, rewrites0, captions1, rewrites1, n=15):
+    return {0: {"blip2_caption": captions0, "gpt-3.5-turbo": rewrites0, "multi_caption_opt": [captions0] * n,
+                "multi_gpt-3.5_opt": [rewrites0] * n},
+            1: {"blip2_caption": captions1, "gpt-3.5-turbo": rewrites1, "multi_caption_opt": [captions1] * n,
+                "multi_gpt-3.5_opt": [rewrites1] * n}}
+
+
+def run(tmp_path, root, methods, *extra, code=0, env=None):
+    result = CliRunner().invoke(app, ["run", "--dataset", "circo", "--data", f"circo={root}", "--encoder", "colour-test",
+                                      "--transform", "clip",  # the colour encoder has one transform
+                                      "-m", methods, "--workers", "0", "--json", "--quiet", "--results-dir",
+                                      str(tmp_path / "r"), "--cache-dir", str(tmp_path / "c"), *extra], env=env)
+    assert result.exit_code == code, result.output
+    return result
+
+
+def records(result):
+    return {r["method"]["name"]: r for r in json.loads(result.stdout)["results"]}
+
+
+def test_cirevl_and_ldre_from_released_texts(tmp_path):
+    """q0's rewrite "a red thing": the reds (1, 2, 5) rank first in gallery order, then yellow (cos .74),
+    white (.63): the ground truth 5 at rank 3 and 3 at rank 4, AP@5 = (1/3 + 2/4) / 2. q1's "a white one":
+    white first, AP = 1. mAP@5 = 70.83. LDRE's 15 rewrites are all the same text, so whatever the
+    weights its ensemble is that text's feature: the same ranking."""
+    root = F.circo_released(tmp_path / "circo", released("a blue thing", "a red thing", "a blue thing", "a white one"))
+    got = records(run(tmp_path, root, "cirevl,ldre"))
+    for name in ("cirevl", "ldre"):
+        m = got[name]["metrics"]
+        assert m["mAP@5"] == pytest.approx(100 * (5 / 12 + 1) / 2), name
+        assert m["R@5"] == 100.0 and got[name]["method"]["config"]["texts"] == "released"
+    assert got["cirevl"]["method"]["config"]["rewrite_field"] == "gpt-3.5-turbo"
+    assert got["ldre"]["method"]["config"]["rewrites_field"] == "multi_gpt-3.5_opt"
+
+
+def test_seize_from_released_texts(tmp_path):
+    """q0: captions "a blue thing", rewrites "a red thing": the reds score 1 + 0.13 x 0.90 = 1.117, but the
+    reference (1) is set to -1; yellow .74 + 0.13 x .64 = .83; white .63 (no change); green .10; blue
+    .10 + 2.1 x (-.90) = -1.78. Ranking 2, 5, 3, 7, 6, 1, 4: AP@5 = (1/2 + 2/3) / 2. q1 ("a white one"
+    over "a blue thing"): white first, AP = 1."""
+    root = F.circo_released(tmp_path / "circo", released("a blue thing", "a red thing", "a blue thing", "a white one"))
+    result = run(tmp_path, root, "seize")
+    m = records(result)["seize"]["metrics"]
+    assert m["mAP@5"] == pytest.approx(100 * (7 / 12 + 1) / 2)
+    from cirbench import results
+
+    record = results.read(next((tmp_path / "r").rglob("seize.json")))
+    top, _ranks, _first = results.load_outcomes(record).views["gallery"]
+    assert [record_id(record, g) for g in top[0, :7]] == ["2", "5", "3", "7", "6", "1", "4"]
+
+
+def record_id(record, index):
+    from cirbench import results
+
+    return results.load_outcomes(record).gallery[index]
+
+
+def test_ldre_weights_by_hand():
+    from cirbench.methods.ldre import ensemble_weights
+
+    x = torch.eye(2)  # two gallery items
+    before = torch.tensor([[[1.0, 0.0]], [[1.0, 0.0]]])  # n = 2 captions, one query
+    after = torch.tensor([[[0.0, 1.0]], [[1.0, 0.0]]])
+    # index 0 moves the query away from item 0: drops (1, 0), top-1 sum 1; index 1 changes nothing: 0.
+    # softmax([1, 0] / 1 / 0.04) = softmax([25, 0])
+    w = ensemble_weights(after, before, x, topk=1, temperature=0.04)
+    assert w.tolist() == pytest.approx([1 / (1 + torch.exp(torch.tensor(-25.0)).item()),
+                                        torch.exp(torch.tensor(-25.0)).item() / (1 + torch.exp(torch.tensor(-25.0)).item())])
+
+
+def test_cirevl_parses_the_edited_description_as_the_official_code():
+    from cirbench.methods.cirevl import edited_description
+
+    assert edited_description("Edited Description: a red dog", "rel") == "a red dog"
+    assert edited_description("blah\n  Edited Description: a dog: with a hat\nmore", "rel") == "a dog"  # split(':')[1]
+    assert edited_description("Edited Description:   ", "rel") == "rel"
+    assert edited_description("no answer", "rel") == "rel"
+
+
+def test_released_texts_asked_for_but_absent(tmp_path):
+    root = F.circo(tmp_path / "circo")
+    result = run(tmp_path, root, "cirevl", "--option", "cirevl.texts=released", code=2)
+    assert "needs the released texts gpt-3.5-turbo" in result.output
+
+
+# -- generated locally ------------------------------------------------------------------------------
+
+CIREVL_PROMPTS = 'blip_prompt = "a photo of"\nstructural_modifier_prompt = "edit the image content ."\n'
+LDRE_SCRIPT = ('for ans in []:\n    sys_prompt = "a system ."\n'
+               '    usr_prompt = "image content : {} instruction : {} edited description :".format(cap, rel_cap)\n')
+
+
+@pytest.fixture
+def models(hf_models):
+    return hf_models
+
+
+def generating(models, method, prompts_file, *extra):
+    blip2, llm = models
+    return ["--option", f"{method}.captioner={blip2}", "--option", f"{method}.llm={llm}", "--option",
+            f"{method}.prompts_file={prompts_file}", "--option", f"{method}.max_new_tokens=8", *extra]
+
+
+def test_cirevl_generates_captions_and_rewrites_once(tmp_path, models, monkeypatch):
+    """Without released texts CIReVL captions the references and asks the LLM; the tiny LLM never writes
+    an "Edited Description:" line, so (as the official code) the relative caption is the query: the same
+    ranking as text-only. A rerun reads the texts back from the artefact store."""
+    from cirbench.generation import Captioner, Rewriter
+
+    calls = {"caption": 0, "complete": 0}
+    caption, complete = Captioner.caption, Rewriter.complete
+
+    def counting_caption(self, images, *a, **k):
+        calls["caption"] += len(images)
+        return caption(self, images, *a, **k)
+
+    def counting_complete(self, conversations, *a, **k):
+        calls["complete"] += len(conversations)
+        return complete(self, conversations, *a, **k)
+
+    monkeypatch.setattr(Captioner, "caption", counting_caption)
+    monkeypatch.setattr(Rewriter, "complete", counting_complete)
+    root = F.circo(tmp_path / "circo")
+    (tmp_path / "prompts.py").write_text(CIREVL_PROMPTS)
+    got = records(run(tmp_path, root, "cirevl,text-only", *generating(models, "cirevl", tmp_path / "prompts.py")))
+    assert calls == {"caption": 2, "complete": 2}
+    assert got["cirevl"]["metrics"] == got["text-only"]["metrics"]
+    config = got["cirevl"]["method"]["config"]
+    assert config["texts"] == "generate" and config["captioner"] == str(models[0])
+    assert config["captioner_revision"].startswith("local-") and config["llm_prompt"] == "structural_modifier_prompt"
+    assert config["blip_prompt"] == "a photo of"
+    stored = list((tmp_path / "c" / "artefacts" / "cirevl").glob("*.json"))
+    assert len(stored) == 2 and {json.loads(p.read_text())["producer"]["task"] for p in stored} == {"caption", "rewrite"}
+    run(tmp_path, root, "cirevl", "--overwrite", *generating(models, "cirevl", tmp_path / "prompts.py"))
+    assert calls == {"caption": 2, "complete": 2}  # read back, not generated again
+    run(tmp_path, root, "cirevl", "--overwrite", *generating(models, "cirevl", tmp_path / "prompts.py",
+                                                             "--option", "cirevl.max_new_tokens=9"))
+    assert calls == {"caption": 2, "complete": 4}  # other decoding settings: new rewrites, same captions
+
+
+def test_ldre_and_seize_generate_n_sampled_captions_deterministically(tmp_path, models):
+    from cirbench import results
+    from cirbench.artefacts import ArtefactStore
+
+    root = F.circo(tmp_path / "circo")
+    (tmp_path / "reason.py").write_text(LDRE_SCRIPT)
+    args = [*generating(models, "ldre", tmp_path / "reason.py", "--option", "ldre.n=3"),
+            *generating(models, "seize", tmp_path / "reason.py", "--option", "seize.n=3")]
+    first = records(run(tmp_path, root, "ldre,seize", *args))
+    config = first["ldre"]["method"]["config"]
+    assert config["texts"] == "generate" and config["prompts_file"] == "reason.py" and len(config["prompts_sha256"]) == 16
+    store = ArtefactStore(tmp_path / "c", "ldre")
+    entries = store._load()
+    captions = [v for v in entries.values() if isinstance(v, list)]
+    assert len(captions) == 2 and all(len(c) == 3 for c in captions)  # 3 sampled captions per reference
+    assert sum(isinstance(v, str) for v in entries.values()) == 6  # one rewrite per caption
+    # seeded per image: another cache gives the same texts and so the same numbers
+    again = records(run(tmp_path / "other", root, "ldre,seize", *args))
+    assert again["ldre"]["metrics"] == first["ldre"]["metrics"]
+    assert again["seize"]["metrics"] == first["seize"]["metrics"]
+    assert sorted(map(str, ArtefactStore(tmp_path / "other" / "c", "ldre")._load().values())) == sorted(
+        map(str, entries.values()))
+
+
+def test_a_missing_model_is_one_line_naming_it_and_the_cache(tmp_path, monkeypatch):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    root = F.circo(tmp_path / "circo")
+    (tmp_path / "prompts.py").write_text(CIREVL_PROMPTS)
+    result = run(tmp_path, root, "cirevl", "--option", "cirevl.captioner=nobody/no-such-blip2", "--option",
+                 f"cirevl.prompts_file={tmp_path / 'prompts.py'}", code=2)
+    line = [x for x in result.output.splitlines() if x.startswith("error: cirevl")][0]
+    assert "cannot load the captioner's processor 'nobody/no-such-blip2' (offline" in line
+    assert "looked in the local cache" in line
+    # under --method all it is skipped with a note instead, as methods without released weights
+    result = run(tmp_path, root, "all", "--option", "cirevl.captioner=nobody/no-such-blip2", "--option",
+                 f"cirevl.prompts_file={tmp_path / 'prompts.py'}", code=2)
+    cells = {c["method"]: c["status"] for c in json.loads(result.stdout)["cells"]}
+    assert cells["cirevl"] == "skipped" and cells["ldre"] == "skipped" and cells["seize"] == "skipped"
+
+
+def test_without_transformers_one_line_names_the_extra(tmp_path, monkeypatch):
+    import builtins
+
+    real_import = builtins.__import__
+
+    def no_transformers(name, *args, **kwargs):
+        if name == "transformers" or name.startswith("transformers."):
+            raise ImportError(name)
+        return real_import(name, *args, **kwargs)
+
+    monkeypatch.setattr(builtins, "__import__", no_transformers)
+    root = F.circo(tmp_path / "circo")
+    (tmp_path / "prompts.py").write_text(CIREVL_PROMPTS)
+    result = run(tmp_path, root, "cirevl", "--option", f"cirevl.prompts_file={tmp_path / 'prompts.py'}", code=2)
+    assert 'pip install -e ".[llm]"' in result.output
+
+
+def test_official_prompt_reading(tmp_path):
+    from cirbench.errors import UsageError
+    from cirbench.generation import official_prompt
+
+    (tmp_path / "p.py").write_text(CIREVL_PROMPTS + LDRE_SCRIPT)
+    assert official_prompt(tmp_path / "p.py", "blip_prompt") == "a photo of"
+    assert official_prompt(tmp_path / "p.py", "usr_prompt").format("A", "B") == \
+        "image content : A instruction : B edited description :"
+    with pytest.raises(UsageError, match="assigns no string to 'missing'"):
+        official_prompt(tmp_path / "p.py", "missing")
+
+
+def test_cirr_passes_released_fields_through_to_cirevl(tmp_path):
+    """LDRE's released CIRR test1 file is cap.rc2.test1.json with extra fields per query; the only query
+    (reference blue, subset {blue, green, yellow}) rewritten "a yellow one": yellow first among the
+    subset (the reference removed), so CIReVL's Rs@1 ranking puts test1-0-1-img0 first."""
+    from cirbench.api import open_dataset
+
+    root = tmp_path / "data"
+    path = F.cirr(root / "cirr") / "cirr" / "captions" / "cap.rc2.test1.json"
+    rows = json.loads(path.read_text())
+    rows[0].update({"blip2_caption": "a blue thing", "gpt-3.5-turbo": "a yellow one"})
+    path.write_text(json.dumps(rows))
+    dataset, _ = open_dataset("cirr:test1", data_root=root, cache_dir=tmp_path / "c")
+    query = dataset.load("test1").queries[0]
+    assert query.fields["gpt-3.5-turbo"] == "a yellow one" and "img_set" not in query.fields
+    result = CliRunner().invoke(app, ["run", "--dataset", "cirr:test1", "--data-root", str(root), "--encoder",
+                                      "colour-test", "--transform", "clip", "-m", "cirevl", "--workers", "0",
+                                      "--quiet", "--json", "--results-dir", str(tmp_path / "r"), "--cache-dir",
+                                      str(tmp_path / "c")])
+    assert result.exit_code == 0, result.output
+    submission = json.loads(next((tmp_path / "r").rglob("*subset*.json")).read_text())
+    assert submission["7"][0] == "test1-0-1-img0"
