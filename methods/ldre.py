@@ -37,11 +37,34 @@ LDRE_OPTIONS = {
 
 def text_features(method, texts: list[list[str]], n: int, device):
     """n x Q x D raw CLIP text features of the i-th text of each query."""
-    import torch
-
     flat = [t[i] for i in range(n) for t in texts]
     feats = method.ctx.text_features(flat).to(device).float()
     return feats.view(n, len(texts), -1)
+
+
+class CaptionRewriteMethod(Method):
+    """What LDRE and SEIZE share: n captions and n rewrites per query (released or generated locally),
+    scored against the gallery."""
+
+    external_weights = True  # needs released texts or local models: `--method all` skips it otherwise
+    scoring = "scores"
+    default_transform = "clip"
+
+    def __init__(self, ctx):
+        super().__init__(ctx)
+        self.local = LocalTexts(self)
+
+    def prepare(self, split):
+        self.source = prepare_caption_rewrites(self, split)
+
+    def features(self, batch, gallery):
+        """(rewrites, captions, x): n x Q x D raw text features of the queries' rewrites and captions, and
+        the normalised G x D gallery, on the batch's device."""
+        n = self.option("n")
+        device = batch.reference_features.device
+        captions, rewrites = caption_rewrite_sets(self, batch, n)
+        return (text_features(self, rewrites, n, device), text_features(self, captions, n, device),
+                normalize(gallery.features.to(device)))
 
 
 def candidate_mask(batch, n_gallery: int, device):
@@ -73,32 +96,21 @@ def ensemble_weights(after, before, x, topk: int, temperature: float, mask=None)
 
 
 @register_method("ldre")
-class LDRE(Method):
+class LDRE(CaptionRewriteMethod):
     description = "LDRE: relevance-weighted ensemble of 15 LLM rewrites of 15 sampled captions (training-free)"
-    external_weights = True
-    scoring = "scores"
     whole_split = True  # the ensemble weights are computed over all the split's queries
-    default_transform = "clip"
     options = {**LDRE_OPTIONS,
                "topk": Option(int, 5, "largest drops per query counted in the weights"),
                "temperature": Option(float, 0.04, "softmax temperature of the weights")}
 
     def __init__(self, ctx):
         super().__init__(ctx)
-        self.local = LocalTexts(self)
         self.weights = None
 
-    def prepare(self, split):
-        self.source = prepare_caption_rewrites(self, split)
-
     def score(self, batch, gallery):
-        n = self.option("n")
-        device = batch.reference_features.device
-        captions, rewrites = caption_rewrite_sets(self, batch, n)
-        x = normalize(gallery.features.to(device))
-        after = normalize(text_features(self, rewrites, n, device))  # n x Q x D
-        before = normalize(text_features(self, captions, n, device))
-        mask = candidate_mask(batch, x.shape[0], device)
+        rewrites, captions, x = self.features(batch, gallery)
+        after, before = normalize(rewrites), normalize(captions)  # n x Q x D
+        mask = candidate_mask(batch, x.shape[0], x.device)
         self.weights = ensemble_weights(after, before, x, self.option("topk"), self.option("temperature"), mask)
         ensemble = (after * self.weights[:, None, None]).sum(0)  # not renormalised, as the code
         return ensemble @ x.T

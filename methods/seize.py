@@ -13,39 +13,27 @@ as LDRE (``--option seize.prompts_file=`` one of SEIZE's src/LLM-based_editing_r
 
 from __future__ import annotations
 
-from cirbench.llm_texts import LocalTexts, caption_rewrite_config, caption_rewrite_sets, prepare_caption_rewrites
-from cirbench.method import Method, Option, register_method
+from cirbench.llm_texts import caption_rewrite_config
+from cirbench.method import Option, register_method
 from cirbench.scoring import normalize
 
-from .ldre import LDRE_OPTIONS, text_features
+from .ldre import LDRE_OPTIONS, CaptionRewriteMethod
 
 
 @register_method("seize")
-class SEIZE(Method):
+class SEIZE(CaptionRewriteMethod):
     description = "SEIZE: rewrites' similarity plus a semantic-editing increment over the captions' (training-free)"
-    external_weights = True
-    scoring = "scores"
-    default_transform = "clip"
     options = {**LDRE_OPTIONS,
                "neg_factor": Option(float, 2.1, "weight of the increment where the rewrite lowers the similarity"),
                "pos_factor": Option(float, 0.13, "weight of the increment where the rewrite raises it")}
 
-    def __init__(self, ctx):
-        super().__init__(ctx)
-        self.local = LocalTexts(self)
-
-    def prepare(self, split):
-        self.source = prepare_caption_rewrites(self, split)
-
     def score(self, batch, gallery):
         import torch
 
-        n = self.option("n")
-        device = batch.reference_features.device
-        captions, rewrites = caption_rewrite_sets(self, batch, n)
-        x = normalize(gallery.features.to(device))
-        after = normalize(text_features(self, rewrites, n, device).mean(0)) @ x.T
-        before = normalize(text_features(self, captions, n, device).mean(0)) @ x.T
+        rewrites, captions, x = self.features(batch, gallery)
+        device = x.device
+        after = normalize(rewrites.mean(0)) @ x.T
+        before = normalize(captions.mean(0)) @ x.T
         diff = after - before
         score = after + self.option("neg_factor") * diff.clamp(max=0) + self.option("pos_factor") * diff.clamp(min=0)
         rows = torch.tensor([i for i, p in enumerate(batch.reference_positions) if p >= 0], dtype=torch.long)
