@@ -158,9 +158,8 @@ class Captioner:
         return {"task": "caption", "model": self.model_id, "revision": self.revision, "prompt": prompt,
                 "decoding": decoding.key()}
 
-    def _decode(self, ids, prompt_len: int) -> list[str]:
-        texts = self.processor.batch_decode(ids, skip_special_tokens=True)
-        return [t.strip() for t in texts]
+    def _decode(self, ids) -> list[str]:
+        return [t.strip() for t in self.processor.batch_decode(ids, skip_special_tokens=True)]
 
     def caption(self, images: list, keys: list[str], prompt: str | None, decoding: Decoding,
                 batch_size: int = 8) -> list[list[str]]:
@@ -186,7 +185,7 @@ class Captioner:
                     and ids.shape[1] > inputs["input_ids"].shape[1] \
                     and torch.equal(ids[:, :inputs["input_ids"].shape[1]], inputs["input_ids"]):
                 ids = ids[:, inputs["input_ids"].shape[1]:]  # decoder-only models echo their prompt
-            texts = self._decode(ids, 0)
+            texts = self._decode(ids)
             for j in range(len(chunk)):
                 out.append(texts[j * decoding.n:(j + 1) * decoding.n])
             if task:

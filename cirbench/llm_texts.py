@@ -186,7 +186,7 @@ def prompt_digest(text: str) -> str:
 def caption_rewrite_sets(method, batch, n: int) -> tuple[list[list[str]], list[list[str]]]:
     """n captions and n rewrites per query (LDRE and SEIZE): the released fields, or generated locally --
     n sampled captions of the reference, each rewritten by the LLM with the official script's prompt."""
-    from .generation import Decoding, official_prompt
+    from .generation import Decoding
 
     if method.source == "released":
         cap_f, rew_f = method.option("captions_field"), method.option("rewrites_field")

@@ -89,7 +89,7 @@ class CIReVL(Method):
             name = self.option("rewrite_field")
             return [field_text(f, name, f"{batch.split.dataset}:{batch.split.split} query {q}")
                     for q, f in zip(batch.ids, batch.fields)]
-        (llm_name, base), (blip_name, blip) = self.prompts["llm"], self.prompts["blip"]
+        (llm_name, base), (_, blip) = self.prompts["llm"], self.prompts["blip"]
         captions = self.local.captions(batch.reference_images, blip, Decoding(max_new_tokens=30, num_beams=5))
         relative = [relative_text(batch, i) for i in range(len(batch))]
         conversations = [[{"role": "user", "content": base + "\n" + "Image Content: " + caps[0] + "\n"

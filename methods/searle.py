@@ -18,7 +18,7 @@ from __future__ import annotations
 
 from cirbench import checkpoints
 from cirbench.data import DEFAULT_PROMPTS
-from cirbench.method import Method, Option, register_method
+from cirbench.method import Method, register_method
 from cirbench.prompts import fill_pseudo, split_pseudo, with_token
 from cirbench.scoring import normalize
 

@@ -1,7 +1,5 @@
 """Checkpoints in the official key layouts load; wrong keys or shapes give a clear message."""
 
-from pathlib import Path
-
 import pytest
 import torch
 

@@ -9,7 +9,6 @@ cos(red, .): red 1, yellow .743, white = gray .635, blue = green .104.
 import json
 
 import numpy as np
-import pytest
 import torch
 from typer.testing import CliRunner
 

@@ -47,7 +47,7 @@ def test_templates_become_per_query_galleries_in_the_official_order(tmp_path):
 
 
 def test_the_official_dilated_crop_padded_square():
-    from cirbench.images import ImageRef, dilated_box, load_rgb
+    from cirbench.images import dilated_box
 
     # box x=20, y=10, w=10, h=4 in a 40 x 30 image: left = 20 - 7 = 13, top = 10 - 2.8 = 7.2,
     # right = 13 + 17 = 30, bottom = 7.2 + 6.8 = 14 -- grown to the left and top only

@@ -160,7 +160,6 @@ def test_cirevl_generates_captions_and_rewrites_once(tmp_path, models, monkeypat
 
 
 def test_ldre_and_seize_generate_n_sampled_captions_deterministically(tmp_path, models):
-    from cirbench import results
     from cirbench.artefacts import ArtefactStore
 
     root = F.circo(tmp_path / "circo")

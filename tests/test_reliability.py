@@ -11,7 +11,7 @@ from typer.testing import CliRunner
 
 import colour_encoder
 from cirbench.cli import app
-from helpers import folder_dataset, render
+from helpers import folder_dataset
 
 colour_encoder.register()
 

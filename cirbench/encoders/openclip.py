@@ -17,8 +17,9 @@ import os
 import zipfile
 from pathlib import Path
 
-from ..encoder import Encoder, copy_with, register_encoder, sha256_file
+from ..encoder import Encoder, copy_with, register_encoder
 from ..errors import UsageError
+from ..fsutil import sha256_file
 
 OPENAI_MARKERS = ("input_resolution", "context_length", "vocab_size")
 
