@@ -195,7 +195,7 @@ class Engine:
             return CellOutcome(m.name, split.dataset, split.split, status, **kw)
 
         def failed(exc: CirbenchError):
-            # `--method all` includes methods that only run on released weights when those are there
+            # `--method all` includes methods that need outside weights or texts only when those are there
             skip = (isinstance(exc, MissingResourceError) and self.options.all_methods
                     and m.cls.external_weights)
             return outcome("skipped" if skip else "failed", error=exc)
