@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import html as _html
 import json
+import re
 from pathlib import Path
 
 import numpy as np
@@ -16,6 +17,7 @@ from . import fsutil
 from .grids import choose, groups, thumb_name, thumbnail, view_of
 
 THUMB = 80
+THUMB_FILE = re.compile(r"[0-9a-f]{16}\.jpg")  # grids.thumb_name's names
 
 
 def esc(text) -> str:
@@ -64,6 +66,15 @@ class Thumbs:
             self.done[name] = name
         return f"thumbs/{name}"
 
+    def prune(self) -> None:
+        """Remove the thumbnails of earlier renders that this page no longer shows (their names follow the
+        image paths, so a report rendered on another machine or from other results would pile up)."""
+        if not self.folder.is_dir():
+            return
+        for path in self.folder.iterdir():
+            if THUMB_FILE.fullmatch(path.name) and path.name not in self.done:
+                path.unlink()
+
 
 def browser_data(report, out: Path, per_split: int, seed: int) -> dict:
     """The per-query browser's data: a seeded sample of each split's queries, each method's top 5, which
@@ -94,6 +105,7 @@ def browser_data(report, out: Path, per_split: int, seed: int) -> dict:
         data.append({"group": f"{ds_labels[ds]}:{split}" + (f" ({enc_labels[enc]})" if len(set(enc_labels.values())) > 1
                                                             else ""),
                      "methods": [c.record.method.name for c in cells], "queries": queries})
+    thumbs.prune()
     return {"groups": data}
 
 

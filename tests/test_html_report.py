@@ -90,3 +90,18 @@ def test_latex_and_csv_exports(report):
     assert comparisons[0].startswith("dataset,encoder,split,metric,method_a,method_b,difference,low,high,p")
     summary = (folder / "summary.csv").read_text().splitlines()[0]
     assert "val R@1 low" in summary and "val R@1 high" in summary
+
+
+def test_a_new_render_removes_the_thumbnails_it_no_longer_shows(report):
+    """Thumbnail names follow the image paths: rendering other results into the same folder must not pile
+    up the old ones; files of other names are left alone."""
+    folder, _ = report
+    stale, own = folder / "thumbs" / "0123456789abcdef.jpg", folder / "thumbs" / "notes.txt"
+    stale.write_bytes(b"old"), own.write_text("mine")
+    results = folder.parent / "r"
+    out = CliRunner().invoke(app, ["report", "--results-dir", str(results), "--out", str(folder), "--latex",
+                                   "--grid-queries", "3"])
+    assert out.exit_code == 0, out.output
+    shown = set(re.findall(r"thumbs/([0-9a-f]{16}\.jpg)", (folder / "index.html").read_text()))
+    assert shown and not stale.exists() and own.read_text() == "mine"
+    assert {p.name for p in (folder / "thumbs").glob("*.jpg")} == shown
