@@ -8,7 +8,6 @@ recorded in each result's outcomes file (no dataset is opened).
 
 from __future__ import annotations
 
-import hashlib
 import textwrap
 from pathlib import Path
 
@@ -171,7 +170,3 @@ def render_grids(report, folder: Path, per_split: int = 4, sample: str = "random
         folder.mkdir(parents=True, exist_ok=True)
         written.append((ds_labels[ds], fsutil.atomic_write(path, lambda fh: image.save(fh, format="PNG"), fsync=False)))
     return written
-
-
-def thumb_name(image_id: str, source: str) -> str:
-    return hashlib.sha1(f"{source}|{image_id}".encode("utf-8")).hexdigest()[:16] + ".jpg"

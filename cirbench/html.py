@@ -6,7 +6,9 @@ reports/thumbs/ beside it, the data is embedded in the page.
 
 from __future__ import annotations
 
+import hashlib
 import html as _html
+import io
 import json
 import re
 from pathlib import Path
@@ -14,10 +16,10 @@ from pathlib import Path
 import numpy as np
 
 from . import fsutil
-from .grids import choose, groups, thumb_name, thumbnail, view_of
+from .grids import choose, groups, thumbnail, view_of
 
 THUMB = 80
-THUMB_FILE = re.compile(r"[0-9a-f]{16}\.jpg")  # grids.thumb_name's names
+THUMB_FILE = re.compile(r"[0-9a-f]{16}\.jpg")  # the names Thumbs gives
 
 
 def esc(text) -> str:
@@ -48,31 +50,34 @@ def _markdown_table_html(lines: list[str]) -> str:
 
 
 class Thumbs:
-    """Thumbnails written once per image into reports/thumbs/."""
+    """Thumbnails made once per image per render, written into reports/thumbs/ under the digest of their
+    bytes: the same report rendered again, or on another machine, names and writes nothing new."""
 
     def __init__(self, folder: Path):
         self.folder = folder
-        self.done: dict[str, str] = {}
+        self.done: dict[tuple[str, str], str] = {}  # (source path, image id) -> file name
 
     def __call__(self, outcomes, image_id: str) -> str:
         if not image_id:
             return ""
-        source = str(outcomes.images.get(image_id, ""))
-        name = thumb_name(image_id, source)
-        if name not in self.done:
-            image = thumbnail(outcomes, image_id, THUMB)
-            self.folder.mkdir(parents=True, exist_ok=True)
-            fsutil.atomic_write(self.folder / name, lambda fh: image.save(fh, format="JPEG", quality=85), fsync=False)
-            self.done[name] = name
-        return f"thumbs/{name}"
+        key = (str(outcomes.images.get(image_id, "")), image_id)
+        if key not in self.done:
+            buffer = io.BytesIO()
+            thumbnail(outcomes, image_id, THUMB).save(buffer, format="JPEG", quality=85)
+            data = buffer.getvalue()
+            name = hashlib.sha1(data).hexdigest()[:16] + ".jpg"
+            if not (self.folder / name).is_file():
+                fsutil.atomic_write(self.folder / name, lambda fh: fh.write(data), fsync=False)
+            self.done[key] = name
+        return f"thumbs/{self.done[key]}"
 
     def prune(self) -> None:
-        """Remove the thumbnails of earlier renders that this page no longer shows (their names follow the
-        image paths, so a report rendered on another machine or from other results would pile up)."""
+        """Remove the thumbnails of earlier renders that this page no longer shows."""
         if not self.folder.is_dir():
             return
+        shown = set(self.done.values())
         for path in self.folder.iterdir():
-            if THUMB_FILE.fullmatch(path.name) and path.name not in self.done:
+            if THUMB_FILE.fullmatch(path.name) and path.name not in shown:
                 path.unlink()
 
 
