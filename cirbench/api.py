@@ -189,25 +189,27 @@ def build_methods(engine, methods: list[tuple[str, type]], checkpoints: dict, op
     from .artefacts import ArtefactStore
     from .engine import BuiltMethod
     from .errors import CirbenchError
-    from .method import MethodContext
+    from .method import EncoderView, MethodContext
 
     built = []
     for name, cls in methods:
-        chosen = transform or cls.default_transform
+        view = EncoderView(transform or cls.default_transform)
         try:
-            ctx = MethodContext(encoder=engine.encoder_for(chosen), text_features=engine.texts,
+            view = cls.encoder_view(options.get(name, {})).forced(transform)
+            ctx = MethodContext(encoder=engine.encoder_for(view.transform, view.weights),
+                                text_features=engine.texts_for(view.weights),
                                 checkpoint=checkpoints.get(name),
                                 checkpoint_store=Path(engine.options.cache_dir) / "checkpoints",
                                 options=options.get(name, {}),
                                 artefacts=ArtefactStore(engine.options.cache_dir, name), progress=progress,
                                 cache_dir=Path(engine.options.cache_dir))
-            built.append(BuiltMethod(name, cls, chosen, instance=cls(ctx)))
+            built.append(BuiltMethod(name, cls, view, instance=cls(ctx)))
         except CirbenchError as exc:
-            built.append(BuiltMethod(name, cls, chosen, error=exc))
+            built.append(BuiltMethod(name, cls, view, error=exc))
         except Exception as exc:  # a bug in a (plugin) method's constructor fails its cells, not the run
             from .errors import RunError
 
-            built.append(BuiltMethod(name, cls, chosen, error=RunError(
+            built.append(BuiltMethod(name, cls, view, error=RunError(
                 f"method {name!r} could not be built: {type(exc).__name__}: {exc}")))
     return built
 

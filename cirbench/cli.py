@@ -37,9 +37,11 @@ EncoderSpec = Annotated[Optional[str], typer.Option("--encoder", help="ARCH:TAG,
                                                                       "dataset's: ViT-L-14:openai for real ones).")]
 Device = Annotated[str, typer.Option("--device", help="auto, cpu, cuda, cuda:N.")]
 Precision = Annotated[str, typer.Option("--precision", help="fp32, fp16 or bf16 (autocast on GPU).")]
-Transform = Annotated[Optional[str], typer.Option("--transform", help="Force one image transform, clip (centre "
-                                                                      "crop) or targetpad (1.25), for every method "
-                                                                      "(default: each method's own code's).")]
+Transform = Annotated[Optional[str], typer.Option("--transform", help="Force one image transform for every method: "
+                                                                      "clip (resize, centre crop), targetpad (1.25) "
+                                                                      "or hf-clip (crop offsets rounded down, as "
+                                                                      "Hugging Face's CLIPImageProcessor) (default: "
+                                                                      "each method's own code's).")]
 Workers = Annotated[int, typer.Option("--workers", min=0, help="Image decoding processes.")]
 Quiet = Annotated[bool, typer.Option("--quiet", help="No progress output.")]
 ResultsDir = Annotated[Path, typer.Option("--results-dir", help="Where result files are.")]
@@ -376,8 +378,8 @@ def data_prepare(
     data_root: DataRoot = None,
     data: DataPaths = [],
     setting: Settings = [],
-    out: Annotated[Optional[Path], typer.Option("--out", help="Where to write [under the cache; the dataset "
-                                                              "folder is never written].")] = None,
+    out: Annotated[Optional[Path], typer.Option("--out", help="Where to write \\[default: under the cache; the "
+                                                              "dataset folder is never written].")] = None,
     cache: CacheDir = None,
     quiet: Quiet = False,
 ):

@@ -23,10 +23,11 @@ from .registry import encoders
 
 register_encoder = encoders.register
 
-TRANSFORMS = ("clip", "targetpad")
+TRANSFORMS = ("clip", "targetpad", "hf-clip")  # see cirbench.transforms (and its +fp16 modifier)
+WEIGHTS = ("loaded", "fp16")  # as loaded, or rounded through float16 and used in float32
 PRECISIONS = ("fp32", "fp16", "bf16")
 # entries of identity that describe the image transform rather than the model
-TRANSFORM_FIELDS = ("transform", "preprocess")
+TRANSFORM_FIELDS = ("transform", "preprocess", "decode")
 # the encoder the real benchmarks are evaluated with unless --encoder says otherwise: the seed
 # paper's backbone (OpenAI CLIP ViT-L/14, built with its QuickGELU activation)
 DEFAULT_REAL_ENCODER = "ViT-L-14:openai"
@@ -55,6 +56,12 @@ class Encoder:
         if transform == self.transform:
             return self
         raise UsageError(f"encoder {self.label!r} cannot change its image transform to {transform!r}")
+
+    def with_weights(self, weights: str) -> "Encoder":
+        """The same model with its weights as loaded ("loaded") or rounded through float16 ("fp16")."""
+        if weights == self.identity.get("weights_rounding", "loaded"):
+            return self
+        raise UsageError(f"encoder {self.label!r} cannot round its weights to {weights!r}")
 
     @property
     def key(self) -> str:
@@ -131,8 +138,9 @@ def load_encoder(spec: str, *, device: str = "cpu", precision: str = "fp32", tra
     """An encoder from its SPEC. ``cache_dir`` is cirbench's cache (downloaded or trained models live below it)."""
     if precision not in PRECISIONS:
         raise UsageError(f"unknown precision {precision!r}; choose one of {', '.join(PRECISIONS)}")
-    if transform not in TRANSFORMS:
-        raise UsageError(f"unknown image transform {transform!r}; choose one of {', '.join(TRANSFORMS)}")
+    from .transforms import check
+
+    check(transform)
     kind, rest = parse_spec(spec)
     factory = encoders.get(kind)
     return factory(rest, spec=spec, device=device, precision=precision, transform=transform, cache_dir=cache_dir,
@@ -148,7 +156,7 @@ def resolve_device(device: str) -> str:
 
 
 __all__ = ["Encoder", "register_encoder", "load_encoder", "parse_spec", "resolve_device", "copy_with", "slug",
-           "DEFAULT_REAL_ENCODER", "TRANSFORMS", "PRECISIONS"]
+           "DEFAULT_REAL_ENCODER", "TRANSFORMS", "WEIGHTS", "PRECISIONS"]
 
 
 def _check_encoder_factory(obj) -> str | None:

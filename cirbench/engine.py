@@ -25,7 +25,7 @@ from .data import Split
 from .errors import CirbenchError, DataError, MissingResourceError, RunError
 from .features import FeatureStore, TextFeatures
 from .images import unreadable
-from .method import Gallery, Method, QueryBatch, SplitView
+from .method import EncoderView, Gallery, Method, QueryBatch, SplitView
 from .scoring import normalize, order_by_scores, rank_scores, rank_subsets, rank_vectors
 
 
@@ -51,9 +51,13 @@ class BuiltMethod:
 
     name: str
     cls: type
-    transform: str
+    view: EncoderView
     instance: Method | None = None
     error: CirbenchError | None = None
+
+    @property
+    def transform(self) -> str:
+        return self.view.transform
 
 
 @dataclass
@@ -102,21 +106,39 @@ class Engine:
         self.options = options
         self.progress = progress
         self.content_keys = ContentKeys(options.cache_dir)
-        self.texts = TextFeatures(encoder, options.cache_dir)
-        self._encoders: dict[str, object] = {encoder.transform: encoder}
-        self._stores: dict[str, FeatureStore] = {}
+        self._encoders: dict[tuple[str, str], object] = {(encoder.transform, "loaded"): encoder}
+        self._texts: dict[str, TextFeatures] = {}
+        self._stores: dict[tuple[str, str], FeatureStore] = {}
 
-    def encoder_for(self, transform: str):
-        if transform not in self._encoders:
-            self._encoders[transform] = self.encoder.with_transform(transform)
-        return self._encoders[transform]
+    def encoder_for(self, transform: str, weights: str = "loaded"):
+        """The run's model with another image transform and/or its weights rounded (see EncoderView);
+        the weights are copied once per rounding and shared by its transforms."""
+        key = (transform, weights)
+        if key not in self._encoders:
+            if transform == self.encoder.transform:
+                self._encoders[key] = self.encoder.with_weights(weights)
+            else:
+                self._encoders[key] = self.encoder_for(self.encoder.transform, weights).with_transform(transform)
+        return self._encoders[key]
 
-    def store(self, transform: str) -> FeatureStore:
-        if transform not in self._stores:
-            self._stores[transform] = FeatureStore(
-                self.encoder_for(transform), self.options.cache_dir, self.options.batch_size, self.options.workers,
-                self.progress, dtype=self.options.feature_dtype, content_keys=self.content_keys)
-        return self._stores[transform]
+    def texts_for(self, weights: str = "loaded") -> TextFeatures:
+        """Cached text features of the run's model with these weights."""
+        if weights not in self._texts:
+            self._texts[weights] = TextFeatures(self.encoder_for(self.encoder.transform, weights),
+                                                self.options.cache_dir)
+        return self._texts[weights]
+
+    @property
+    def texts(self) -> TextFeatures:
+        return self.texts_for("loaded")
+
+    def store(self, transform: str, weights: str = "loaded") -> FeatureStore:
+        key = (transform, weights)
+        if key not in self._stores:
+            self._stores[key] = FeatureStore(
+                self.encoder_for(transform, weights), self.options.cache_dir, self.options.batch_size,
+                self.options.workers, self.progress, dtype=self.options.feature_dtype, content_keys=self.content_keys)
+        return self._stores[key]
 
     # -- one split, many methods --------------------------------------------------------------
     def evaluate(self, split: Split, built: list[BuiltMethod], result_name: str | None = None) -> list[CellOutcome]:
@@ -143,28 +165,46 @@ class Engine:
         if not todo:
             return outcomes
         start = time.perf_counter()
-        feats: dict[str, object] = {}
-        cache: dict[str, dict] = {}
+        feats: dict[tuple[str, str], object] = {}
+        cache: dict[tuple[str, str], dict] = {}
         skipped: dict = {}
-        for transform in dict.fromkeys(t[0].transform for t in todo):
-            store = self.store(transform)
+        for group in dict.fromkeys((t[0].transform, t[0].view.weights) for t in todo):
+            store = self.store(*group)
             hits0, misses0 = store.hits, store.misses
             values, bad = store.features([split.images[i] for i in ids], label=split.name, keys=image_keys)
-            cache[transform] = {"hits": store.hits - hits0, "misses": store.misses - misses0}
+            cache[group] = {"hits": store.hits - hits0, "misses": store.misses - misses0}
             if bad and not self.options.skip_bad_images:
                 pos, err = bad[0]
                 more = f" (and {len(bad) - 1} more)" if len(bad) > 1 else ""
                 raise DataError(str(unreadable(split.images[ids[pos]], err)) + more)
-            feats[transform] = values
+            feats[group] = values
             if bad and not skipped:
                 split, skipped = _drop_unreadable(split, {ids[p] for p, _ in bad})
                 view.n_queries, view.n_gallery = len(split.queries), len(split.gallery)
         row = {image_id: i for i, image_id in enumerate(ids)}
+        # references encoded with a transform of their own (EncoderView.reference_transform)
+        ref_ids = list(dict.fromkeys(q.reference for q in split.queries))
+        ref_row = {image_id: i for i, image_id in enumerate(ref_ids)}
+        ref_feats: dict[tuple[str, str], object] = {}
+        for group in dict.fromkeys((t[0].view.references, t[0].view.weights) for t in todo
+                                   if t[0].view.references != t[0].transform):
+            store = self.store(*group)
+            hits0, misses0 = store.hits, store.misses
+            values, _bad = store.features([split.images[i] for i in ref_ids], label=f"{split.name} references",
+                                          keys=[image_keys[row[i]] for i in ref_ids])
+            cache[group] = {"hits": store.hits - hits0, "misses": store.misses - misses0}
+            ref_feats[group] = values  # an unreadable reference was dealt with above
         shared = time.perf_counter() - start
         for m, key, path in todo:
             t0 = time.perf_counter()
+            group = (m.transform, m.view.weights)
+            refs_group = (m.view.references, m.view.weights)
+            if refs_group in ref_feats:
+                refs = ref_feats[refs_group][[ref_row[q.reference] for q in split.queries]]
+            else:
+                refs = feats[group][[row[q.reference] for q in split.queries]]
             try:
-                views, values = self._rank(m.instance, split, view, feats[m.transform], row)
+                views, values = self._rank(m.instance, split, view, feats[group], row, refs)
                 folder = path.parent / "submissions" / path.stem if path is not None else None
                 submission = self._submission(split, views, folder)
             except CirbenchError as exc:
@@ -173,7 +213,11 @@ class Engine:
             except Exception as exc:  # a bug in a (plugin) method fails its cell, not the whole run
                 outcomes.append(CellOutcome(m.name, split.dataset, split.split, "failed", error=_method_bug(m, exc)))
                 continue
-            record = self._record(split, view, m, key, values, cache[m.transform], skipped, result_name,
+            stats = {"hits": 0, "misses": 0}
+            for g in dict.fromkeys([group, refs_group]):
+                if g in cache:
+                    stats = {k: stats[k] + cache[g][k] for k in stats}
+            record = self._record(split, view, m, key, values, stats, skipped, result_name,
                                   wall=time.perf_counter() - t0 + shared)
             record.submission = [str(p) for p in submission]
             out = results.Outcomes([q.qid for q in split.queries], list(split.gallery), views,
@@ -213,7 +257,8 @@ class Engine:
         except Exception as exc:
             return failed(_method_bug(m, exc))
         key = fsutil.stable_hash({
-            "cirbench": __version__, "encoder": self.encoder_for(m.transform).key, "method": m.name,
+            "cirbench": __version__, "encoder": self.encoder_for(m.transform, m.view.weights).key, "method": m.name,
+            "references": self.encoder_for(m.view.references, m.view.weights).key,
             "config": config, "options": method.ctx.options, "scoring": m.cls.scoring, "split": content,
             "images": images_key, "skip_bad_images": self.options.skip_bad_images,
             "feature_dtype": self.options.feature_dtype})[:24]
@@ -244,9 +289,9 @@ class Engine:
                 subsets=members[i:i + bs] if members is not None else None,
                 reference_positions=[pos.get(q.reference, -1) for q in qs])
 
-    def _rank(self, method: Method, split: Split, view: SplitView, feats, row: dict):
+    def _rank(self, method: Method, split: Split, view: SplitView, feats, row: dict, refs):
         """The one ranking of a method on a split: {view name: (top, target ranks, first rank)} and the
-        per-query metric values."""
+        per-query metric values. ``refs``: the queries' reference features (Q x D)."""
         import torch
 
         device = self.encoder.device
@@ -254,7 +299,6 @@ class Engine:
         n_q = len(split.queries)
         gallery = Gallery(ids=list(split.gallery), images=[split.images[g] for g in split.gallery],
                           features=feats[[row[g] for g in split.gallery]].to(device), split=view)
-        refs = feats[[row[q.reference] for q in split.queries]]
         first = torch.tensor([pos[q.targets[0]] if q.targets else -1 for q in split.queries], dtype=torch.long)
         exclude = (torch.tensor([pos.get(q.reference, -1) for q in split.queries], dtype=torch.long)
                    if split.remove_reference else None)
@@ -315,7 +359,8 @@ class Engine:
             if "gallery" in views:
                 order = _follow_final_order(order, views["gallery"][0])
             views["subset"] = _subset_view(order, split, pos)
-        rank_views = {name: M.RankView(*v) for name, v in views.items()}
+        listed = np.array([len(q.targets) for q in split.queries], dtype=np.int64)
+        rank_views = {name: M.RankView(*v, n_listed=listed) for name, v in views.items()}
         values = M.compute(rank_views, split.metrics, split.scope) if split.has_ground_truth else {}
         return views, values
 
@@ -353,7 +398,7 @@ class Engine:
 
     def _record(self, split: Split, view: SplitView, m: BuiltMethod, key: str, values: dict, cache: dict,
                 skipped: dict, result_name: str, wall: float) -> results.Result:
-        enc = self.encoder_for(m.transform)
+        enc = self.encoder_for(m.transform, m.view.weights)
         method = m.instance
         return results.Result(
             cell_key=key,
@@ -362,7 +407,8 @@ class Engine:
                                           transform=enc.transform, identity=dict(enc.identity)),
             method=results.MethodRecord(name=m.name, supervised=bool(m.cls.supervised),
                                         description=m.cls.description, config=method.config(),
-                                        options=dict(method.ctx.options), transform=m.transform),
+                                        options=dict(method.ctx.options), transform=m.transform,
+                                        reference_transform=m.view.references, weights=m.view.weights),
             dataset=results.DatasetRecord(
                 name=split.dataset, split=split.split, root=str(Path(split.root).resolve()), result_name=result_name,
                 n_queries=len(split.queries), n_gallery=len(split.gallery), remove_reference=split.remove_reference,

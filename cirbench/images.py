@@ -101,32 +101,62 @@ def dilated_box(size, x, y, w, h, d):
 
 
 def pad_square(image, fill=(0, 0, 0)):
+    """A centred square canvas of the image's own mode, as GeneCIS's expand2square: the fill is (0,) for
+    an 'L' image and the given triple otherwise (in CMYK (0, 0, 0) is black: K defaults to 255)."""
     from PIL import Image
 
     w, h = image.size
     side = max(w, h)
-    out = Image.new(image.mode, (side, side), fill if image.mode == "RGB" else 0)
+    out = Image.new(image.mode, (side, side), (0,) if image.mode == "L" else fill)
     out.paste(image, ((side - w) // 2, (side - h) // 2))
     return out
 
 
-def load_rgb(image: Image_):
-    """Open, decode and convert an image (path or ImageRef) to 8-bit RGB, with its operations applied."""
+# modes whose operations (crops, pads) run before the RGB conversion, as the official loaders do them in
+# the decoded image's own mode. Palette images are converted first (pasting one onto a new canvas would
+# drop its palette), as are the high bit depths (to_rgb scales them by the whole image's range).
+OWN_MODE_OPS = frozenset({"RGB", "RGBA", "L", "CMYK", "YCbCr"})
+
+
+def high_bit_depth(mode: str) -> bool:
+    return mode.startswith("I;16") or mode in ("I", "F")
+
+
+def load_image(image: Image_, keep_mode: bool = False):
+    """Open and decode an image (path or ImageRef) with its operations applied. ``keep_mode``: leave it in
+    its decoded mode (for a transform that converts to RGB itself, as the official ones do); images of
+    more than 8 bits per sample are scaled to 8-bit RGB in any case."""
     from PIL import Image
 
-    path = path_of(image)
-    with Image.open(path) as opened:
-        rgb = to_rgb(opened)
-    return image.apply(rgb) if isinstance(image, ImageRef) else rgb
+    with Image.open(path_of(image)) as opened:
+        opened.load()
+        decoded = opened if keep_mode and not high_bit_depth(opened.mode) else to_rgb(opened)
+        if decoded is opened:
+            decoded = opened.copy()
+    if isinstance(image, ImageRef) and image.ops:
+        if decoded.mode not in OWN_MODE_OPS:
+            decoded = to_rgb(decoded)
+        decoded = image.apply(decoded)
+    return decoded
+
+
+def load_rgb(image: Image_):
+    """Open, decode and convert an image (path or ImageRef) to 8-bit RGB, with its operations applied
+    (in the image's own mode where that is plain; see OWN_MODE_OPS)."""
+    return to_rgb(load_image(image, keep_mode=True))
 
 
 class ImageFiles:
-    """A map-style dataset over images; a file that cannot be read yields its error, not a crash."""
+    """A map-style dataset over images; a file that cannot be read yields its error, not a crash. A
+    transform that converts to RGB itself gets each image in its decoded mode (see cirbench.transforms)."""
 
     def __init__(self, images: list[Image_], transform, squash_transform=None):
+        from .transforms import converts_to_rgb
+
         self.images = list(images)
         self.transform = transform
         self.squash_transform = squash_transform or transform
+        self.keep_mode = converts_to_rgb(transform) and converts_to_rgb(self.squash_transform)
 
     def __len__(self) -> int:
         return len(self.images)
@@ -134,9 +164,9 @@ class ImageFiles:
     def __getitem__(self, index: int):
         image = self.images[index]
         try:
-            rgb = load_rgb(image)
+            decoded = load_image(image, keep_mode=self.keep_mode)
             squash = isinstance(image, ImageRef) and image.squash
-            pixels = (self.squash_transform if squash else self.transform)(rgb)
+            pixels = (self.squash_transform if squash else self.transform)(decoded)
             return index, pixels, None
         except Exception as exc:  # reported by the caller with the file's name
             return index, None, f"{type(exc).__name__}: {exc}"

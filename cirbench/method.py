@@ -71,6 +71,27 @@ def resolve_options(method: str, declared: Mapping[str, Option], given: Mapping[
     return {key: (opt.parse(method, key, given[key]) if key in given else opt.default) for key, opt in declared.items()}
 
 
+@dataclass(frozen=True)
+class EncoderView:
+    """How a method's own code runs the shared encoder: the image transform of the gallery (and, unless
+    ``reference_transform`` says otherwise, of the query's reference images), and the weights -- as
+    loaded, or rounded through float16 (a checkpoint loaded with torch_dtype=float16, then .float()).
+    Transforms are named in cirbench.transforms ("clip", "targetpad", "hf-clip", with "+fp16")."""
+
+    transform: str = "clip"
+    reference_transform: str | None = None
+    weights: str = "loaded"
+
+    @property
+    def references(self) -> str:
+        """The transform the reference images are encoded with."""
+        return self.reference_transform or self.transform
+
+    def forced(self, transform: str | None) -> "EncoderView":
+        """This view under ``--transform``: one transform for the gallery and the references."""
+        return self if transform is None else EncoderView(transform, None, self.weights)
+
+
 @dataclass
 class SplitView:
     """What a method sees of the split being evaluated."""
@@ -238,6 +259,13 @@ class Method:
         if batch is not None and list(batch.texts) == list(texts):
             return batch.prompts(kind)
         return [self.prompt(kind, t) for t in texts]
+
+    @classmethod
+    def encoder_view(cls, options: Mapping[str, Any]) -> EncoderView:
+        """How this method's official code runs the encoder, given its validated options (default: its
+        ``default_transform`` for every image, the weights as loaded). ``--transform`` overrides the
+        transforms."""
+        return EncoderView(cls.default_transform)
 
     @classmethod
     def training_defaults(cls, encoder) -> dict:

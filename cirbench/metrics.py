@@ -19,6 +19,9 @@ class RankView:
     top: np.ndarray  # Q x K gallery indices, best first (-1: padding)
     target_ranks: list[np.ndarray]  # per query: 1-based rank of each distinct target within top (0: beyond)
     first_rank: np.ndarray  # Q: exact 1-based rank of each query's first target (0: no target)
+    # per query: how many ground truths the annotation lists, duplicates included (None: the distinct
+    # count). CIRCO's official mAP divides by min(K, len(gt_img_ids)) as listed.
+    n_listed: np.ndarray | None = None
 
     @property
     def depth(self) -> int:
@@ -34,7 +37,7 @@ class RankView:
             distinct = list(dict.fromkeys(gt))
             ranks.append(np.array([where.get(t, 0) for t in distinct], dtype=np.int64))
             first.append(where.get(gt[0], 0) if gt else 0)
-        return cls(top, ranks, np.array(first, dtype=np.int64))
+        return cls(top, ranks, np.array(first, dtype=np.int64), np.array([len(gt) for gt in targets], dtype=np.int64))
 
 
 @dataclass
@@ -88,14 +91,18 @@ def positive_recall_at_k(view: RankView, ks: list[int]) -> dict[str, MetricValue
 
 
 def map_at_k(view: RankView, ks: list[int]) -> dict[str, MetricValues]:
-    """CIRCO mAP@K: AP@K = sum_{i<=K} P@i * rel(i) / min(K, |GT|)."""
+    """CIRCO mAP@K: AP@K = sum_{i<=K} P@i * rel(i) / min(K, |GT|), as miccunifi/CIRCO src/evaluation.py
+    (and SEARLE's, LinCIR's and CIReVL's copies of it): rel(i) marks a gallery item that is a ground
+    truth (each item once), |GT| is the length of the annotation's gt_img_ids, a duplicated id counted
+    twice."""
     out = {}
+    listed = view.n_listed if view.n_listed is not None else [len(r) for r in view.target_ranks]
     for k in ks:
         values = []
-        for ranks in view.target_ranks:
+        for ranks, n_gt in zip(view.target_ranks, listed):
             found = np.sort(ranks[(ranks > 0) & (ranks <= k)])
             precision_at_hits = np.arange(1, len(found) + 1) / found if len(found) else np.zeros(0)
-            values.append(float(precision_at_hits.sum()) / max(1, min(k, len(ranks))))
+            values.append(float(precision_at_hits.sum()) / max(1, min(k, int(n_gt))))
         out[f"mAP@{k}"] = MetricValues(np.array(values))
     return out
 

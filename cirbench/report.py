@@ -388,8 +388,13 @@ def protocol_lines(records) -> list[str]:
         notes += [f"{k}={v}" for k, v in r.method.options.items()]
         notes += [f"{k}: {cfg[k]}" for k in ("t_source", "injection") if k in cfg]
         text = "; ".join(notes).replace("|", "\\|")
+        images = r.method.transform
+        if r.method.reference_transform and r.method.reference_transform != r.method.transform:
+            images += f"; references {r.method.reference_transform}"
+        if r.method.weights != "loaded":
+            images += f"; weights rounded through {r.method.weights}"
         lines.append(f"| {enc_labels[r.encoder.model_key]} | {ds_labels[dataset_key(r)]} | {r.method.name} | "
-                     f"{r.method.transform} | `{str(prompt).replace('|', '/')}` | {text} |")
+                     f"{images} | `{str(prompt).replace('|', '/')}` | {text} |")
     return lines
 
 

@@ -51,6 +51,8 @@ class MethodRecord:
     config: dict = field(default_factory=dict)
     options: dict = field(default_factory=dict)
     transform: str = "clip"
+    reference_transform: str | None = None  # the transform of the query's reference images (None: as transform)
+    weights: str = "loaded"  # the encoder's weights as loaded, or rounded through float16 ("fp16")
 
     @property
     def train_dataset(self) -> str:

@@ -69,7 +69,7 @@ class CIRCO(Dataset):
                 expect(str(row.get("target_img_id")) == gt[0], where, "target_img_id must be gt_img_ids[0]")
                 missing = [g for g in gt if g not in in_gallery]
                 expect(not missing, where, f"ground truth {missing[:3]} not in the unlabeled gallery")
-                targets = tuple(dict.fromkeys(gt))
+                targets = tuple(gt)  # as listed: the official mAP counts a duplicated id twice in |GT|
             extra = {k: v for k, v in row.items() if k not in CIRCO_KEYS}  # e.g. released LLM captions
             queries.append(Query(qid=str(row["id"]), reference=ref, text=row["relative_caption"], targets=targets,
                                  fields=extra))

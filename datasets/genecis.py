@@ -13,8 +13,12 @@ Protocol (eval/evaluate.py, eval_functions.validate, datasets/*_dataset.py):
 - Object tasks use COCO val images (``val_image_id``). Attribute tasks use the Visual Genome image
   (``image_id``) cut to its ``instance_bbox`` dilated by 0.7 as the official code computes it (the box
   grows by 0.7 of its size to the left and top, and the crop's right and bottom edges are the dilated
-  left/top plus 1.7 times the size, clipped to the image), then padded to a square with black.
-- Ties rank in the order of the official gallery tensor, [target] + gallery (torch's stable order).
+  left/top plus 1.7 times the size, clipped to the image), then padded to a square with black -- both
+  in the decoded image's own mode, before the conversion to RGB, as the official loader (a CMYK JPEG is
+  cropped and padded in CMYK).
+- The official code sorts the ~15 scores with torch's sort, which is not stable: the order of tied
+  scores is unspecified there. Ties have measure zero on real features; cirbench breaks them by the
+  official gallery tensor's order, [target] + gallery, so its rankings are deterministic.
 - The condition is the query text; the baselines use it as the official FeatureComb does: text-only the
   condition's feature, image+text the normalised 0.5 / 0.5 average of the *raw* image and text
   features; Pic2Word and SEARLE put it in their usual prompts ("a photo of * , {condition}", "a photo

@@ -8,7 +8,9 @@ pretrain_flant5xxl, with the prompt ``blip_prompt`` of src/prompts.py, beam sear
 at a blank line) and the rewrite is the text after "Edited Description:" on its line -- up to the next
 colon, as the code's ``line.split(':')[1]`` -- falling back to the relative caption when empty or
 absent; FashionIQ's relative caption is "{c1} and {c2}", each stripped of '.?, '. The query is the
-normalised CLIP text feature of the rewrite; images use TargetPad (the code's default preprocessing).
+normalised CLIP text feature of the rewrite -- on GeneCIS focus_attribute averaged with the normalised
+reference image feature, as main.py does for that task only; images use TargetPad (the code's default
+preprocessing).
 The code's prompt per dataset: CIRR contextual_modifier_prompt, CIRCO structural_modifier_prompt,
 FashionIQ structural_modifier_prompt_fashion, GeneCIS short_modifier_prompt (focus_object:
 short_focus_object_modifier_prompt), otherwise simple_modifier_prompt.
@@ -27,11 +29,10 @@ ViT-L-14:laion2b_s32b_b82k`` (``ViT-L/14`` with a slash would be OpenAI's).
 
 from __future__ import annotations
 
-from cirbench.llm_texts import (LocalTexts, choose_source, field_text, prompt_digest, relative_text, require_prompts_file,
-                                text_options)
+from cirbench.llm_texts import (DEFAULT_LLM, LocalTexts, choose_source, field_text, prompt_digest, relative_text,
+                                require_prompts_file, text_options)
 from cirbench.method import Method, Option, register_method
-
-DEFAULT_LLM = "Qwen/Qwen2.5-1.5B-Instruct"
+from cirbench.scoring import normalize
 PROMPT_BY_DATASET = {"cirr": "contextual_modifier_prompt", "circo": "structural_modifier_prompt",
                      "fashioniq": "structural_modifier_prompt_fashion", "genecis": "short_modifier_prompt"}
 DEFAULT_PROMPT = "simple_modifier_prompt"  # main.py's --llm_prompt default
@@ -98,11 +99,21 @@ class CIReVL(Method):
         answers = self.local.complete(conversations, {"name": llm_name, "sha256": prompt_digest(base)}, decoding)
         return [edited_description(a, rel) for a, rel in zip(answers, relative)]
 
+    def with_reference(self, split) -> bool:
+        """GeneCIS focus_attribute: main.py averages the normalised text query with the normalised
+        reference image feature (and normalises the average)."""
+        return split.dataset == "genecis" and split.split == "focus_attribute"
+
     def encode_queries(self, batch):
-        return self.ctx.text_features(self.rewrites(batch))
+        text = normalize(self.ctx.text_features(self.rewrites(batch)))
+        if self.with_reference(batch.split):
+            return (text + normalize(batch.reference_features.to(text.device))) / 2
+        return text
 
     def config(self):
         out = {"texts": self.source}
+        if self.with_reference(self.split):
+            out["query"] = "normalise((normalise(text) + normalise(reference image)) / 2) (main.py, focus_attribute)"
         if self.source == "released":
             out["rewrite_field"] = self.option("rewrite_field")
         else:

@@ -2,13 +2,17 @@
 image and text similarities to every gallery item instead of fusing the features.
 
 For a query with normalised image feature v and text feature w and the normalised gallery X, as the
-official evaluate.py: s_I = v . X and s_T = w . X; with ``normalize`` (the "Norm" of "Weighted
-Similarities Norm") each is standardised over the gallery with torch.std and mapped through the
-Gaussian CDF (utils.norm_cdf); the score is (1 - lam) s_I + lam s_T. lam = 0.3, the value the
-authors recommend for CLIP. The same file's other fusions are options: ``average`` ((s_I + s_T)/2),
-``add``, ``multiply`` and ``minimum``. The official "Minimum Similarity" ranks by the *maximum* of
-the two similarities in ascending order; that habit is reproduced by ``fusion=minimum`` and the clean
-variant (rank by the minimum, descending) is ``fusion=minimum-clean``.
+official evaluate.py (calculate_rankings): s_I = v . X and s_T = w . X; the score is
+(1 - lam) s_I + lam s_T with the code's default lam = 0.5 (``--lambdas`` default '0.5').
+
+The official method names say whether the similarities are normalised: only a name containing "norm"
+("Weighted Similarities Norm", the code's default method) standardises each similarity over the
+gallery with torch.std and maps it through the Gaussian CDF (utils.norm_cdf). So by default
+``fusion=weighted`` normalises and the other fusions of the same file -- ``average`` ((s_I + s_T)/2),
+``add``, ``multiply``, ``minimum`` -- do not; ``--option weicom.normalize=true|false`` overrides it.
+The official "Minimum Similarity" ranks by the *maximum* of the two similarities in ascending order;
+that habit is reproduced by ``fusion=minimum`` and the clean variant (rank by the minimum, descending)
+is ``fusion=minimum-clean``.
 
 On a split whose queries rank only their own gallery (GeneCIS), the standardisation runs over each
 query's own candidates, the database the official code standardises over.
@@ -58,10 +62,16 @@ def fuse(s_img, s_txt, fusion: str, lam: float):
 class WeiCom(Method):
     description = "weighted fusion of Gaussian-CDF-normalised image and text similarities (training-free)"
     scoring = "scores"
-    options = {"lam": Option(float, 0.3, "weight of the text similarity (0: image only, 1: text only)"),
+    options = {"lam": Option(float, 0.5, "weight of the text similarity (0: image only, 1: text only)"),
                "fusion": Option(str, "weighted", "how the two similarities combine", FUSIONS),
-               "normalize": Option(bool, True, "standardise each similarity over the gallery and apply the "
-                                               "Gaussian CDF (the official 'Norm')")}
+               "normalize": Option(bool, None, "standardise each similarity over the gallery and apply the "
+                                               "Gaussian CDF (default: as the official method names, only for "
+                                               "fusion=weighted, 'Weighted Similarities Norm')")}
+
+    @property
+    def normalized(self) -> bool:
+        given = self.option("normalize")
+        return self.option("fusion") == "weighted" if given is None else bool(given)
 
     def score(self, batch, gallery):
         import torch
@@ -71,7 +81,7 @@ class WeiCom(Method):
         text = self.ctx.text_features(caption_prompts(batch)).to(device)
         s_img = normalize(batch.reference_features) @ x.T
         s_txt = normalize(text) @ x.T
-        if self.option("normalize"):
+        if self.normalized:
             mask = None
             if batch.split.scope == "subset" and batch.subsets is not None:
                 mask = torch.zeros_like(s_img, dtype=torch.bool)
@@ -81,5 +91,5 @@ class WeiCom(Method):
         return fuse(s_img, s_txt, self.option("fusion"), self.option("lam"))
 
     def config(self):
-        return {"lam": self.option("lam"), "fusion": self.option("fusion"), "normalize": self.option("normalize"),
+        return {"lam": self.option("lam"), "fusion": self.option("fusion"), "normalize": self.normalized,
                 "prompt": caption_template(self.split)}

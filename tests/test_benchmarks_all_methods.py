@@ -55,8 +55,11 @@ def test_all_methods_on_all_benchmark_fixtures(tmp_path, tiny_dir, tiny_encoder,
     assert {(c["dataset"], c["method"]) for c in cells} == {(d, m) for d in ("fashioniq", "cirr") for m in METHODS}
     assert {c["status"] for c in cells} == {"computed"}
     transforms = {x["method"]["name"]: x["method"]["transform"] for x in json.loads(r.stdout)["results"]}
+    # each official code's preprocessing: TargetPad in CLIP4Cir, SEARLE, CIReVL, LDRE and SEIZE; Hugging
+    # Face's CLIPImageProcessor in LinCIR; CLIP's own transform in Pic2Word and Slerp
     assert transforms["searle"] == transforms["combiner"] == transforms["cirevl"] == "targetpad"
-    assert transforms["pic2word"] == transforms["lincir"] == transforms["slerp"] == transforms["ldre"] == "clip"
+    assert transforms["ldre"] == transforms["seize"] == "targetpad"
+    assert transforms["pic2word"] == transforms["slerp"] == "clip" and transforms["lincir"] == "hf-clip"
 
     # no train triplets of their own: the Combiner says how to get weights, the other methods still run
     r = invoke(*run, "--dataset", "circo,imagenet-r,coco,genecis")

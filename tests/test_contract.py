@@ -233,10 +233,13 @@ def test_weicom_norm_cdf_and_fusions_by_hand():
 def test_weicom_on_a_query(tmp_path):
     # red image, "blue" text: lam 0.3 keeps the image's red first, lam 0.9 follows the text to blue
     root = flat_dataset(tmp_path / "ds", [{"reference": G("red"), "text": "blue", "target": G("blue")}])
-    image_side = evaluate(root, "weicom", tmp_path).results[0]
+    image_side = evaluate(root, "weicom", tmp_path, options={"weicom": {"lam": 0.3}}).results[0]
     text_side = evaluate(root, "weicom", tmp_path, options={"weicom": {"lam": 0.9}}).results[0]
-    assert image_side.method.options == {"lam": 0.3, "fusion": "weighted", "normalize": True}
+    assert image_side.method.options == {"lam": 0.3, "fusion": "weighted", "normalize": None}
+    assert image_side.method.config["normalize"] is True  # "Weighted Similarities Norm"
     assert image_side.metrics["R@1"] == 0.0 and text_side.metrics["R@1"] == 100.0
+    default = evaluate(root, "weicom", tmp_path).results[0]
+    assert default.method.options["lam"] == 0.5  # the official --lambdas default
 
 
 # -- plugins using the new hooks, installed as a real distribution ---------------------------------

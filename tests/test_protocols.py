@@ -6,7 +6,8 @@ FashionIQ (the official codes, read side by side):
 - SEARLE's and LinCIR's validate.py: captions stripped of '.?, ', "a photo of $ that {c1} and {c2}" and
   "... {c2} and {c1}", the normalised features averaged.
 - CLIP4Cir's validate.py: "{c1.strip('.?, ').capitalize()} and {c2.strip('.?, ')}".
-Transforms: SEARLE and CLIP4Cir TargetPad 1.25, the others CLIP's resize and centre crop.
+Transforms: SEARLE and CLIP4Cir TargetPad 1.25, LinCIR Hugging Face's CLIPImageProcessor (hf-clip), the
+others CLIP's resize and centre crop.
 """
 
 import json
@@ -82,9 +83,13 @@ def test_fashioniq_each_method_gets_its_own_papers_text_and_transform(tmp_path, 
     assert f"{C2} and {C1}".strip(" .") not in [t for _, t in recorded["pseudo"]]
     transforms = {name: r["method"]["transform"] for name, r in got.items()}
     assert transforms == {"image-only": "clip", "text-only": "clip", "image+text": "clip", "pic2word": "clip",
-                          "searle": "targetpad", "combiner": "targetpad", "lincir": "clip", "slerp": "clip",
+                          "searle": "targetpad", "combiner": "targetpad", "lincir": "hf-clip", "slerp": "clip",
                           "weicom": "clip"}
     assert got["searle"]["encoder"]["identity"]["preprocess"].startswith("Compose(     TargetPad(1.25)")
+    # LinCIR's code: Hugging Face's crop, weights rounded through fp16, the reference's pixels cast to half
+    assert got["lincir"]["method"]["reference_transform"] == "hf-clip+fp16"
+    assert got["lincir"]["method"]["weights"] == "fp16" and got["lincir"]["encoder"]["identity"]["weights_rounding"] == "fp16"
+    assert "FloorCenterCrop" in got["lincir"]["encoder"]["identity"]["preprocess"]
     assert got["pic2word"]["method"]["config"]["prompt"] == "a photo of * , {text}"
     assert got["text-only"]["method"]["config"]["prompt"] == "a photo of * , {text}"
     assert "both orders" in got["searle"]["method"]["config"]["caption_rule"]
@@ -105,6 +110,7 @@ def test_explicit_overrides_still_work_and_are_recorded(tmp_path, tiny_dir, tiny
     assert ("$", "a photo of $ that has short sleeves and is green") not in recorded["pseudo"]  # one order only
     assert f"{C1} and {C2}" in recorded["plain"]  # the text baselines, with their template overridden
     assert {r["method"]["transform"] for r in got.values()} == {"clip"}
+    assert {r["method"]["reference_transform"] for r in got.values()} == {"clip"}
     assert got["searle"]["method"]["config"]["caption_rule"].endswith("order forced: natural")
     assert got["text-only"]["dataset"]["prompts"]["text"] == "{text}"
     assert got["text-only"]["dataset"]["info"]["caption_order"] == "natural"

@@ -20,51 +20,19 @@ from pathlib import Path
 from ..encoder import Encoder, copy_with, register_encoder
 from ..errors import UsageError
 from ..fsutil import sha256_file
+from ..transforms import squash_variant
+from ..transforms import build as build_transform
 
 OPENAI_MARKERS = ("input_resolution", "context_length", "vocab_size")
 
 
-class TargetPad:
-    """CLIP4Cir/SEARLE preprocessing: pad an elongated image towards a square before CLIP's resize/crop."""
+def describe_preprocess(identity: dict, preprocess) -> None:
+    """The transform and where images become RGB, in an encoder's identity (part of its feature-cache key)."""
+    from ..transforms import converts_to_rgb
 
-    def __init__(self, target_ratio: float = 1.25):
-        self.target_ratio = target_ratio
-
-    def __call__(self, image):
-        from torchvision.transforms import functional as F
-
-        w, h = image.size
-        if max(w, h) / min(w, h) < self.target_ratio:
-            return image
-        scaled = max(w, h) / self.target_ratio
-        hp, vp = max(int((scaled - w) / 2), 0), max(int((scaled - h) / 2), 0)
-        return F.pad(image, [hp, vp, hp, vp], 0, "constant")
-
-    def __repr__(self):
-        return f"TargetPad({self.target_ratio})"
-
-
-def with_transform(preprocess, transform: str):
-    if transform == "clip":
-        return preprocess
-    from torchvision import transforms as T
-
-    return T.Compose([TargetPad(1.25), *preprocess.transforms])
-
-
-def squash_variant(preprocess):
-    """CLIP's transform with its resize + centre crop replaced by a resize to the input square (the
-    official Pic2Word COCO query: ``Resize((n, n))`` followed by the rest of the transform)."""
-    from torchvision import transforms as T
-
-    steps = list(getattr(preprocess, "transforms", []))
-    crops = [i for i, t in enumerate(steps) if isinstance(t, T.CenterCrop)]
-    resizes = [t for t in steps if isinstance(t, T.Resize)]
-    if not crops or not resizes:
-        return preprocess
-    size = steps[crops[0]].size
-    n = size[0] if isinstance(size, (tuple, list)) else int(size)
-    return T.Compose([T.Resize((n, n), interpolation=resizes[0].interpolation), *steps[crops[0] + 1:]])
+    identity["preprocess"] = repr(preprocess).replace("\n", " ")
+    identity["decode"] = ("decoded mode until the transform converts to RGB" if converts_to_rgb(preprocess)
+                          else "RGB before the transform")
 
 
 class OpenClipEncoder(Encoder):
@@ -73,10 +41,10 @@ class OpenClipEncoder(Encoder):
 
         self.model = model.eval().requires_grad_(False)
         self.base_preprocess = preprocess  # CLIP's own transform; the "targetpad" one is derived from it
-        self.preprocess = with_transform(preprocess, identity.get("transform", "clip"))
+        self.preprocess = build_transform(preprocess, identity.get("transform", "clip"))
         self.tokenizer = tokenizer
         self.identity = identity
-        self.identity["preprocess"] = repr(self.preprocess).replace("\n", " ")
+        describe_preprocess(self.identity, self.preprocess)
         self.device = device
         self.precision = precision
         self.dtype = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}[precision]
@@ -86,8 +54,30 @@ class OpenClipEncoder(Encoder):
     def with_transform(self, transform: str) -> "OpenClipEncoder":
         if transform == self.transform:
             return self
-        clone = copy_with(self, preprocess=with_transform(self.base_preprocess, transform))
-        clone.identity.update(transform=transform, preprocess=repr(clone.preprocess).replace("\n", " "))
+        clone = copy_with(self, preprocess=build_transform(self.base_preprocess, transform))
+        clone.identity["transform"] = transform
+        describe_preprocess(clone.identity, clone.preprocess)
+        return clone
+
+    def with_weights(self, weights: str) -> "OpenClipEncoder":
+        """The same model with its weights rounded through float16 and used in float32 (``"fp16"``: what
+        loading a checkpoint with torch_dtype=float16 and calling .float() does), or as loaded."""
+        import copy
+
+        import torch
+
+        current = self.identity.get("weights_rounding", "loaded")
+        if weights == current:
+            return self
+        if weights not in ("loaded", "fp16") or current != "loaded":
+            raise UsageError(f"encoder {self.label!r} cannot take weights {weights!r} (from {current!r})")
+        model = copy.deepcopy(self.model)
+        with torch.no_grad():
+            for tensor in [*model.parameters(), *model.buffers()]:
+                if tensor.is_floating_point():
+                    tensor.copy_(tensor.half().float())
+        clone = copy_with(self, model=model)
+        clone.identity["weights_rounding"] = "fp16"
         return clone
 
     @property
