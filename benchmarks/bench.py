@@ -18,6 +18,12 @@
 5. content_keys: what keying the feature cache by file content costs on a folder of 10,000
    photo-sized files: the first run hashes every file once; a rerun only stats them (the memo of
    digests by stat signature), against stat-only keys (path, size, mtime) for reference.
+6. killed_run: a process encoding photos is killed with SIGKILL (no chance to flush) after a while;
+   the encoding work it loses (encoded images not in the cache, in seconds of encoding) must stay
+   under about 10 s. Beside it, what the periodic flushes cost: the same encoding with the default
+   interval against one flush at the end.
+
+``--figures sweep,pipeline,scale,keys,kill`` runs some of them only.
 """
 
 from __future__ import annotations
@@ -112,6 +118,34 @@ def sweep(tasks, encoder, options, naive: bool) -> float:
     return time.perf_counter() - start
 
 
+def sweep_figures(args, work: Path) -> dict:
+    """The naive, cold and warm sweeps of every method over the embedded world's splits."""
+    from cirbench.api import auto_trained, resolve_methods
+    from cirbench.engine import Engine, RunOptions
+    from cirbench.progress import Progress
+
+    cache = work / "cache"
+    log("preparing the embedded world and Pic2Word and Combiner weights for the encoder (not timed)")
+    with Progress(enabled=not args.json) as progress:
+        tasks, encoder = open_world(cache, args.encoder)
+        options = RunOptions(results_dir=work / "results", cache_dir=work / "features", overwrite=True,
+                             batch_size=args.batch_size, workers=args.workers, command=["bench"])
+        prep = Engine(encoder, RunOptions(results_dir=None, cache_dir=cache, batch_size=args.batch_size,
+                                          workers=args.workers), progress)
+        chosen, _ = resolve_methods(METHODS)
+        for task in tasks:
+            task.trained = auto_trained(task, prep, chosen, {}, None, progress)
+    splits = sum(len(t.splits) for t in tasks)
+    log(f"sweep: {len(METHODS)} methods x {splits} splits, naive protocol")
+    naive = sweep(tasks, encoder, options, naive=True)
+    log("sweep: shared engine, cold feature cache")
+    cold = sweep(tasks, encoder, options, naive=False)
+    log("sweep: shared engine again, every result recomputed, warm feature cache (best of 3)")
+    warm = min(sweep(tasks, encoder, options, naive=False) for _ in range(3))
+    return {"naive_sweep_s": naive, "cold_sweep_s": cold, "warm_sweep_s": warm, "sweep_speedup": naive / cold,
+            "warm_rerun_fraction": warm / cold}
+
+
 def content_key_cost(folder: Path, n_files: int = 10_000, size: int = 120_000) -> dict:
     """Seconds to key a folder of files by content: first run (hash all), rerun (stat only), and the old
     stat-only key (path, size, mtime) for reference."""
@@ -164,6 +198,69 @@ def pipeline(encoder, paths, batch_size: int, workers: int, scratch: Path) -> di
     engine = time.perf_counter() - start
     return {"images": len(paths), "forward_only_images_per_s": len(paths) / forward,
             "engine_images_per_s": len(paths) / engine, "pipeline_efficiency": forward / engine}
+
+
+def kill_worker(spec: str, cache: str, folder: str, progress_file: str) -> None:
+    """Encode every photo of ``folder`` into ``cache`` with the default flushing, writing the count of
+    encoded images to ``progress_file`` after each batch (the parent kills this process)."""
+    from cirbench.encoder import load_encoder
+    from cirbench.features import FeatureStore
+
+    encoder = load_encoder(spec)
+    encode = encoder.encode_images
+    done = [0]
+
+    def counting(pixels):
+        out = encode(pixels)
+        done[0] += len(pixels)
+        Path(progress_file).write_text(f"{done[0]} {time.monotonic()}")
+        return out
+
+    encoder.encode_images = counting
+    FeatureStore(encoder, Path(cache), 16, 0).features(sorted(Path(folder).glob("*.jpg")))
+
+
+def killed_run(spec: str, paths: list[Path], scratch: Path, after_s: float = 35.0) -> dict:
+    """Kill an encoding process after ``after_s`` seconds of encoding; what did it lose?"""
+    import signal
+
+    from cirbench.cache import count_entries
+    from cirbench.encoder import load_encoder
+    from cirbench.features import FLUSH_SECONDS, FeatureStore
+
+    folder = paths[0].parent
+    progress = scratch / "progress.txt"
+    scratch.mkdir(parents=True, exist_ok=True)
+    child = subprocess.Popen([sys.executable, __file__, "--kill-worker", spec, str(scratch / "cache"), str(folder),
+                              str(progress)])
+    try:
+        while not progress.exists():  # the model is loaded and the first batch encoded
+            if child.poll() is not None:
+                raise RuntimeError("the encoding process ended before it was killed")
+            time.sleep(0.1)
+        first, t0 = progress.read_text().split()
+        time.sleep(after_s)
+        child.send_signal(signal.SIGKILL)
+        child.wait()
+    finally:
+        if child.poll() is None:
+            child.kill()
+    encoded, t1 = progress.read_text().split()
+    encoded, rate = int(encoded), (int(encoded) - int(first)) / max(1e-9, float(t1) - float(t0))
+    encoder = load_encoder(spec)
+    cached = sum(count_entries(d) for d in (scratch / "cache" / "features").iterdir())
+    lost = encoded - cached
+    # what the flushes cost: the same images encoded with the default interval and with one final flush
+    timings = {}
+    for name, interval in (("default", FLUSH_SECONDS), ("at_end", float("inf"))):
+        store = FeatureStore(encoder, scratch / f"cost-{name}", 16, 0, flush_seconds=interval)
+        start = time.perf_counter()
+        store.features(paths)
+        timings[name] = time.perf_counter() - start
+    return {"killed_after_s": after_s, "encoded_images": encoded, "cached_images": cached, "lost_images": lost,
+            "images_per_s": rate, "lost_seconds": lost / rate if rate else float("nan"),
+            "flush_interval_s": FLUSH_SECONDS, "encode_s_default_flushes": timings["default"],
+            "encode_s_one_flush": timings["at_end"], "flush_cost": timings["default"] / timings["at_end"] - 1}
 
 
 def rss_mib() -> float:
@@ -246,56 +343,48 @@ def main() -> None:
     parser.add_argument("--scale-gallery", type=int, default=1_000_000)
     parser.add_argument("--key-files", type=int, default=10_000, help="files for the content-key cost figure")
     parser.add_argument("--gpu", action="store_true", help="also measure a ViT-L/14-sized encoder on the GPU")
+    parser.add_argument("--figures", default="sweep,pipeline,scale,keys,kill",
+                        help="which figures to measure (default: %(default)s)")
+    parser.add_argument("--kill-after", type=float, default=35.0, help="seconds of encoding before the SIGKILL")
     parser.add_argument("--scale-worker", nargs=4, type=int, help=argparse.SUPPRESS)
+    parser.add_argument("--kill-worker", nargs=4, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.scale_worker:
         print(json.dumps(scale_worker(*args.scale_worker)))
         return
-
-    from cirbench.api import auto_trained, resolve_methods
-    from cirbench.engine import Engine, RunOptions
-    from cirbench.progress import Progress
+    if args.kill_worker:
+        kill_worker(*args.kill_worker)
+        return
+    wanted = set(args.figures.split(","))
 
     work = args.work or Path(tempfile.mkdtemp(prefix="cirbench-bench-"))
     work.mkdir(parents=True, exist_ok=True)
-    cache = work / "cache"
     report = {"machine": machine(), "settings": {"batch_size": args.batch_size, "workers": args.workers,
                                                  "encoder": args.encoder, "world": BENCH_WORLD,
                                                  "methods": METHODS, "photos": args.photos}}
     try:
-        log("preparing the embedded world and Pic2Word and Combiner weights for the encoder (not timed)")
-        with Progress(enabled=not args.json) as progress:
-            tasks, encoder = open_world(cache, args.encoder)
-            options = RunOptions(results_dir=work / "results", cache_dir=work / "features", overwrite=True,
-                                 batch_size=args.batch_size, workers=args.workers, command=["bench"])
-            prep = Engine(encoder, RunOptions(results_dir=None, cache_dir=cache, batch_size=args.batch_size,
-                                              workers=args.workers), progress)
-            chosen, _ = resolve_methods(METHODS)
-            for task in tasks:
-                task.trained = auto_trained(task, prep, chosen, {}, None, progress)
-        splits = sum(len(t.splits) for t in tasks)
-        log(f"sweep: {len(METHODS)} methods x {splits} splits, naive protocol")
-        naive = sweep(tasks, encoder, options, naive=True)
-        log("sweep: shared engine, cold feature cache")
-        cold = sweep(tasks, encoder, options, naive=False)
-        log("sweep: shared engine again, every result recomputed, warm feature cache (best of 3)")
-        warm = min(sweep(tasks, encoder, options, naive=False) for _ in range(3))
-        report.update({"naive_sweep_s": naive, "cold_sweep_s": cold, "warm_sweep_s": warm,
-                       "sweep_speedup": naive / cold, "warm_rerun_fraction": warm / cold})
+        if "sweep" in wanted:
+            report.update(sweep_figures(args, work))
+        if "pipeline" in wanted or "kill" in wanted:
+            shots = photos(work / "photos", args.photos)
+        if "pipeline" in wanted:
+            from cirbench.encoder import load_encoder
 
-        log(f"pipeline: engine against forward-only on {args.photos} photo-sized JPEGs")
-        figures = pipeline(encoder, photos(work / "photos", args.photos), args.batch_size, args.workers,
-                           work / "pipeline")
-        report.update(figures)
-
-        log(f"scale: 1,000 queries x {args.scale_gallery:,} gallery features (fp16, 768-d), top-50")
-        out = subprocess.run([sys.executable, __file__, "--scale-worker", str(args.scale_gallery), "1000", "768",
-                              "50"], capture_output=True, text=True, check=True)
-        scale = json.loads(out.stdout)
-        report["scale"] = scale
-        report["scale_extra_mib"] = scale["scale_extra_mib"]
-        log(f"content keys: {args.key_files:,} photo-sized files, first run and rerun")
-        report["content_keys"] = content_key_cost(work / "keys" / "files", args.key_files)
+            log(f"pipeline: engine against forward-only on {args.photos} photo-sized JPEGs")
+            report.update(pipeline(load_encoder(args.encoder), shots, args.batch_size, args.workers,
+                                   work / "pipeline"))
+        if "scale" in wanted:
+            log(f"scale: 1,000 queries x {args.scale_gallery:,} gallery features (fp16, 768-d), top-50")
+            out = subprocess.run([sys.executable, __file__, "--scale-worker", str(args.scale_gallery), "1000", "768",
+                                  "50"], capture_output=True, text=True, check=True)
+            report["scale"] = json.loads(out.stdout)
+            report["scale_extra_mib"] = report["scale"]["scale_extra_mib"]
+        if "keys" in wanted:
+            log(f"content keys: {args.key_files:,} photo-sized files, first run and rerun")
+            report["content_keys"] = content_key_cost(work / "keys" / "files", args.key_files)
+        if "kill" in wanted:
+            log(f"killed run: SIGKILL after {args.kill_after:.0f} s of encoding; then the flushes' cost")
+            report["killed_run"] = killed_run(args.encoder, shots, work / "kill", args.kill_after)
         if args.gpu:
             log("gpu: ViT-L/14 (random weights), bf16")
             report["gpu"] = gpu_figures(work / "gpu")
@@ -311,20 +400,33 @@ def main() -> None:
           f"python {m['python']}, cuda {m['cuda']}")
     print(f"settings: encoder {args.encoder}, batch size {args.batch_size}, {args.workers} decode workers, "
           f"embedded world {BENCH_WORLD}, {args.photos} photos")
-    rows = [
-        ("sweep speedup (naive / shared)", f"{report['sweep_speedup']:.1f}x", ">= 4x",
-         f"{report['naive_sweep_s']:.1f} s / {report['cold_sweep_s']:.1f} s"),
-        ("warm rerun (warm / cold sweep)", f"{100 * report['warm_rerun_fraction']:.1f}%", "< 5%",
-         f"{report['warm_sweep_s']:.2f} s / {report['cold_sweep_s']:.1f} s"),
-        ("pipeline efficiency (engine / forward)", f"{100 * report['pipeline_efficiency']:.0f}%", ">= 80%",
-         f"{report['engine_images_per_s']:.0f} / {report['forward_only_images_per_s']:.0f} images/s"),
-        ("scale: memory above the gallery", f"{report['scale_extra_mib']:.0f} MiB", "<= 512 MiB",
-         f"gallery {scale['gallery_mib']:.0f} MiB, {scale['ms_per_query']:.1f} ms/query, {scale['seconds']:.1f} s"),
-    ]
-    k = report["content_keys"]
-    rows.append(("content keys: rerun / first run", f"{k['rerun_s']:.2f} s", "",
-                 f"first run {k['first_run_s']:.1f} s hashing {k['files']:,} x {k['bytes_per_file'] // 1000} KB; "
-                 f"stat-only keys {k['stat_only_s']:.2f} s; files read on rerun {k['files_read_on_rerun']}"))
+    rows = []
+    if "naive_sweep_s" in report:
+        rows += [
+            ("sweep speedup (naive / shared)", f"{report['sweep_speedup']:.1f}x", ">= 4x",
+             f"{report['naive_sweep_s']:.1f} s / {report['cold_sweep_s']:.1f} s"),
+            ("warm rerun (warm / cold sweep)", f"{100 * report['warm_rerun_fraction']:.1f}%", "< 5%",
+             f"{report['warm_sweep_s']:.2f} s / {report['cold_sweep_s']:.1f} s")]
+    if "pipeline_efficiency" in report:
+        rows.append(("pipeline efficiency (engine / forward)", f"{100 * report['pipeline_efficiency']:.0f}%", ">= 80%",
+                     f"{report['engine_images_per_s']:.0f} / {report['forward_only_images_per_s']:.0f} images/s"))
+    if "scale" in report:
+        scale = report["scale"]
+        rows.append(("scale: memory above the gallery", f"{report['scale_extra_mib']:.0f} MiB", "<= 512 MiB",
+                     f"gallery {scale['gallery_mib']:.0f} MiB, {scale['ms_per_query']:.1f} ms/query, "
+                     f"{scale['seconds']:.1f} s"))
+    if "content_keys" in report:
+        k = report["content_keys"]
+        rows.append(("content keys: rerun / first run", f"{k['rerun_s']:.2f} s", "",
+                     f"first run {k['first_run_s']:.1f} s hashing {k['files']:,} x {k['bytes_per_file'] // 1000} KB; "
+                     f"stat-only keys {k['stat_only_s']:.2f} s; files read on rerun {k['files_read_on_rerun']}"))
+    if "killed_run" in report:
+        k = report["killed_run"]
+        rows.append(("killed run: encoding work lost", f"{k['lost_seconds']:.1f} s", "<= ~10 s",
+                     f"SIGKILL after {k['killed_after_s']:.0f} s: {k['encoded_images']} encoded, {k['cached_images']} "
+                     f"in the cache, {k['images_per_s']:.1f} images/s; flushes every {k['flush_interval_s']:.0f} s cost "
+                     f"{100 * k['flush_cost']:+.1f}% ({k['encode_s_default_flushes']:.1f} s vs "
+                     f"{k['encode_s_one_flush']:.1f} s)"))
     for name, value, target, raw in rows:
         print(f"{name:40s} {value:>10s}   target {target:10s}   ({raw})")
     if args.gpu:

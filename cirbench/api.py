@@ -49,6 +49,8 @@ def resolve_methods(values) -> tuple[list[tuple[str, type]], bool]:
     from .method import Method, _check_method, method_name
     from .registry import methods
 
+    if values is not None and not isinstance(values, (str, Path, type)) and not _as_list(values):
+        raise UsageError("methods=[] names no method: give names, Method classes, or 'all' (None runs all)")
     items = _as_list(values) or ["all"]
     everything = "all" in items
     out: dict[str, type] = {}
@@ -142,6 +144,9 @@ def method_options(value, methods: list[tuple[str, type]]) -> dict[str, dict[str
     given: dict[str, dict[str, Any]] = {}
     if isinstance(value, Mapping):
         for name, opts in value.items():
+            if not isinstance(opts, Mapping):
+                raise UsageError(f"options[{name!r}] must map option names to values, e.g. "
+                                 f"{{{name!r}: {{'key': value}}}}, not {type(opts).__name__}")
             given.setdefault(str(name), {}).update(opts)
     else:
         for item in _as_list(value):
@@ -149,6 +154,9 @@ def method_options(value, methods: list[tuple[str, type]]) -> dict[str, dict[str
             name, dot, key = lhs.partition(".")
             if not sep or not dot or not name or not key:
                 raise UsageError(f"--option must look like METHOD.KEY=VALUE, got {item!r}")
+            if key in given.get(name, {}):
+                raise UsageError(f"--option {name}.{key} is given twice ({given[name][key]!r} and {rhs!r}); "
+                                 "give it once")
             given.setdefault(name, {})[key] = rhs
     names = dict(methods)
     out = {}
@@ -230,6 +238,28 @@ def auto_trained(dataset, engine, methods: list[tuple[str, type]], checkpoints: 
     return found
 
 
+def check_run_arguments(batch_size, workers, prompts, transform) -> None:
+    """One UsageError line for a malformed argument of a run, before any work."""
+    from .data import DEFAULT_PROMPTS
+    from .transforms import check
+
+    if not isinstance(batch_size, int) or isinstance(batch_size, bool) or batch_size < 1:
+        raise UsageError(f"batch_size must be a positive integer, not {batch_size!r}")
+    if workers is not None and (not isinstance(workers, int) or isinstance(workers, bool) or workers < 0):
+        raise UsageError(f"workers must be an integer >= 0, not {workers!r}")
+    if prompts is not None:
+        if not isinstance(prompts, Mapping):
+            raise UsageError(f"prompts must map a prompt kind to a template, not {type(prompts).__name__}")
+        for kind, template in prompts.items():
+            if kind not in DEFAULT_PROMPTS:
+                raise UsageError(f"--prompt {kind}=...: unknown prompt kind {kind!r} (kinds: "
+                                 f"{', '.join(DEFAULT_PROMPTS)})")
+            if not isinstance(template, str):
+                raise UsageError(f"--prompt {kind}: the template must be a string, not {type(template).__name__}")
+    if transform is not None:
+        check(transform)
+
+
 def evaluate(methods=None, datasets=None, encoder: str | None = None, *, data_root=None, data: Mapping | None = None,
              settings: Mapping | None = None, checkpoints=None, options=None, prompts: Mapping | None = None,
              results_dir: str | Path | None = "results", cache_dir=None, batch_size: int = 64,
@@ -252,6 +282,7 @@ def evaluate(methods=None, datasets=None, encoder: str | None = None, *, data_ro
     dtypes = {"fp16": "float16", "fp32": "float32", "float16": "float16", "float32": "float32"}
     if feature_dtype not in dtypes:
         raise UsageError(f"feature dtype must be fp16 or fp32, not {feature_dtype!r}")
+    check_run_arguments(batch_size=batch_size, workers=workers, prompts=prompts, transform=transform)
     cache = fsutil.ensure_writable(default_cache_dir(cache_dir), "cache folder",
                                    "pass --cache-dir PATH (or set CIRBENCH_CACHE) to a folder you can write")
     if results_dir is not None:

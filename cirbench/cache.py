@@ -1,9 +1,12 @@
 """Content-addressed on-disk feature cache.
 
 Entries live under ``<cache dir>/<kind>/<encoder key>/`` as shards: ``<id>.npy`` (the features) and
-``<id>.json`` (the item keys, shape, storage dtype and a checksum of the .npy). The .json is written
-last, through a temporary file and a rename, so an interrupted run never leaves an entry that looks
-valid; a shard whose index or checksum does not hold up is deleted and its items encoded again.
+``<id>.json`` (the item keys, shape, storage dtype and a checksum of the .npy). The index and the rows
+are bound together: the index holds the rows' checksum and shape (one row per key), and the shard's id
+is a hash of its keys in order, so an index whose keys were reordered or edited does not match its id.
+The .json is written last, through a temporary file and a rename, so an interrupted run never leaves an
+entry that looks valid; a shard whose index or checksum does not hold up is deleted and its items
+encoded again.
 
 Image items are keyed by the content of their file (:mod:`cirbench.content_keys`), texts by their exact
 string. The encoder key covers everything that changes features (weights, precision, transform,
@@ -23,19 +26,32 @@ import numpy as np
 from . import fsutil
 
 
-def _valid_meta(meta) -> bool:
-    return (isinstance(meta, dict) and isinstance(meta.get("keys"), list)
+def shard_name(keys: list[str], dtype: str) -> str:
+    """A shard is named by its keys, in order, and its dtype: an index whose keys were reordered, added
+    or removed no longer matches its name, so the rows it lists are never served under the wrong keys."""
+    return hashlib.sha1(("\n".join(keys) + dtype).encode()).hexdigest()[:20]
+
+
+def _valid_meta(meta, name: str | None = None) -> bool:
+    if not (isinstance(meta, dict) and isinstance(meta.get("keys"), list)
             and all(isinstance(k, str) for k in meta["keys"])
-            and isinstance(meta.get("shape"), list) and isinstance(meta.get("sha256"), str))
+            and isinstance(meta.get("shape"), list) and len(meta["shape"]) == 2
+            and all(isinstance(n, int) for n in meta["shape"])
+            and isinstance(meta.get("sha256"), str)):
+        return False
+    if meta["shape"][0] != len(meta["keys"]):  # one row per key, no more, no fewer
+        return False
+    return name is None or name == shard_name(meta["keys"], meta.get("dtype", "float32"))
 
 
 def read_meta(path: Path) -> dict | None:
-    """A shard's index, or None when it is unreadable or of the wrong shape."""
+    """A shard's index, or None when it is unreadable, of the wrong shape, or does not match its rows'
+    count or its own name (see shard_name)."""
     try:
         meta = json.loads(Path(path).read_text())
-    except (OSError, ValueError):
+    except (OSError, ValueError, RecursionError):
         return None
-    return meta if _valid_meta(meta) else None
+    return meta if _valid_meta(meta, Path(path).stem) else None
 
 
 class FeatureCache:
@@ -117,7 +133,7 @@ class FeatureCache:
             fsutil.clean_stale_temporaries(self.dir)
             self._cleaned = True
         features = np.ascontiguousarray(features, dtype=self.dtype)
-        shard = hashlib.sha1(("\n".join(keys) + self.dtype).encode()).hexdigest()[:20]
+        shard = shard_name(list(keys), self.dtype)
         npy = self.dir / f"{shard}.npy"
         fsutil.atomic_write(npy, lambda fh: np.save(fh, features))
         meta = {"keys": list(keys), "shape": list(features.shape), "dtype": self.dtype, "sha256": fsutil.sha256_file(npy)}

@@ -13,7 +13,7 @@ from typing import Annotated, List, Optional
 import typer
 
 
-from .errors import CirbenchError, UsageError
+from .errors import CirbenchError, UsageError, short
 
 app = typer.Typer(no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False,
                   help="Benchmark composed image retrieval methods on every dataset split.")
@@ -59,7 +59,7 @@ def pairs(values: List[str], what: str) -> dict[str, str]:
     for value in values or []:
         key, sep, rest = value.partition("=")
         if not sep or not key or not rest:
-            raise UsageError(f"{what} must look like NAME=VALUE, got {value!r}")
+            raise UsageError(f"{what} must look like NAME=VALUE, got {short(value)}")
         out[key] = rest
     return out
 
@@ -74,6 +74,13 @@ def fail(exc: CirbenchError) -> None:
 @app.callback()
 def main_options(debug: bool = typer.Option(False, "--debug", help="Show tracebacks.")):
     STATE["debug"] = debug
+    import warnings
+
+    def one_line(message, category, filename, lineno, file=None, line=None):
+        where = f" ({filename}:{lineno})" if debug else ""
+        typer.echo(f"warning: {str(message).splitlines()[0] if str(message) else category.__name__}{where}", err=True)
+
+    warnings.showwarning = one_line  # library warnings as cirbench's own lines, not source excerpts
 
 
 @app.command()
@@ -226,9 +233,11 @@ def compare(
     try:
         from .compare import compare_methods
 
-        rows = compare_methods(results_dir, method_a, method_b, dataset, bootstrap, seed)
+        rows, warnings = compare_methods(results_dir, method_a, method_b, dataset, bootstrap, seed)
     except CirbenchError as exc:
         fail(exc)
+    for line in warnings:
+        typer.echo(f"warning: {line}", err=True)
     if as_json:
         typer.echo(json.dumps(rows, indent=2))
         return

@@ -8,12 +8,14 @@ from .errors import UsageError
 
 
 def compare_methods(results_dir: Path, method_a: str, method_b: str, datasets: list[str] | None = None,
-                    resamples: int = 1000, seed: int = 0) -> list[dict]:
-    """One row per (encoder, dataset, split or "average", main metric) both methods have."""
+                    resamples: int = 1000, seed: int = 0) -> tuple[list[dict], list[str]]:
+    """One row per (encoder, dataset, split or "average", main metric) both methods have, and a warning for
+    each result or outcomes file that could not be used."""
     from .report import dataset_key, dataset_labels, encoder_labels, load
+    from .stats import MIN_RESAMPLES
 
-    if resamples < 1:
-        raise UsageError("--bootstrap must be at least 1 for a paired test")
+    if resamples < MIN_RESAMPLES:
+        raise UsageError(f"--bootstrap {resamples}: a paired test needs at least {MIN_RESAMPLES} resamples")
     report = load(results_dir, resamples, seed)
     records = report.records
     names = {r.method.name for r in records}
@@ -23,13 +25,22 @@ def compare_methods(results_dir: Path, method_a: str, method_b: str, datasets: l
                              f"{', '.join(sorted(names)) or 'none'})")
     enc_labels, ds_labels = encoder_labels(records), dataset_labels(records)
     wanted = [d.partition(":") for d in (datasets or [])]
+    known = {ds_labels[dataset_key(r)] for r in records} | {r.dataset.name for r in records}
+    for d, _, split in wanted:
+        if d not in known:
+            raise UsageError(f"--dataset {d!r}: no result files of that dataset under {results_dir} (datasets "
+                             f"there: {', '.join(sorted(known)) or 'none'})")
+        splits = {r.dataset.split for r in records if d in (ds_labels[dataset_key(r)], r.dataset.name)}
+        if split and split not in splits:
+            raise UsageError(f"--dataset {d}:{split}: {d} has no split {split!r} in the result files (splits: "
+                             f"{', '.join(sorted(splits))})")
     rows, groups = [], {}
     for cell in report.cells:
         r = cell.record
         if r.method.name != method_a or cell.outcomes is None:
             continue
         label = ds_labels[dataset_key(r)]
-        if wanted and not any(label in (d, r.dataset.name) and (not s or s == r.dataset.split) for d, _, s in wanted):
+        if wanted and not any(d in (label, r.dataset.name) and (not s or s == r.dataset.split) for d, _, s in wanted):
             continue
         other = report.find(r.encoder.model_key, method_b, dataset_key(r), r.dataset.split)
         if other is None or other.outcomes is None:
@@ -53,4 +64,4 @@ def compare_methods(results_dir: Path, method_a: str, method_b: str, datasets: l
                 rows.append({"encoder": enc_labels[enc], "dataset": ds_labels[ds], "split": label, "metric": metric,
                              "a": a, "b": b, "difference": result.difference, "low": result.low, "high": result.high,
                              "p": result.p, "queries": result.n_queries})
-    return rows
+    return rows, report.warnings

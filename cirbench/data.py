@@ -78,3 +78,38 @@ class Split:
     @property
     def name(self) -> str:
         return f"{self.dataset}:{self.split}"
+
+    def validate(self) -> None:
+        """What every split must hold whatever its dataset (a DataError naming the split otherwise): query
+        ids unique (per-query outcomes and paired tests pair queries by id); every image a query or the
+        gallery names listed in ``images``; the ground truth, subsets and metric families well formed."""
+        from collections import Counter
+
+        from .errors import DataError
+        from .metrics import FAMILIES
+
+        where = f"{self.name}"
+        twice = [qid for qid, n in Counter(q.qid for q in self.queries).items() if n > 1]
+        if twice:
+            raise DataError(f"{where}: query id {twice[0]!r} is used by {Counter(q.qid for q in self.queries)[twice[0]]} "
+                            f"queries ({len(twice)} duplicated id(s)); ids must be unique")
+        unknown = [f for f in self.metrics if f not in FAMILIES]
+        if unknown:
+            raise DataError(f"{where}: unknown metric family {unknown[0]!r} (known: {', '.join(FAMILIES)})")
+        if self.scope not in ("gallery", "subset"):
+            raise DataError(f"{where}: scope must be 'gallery' or 'subset', not {self.scope!r}")
+        missing = [g for g in self.gallery if g not in self.images]
+        for q in self.queries:
+            missing += [i for i in (q.reference, *q.targets, *(q.subset or ())) if i not in self.images]
+            if missing:
+                raise DataError(f"{where}: image {missing[0]!r} (query {q.qid!r}) has no file in the split")
+            if self.scope == "subset" and not q.subset:
+                raise DataError(f"{where}: query {q.qid!r} has no candidate subset, and the split ranks each "
+                                "query's own subset")
+        if missing:
+            raise DataError(f"{where}: gallery image {missing[0]!r} has no file in the split")
+
+    @property
+    def queries_without_targets(self) -> int:
+        """Queries with no ground truth on a split that has some (they score 0 on every metric)."""
+        return sum(not q.targets for q in self.queries) if self.has_ground_truth else 0

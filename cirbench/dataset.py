@@ -16,7 +16,7 @@ from typing import ClassVar
 
 from .data import Split, Triplet
 from .encoder import DEFAULT_REAL_ENCODER
-from .errors import DataError, UsageError
+from .errors import DataError, UsageError, short
 from .registry import datasets
 
 register_dataset = datasets.register
@@ -97,6 +97,7 @@ class Dataset:
             where = f"{self.label}:{split}"
             try:
                 loaded = self.load(split)
+                loaded.validate()
             except DataError as exc:
                 problems.append(f"{where}: {exc}")
                 continue
@@ -149,19 +150,39 @@ class Dataset:
         return self.root / normal
 
 
-def read_json(path: Path, what: str = "annotation file"):
-    """Parse a dataset JSON file; a missing or malformed file is a DataError naming it and the position."""
-    import json
-
+def read_text(path: Path, what: str = "annotation file") -> str:
+    """A dataset text file; a missing, unreadable or non-UTF-8 file is a DataError naming it."""
     path = Path(path)
     if not path.is_file():
         raise DataError(f"{what} {path} is missing")
     try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except json.JSONDecodeError as exc:
-        raise DataError(f"{path}: invalid JSON at line {exc.lineno} column {exc.colno}: {exc.msg}") from None
+        data = path.read_bytes()
+    except OSError as exc:
+        raise DataError(f"{path}: cannot read the {what} ({exc.strerror or exc})") from None
+    try:
+        return data.decode("utf-8")
     except UnicodeDecodeError as exc:
-        raise DataError(f"{path}: not UTF-8 text ({exc})") from None
+        line = data[:exc.start].count(b"\n") + 1
+        raise DataError(f"{path}:{line}: not UTF-8 text (byte 0x{data[exc.start]:02x} at offset {exc.start}); "
+                        "save the file as UTF-8") from None
+
+
+def parse_json(text: str, where) -> object:
+    """JSON from text; malformed or absurdly nested JSON is a DataError naming where and the position."""
+    import json
+
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as exc:
+        at = f"column {exc.colno}" if "\n" not in text.strip() else f"line {exc.lineno} column {exc.colno}"
+        raise DataError(f"{where}: invalid JSON at {at}: {exc.msg}") from None
+    except RecursionError:
+        raise DataError(f"{where}: JSON nested too deeply to read") from None
+
+
+def read_json(path: Path, what: str = "annotation file"):
+    """Parse a dataset JSON file; a missing or malformed file is a DataError naming it and the position."""
+    return parse_json(read_text(path, what), Path(path))
 
 
 def expect(condition: bool, where, message: str) -> None:
@@ -172,7 +193,7 @@ def expect(condition: bool, where, message: str) -> None:
 def string_list(value, where, what: str) -> list[str]:
     """A list of strings from an annotation, or a DataError naming where and what it holds instead."""
     if not isinstance(value, list) or not all(isinstance(v, str) and v for v in value):
-        raise DataError(f"{where}: {what} must be a list of image paths (strings), found {value!r}"[:300])
+        raise DataError(f"{where}: {what} must be a list of image paths (strings), found {short(value)}")
     return value
 
 

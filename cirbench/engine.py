@@ -144,12 +144,18 @@ class Engine:
     def evaluate(self, split: Split, built: list[BuiltMethod], result_name: str | None = None) -> list[CellOutcome]:
         """Every built method on one split."""
         result_name = result_name or split.dataset
+        split.validate()
         prompts = {**split.prompts, **self.options.prompts}
         common = set.intersection(*(set(q.fields) for q in split.queries)) if split.queries else set()
+        some = set().union(*(q.fields for q in split.queries)) - common  # fields only some queries carry
+        partial: dict[str, str] = {}
+        for q in split.queries if some else ():
+            for name in some - set(q.fields) - set(partial):
+                partial[name] = q.qid  # the first query without it
         view = SplitView(dataset=split.dataset, split=split.split, prompts=prompts, caption_order=split.caption_order,
                          remove_reference=split.remove_reference, scope=split.scope, n_queries=len(split.queries),
                          n_gallery=len(split.gallery), info=dict(split.info), checkpoints=dict(split.checkpoints),
-                         query_fields=frozenset(common))
+                         query_fields=frozenset(common), partial_fields=partial)
         ids = list(dict.fromkeys([*split.gallery, *(q.reference for q in split.queries),
                                   *(m for q in split.queries for m in (q.subset or ()))]))
         content = split_content_key(split)
@@ -164,6 +170,12 @@ class Engine:
                 todo.append(cell)
         if not todo:
             return outcomes
+        if distributed.is_main():  # every place this split's cells will write, before any work
+            for _m, _key, path in todo:
+                if path is not None:
+                    fsutil.ensure_writable(path.parent, "result folder", "pass --results-dir PATH")
+                    if split.write_submission is not None:
+                        fsutil.ensure_writable(path.parent / "submissions" / path.stem, "submission folder")
         start = time.perf_counter()
         feats: dict[tuple[str, str], object] = {}
         cache: dict[tuple[str, str], dict] = {}
@@ -252,6 +264,7 @@ class Engine:
         try:
             method.prepare(view)
             config = method.config()
+            _check_json(config, "config()")
         except CirbenchError as exc:
             return failed(exc)
         except Exception as exc:
@@ -315,10 +328,13 @@ class Engine:
         with torch.no_grad():
             if method.scoring == "vectors":
                 rep = method.encode_gallery(gallery)
+                _check_output(method, rep, "the gallery representation", "gallery items", len(split.gallery))
                 rep = normalize(rep.to(device))
                 queries = []
                 for i, batch in self._batches(split, view, refs, pos, members, method.whole_split):
-                    queries.append(normalize(method.encode_queries(batch).to(device)))
+                    vectors = method.encode_queries(batch)
+                    _check_output(method, vectors, "query vectors", "queries", len(batch))
+                    queries.append(normalize(vectors.to(device)))
                     if task:
                         task.advance(len(batch))
                 q = torch.cat(queries) if queries else torch.empty(0, rep.shape[1], device=device)
@@ -331,10 +347,9 @@ class Engine:
                     sub_order = [rank_subsets(q, rep, _pad(members, device)).cpu()]
             else:
                 for i, batch in self._batches(split, view, refs, pos, members, method.whole_split):
-                    scores = method.score(batch, gallery).float().to(device)
-                    if scores.shape != (len(batch), len(split.gallery)):
-                        raise CirbenchError(f"method {method.method_name!r}: score() returned shape "
-                                            f"{tuple(scores.shape)}, expected ({len(batch)}, {len(split.gallery)})")
+                    scores = method.score(batch, gallery)
+                    _check_output(method, scores, "scores", "queries", len(batch), (len(batch), len(split.gallery)))
+                    scores = scores.float().to(device)
                     sl = slice(i, i + len(batch))
                     if not subset_only:
                         s, ix, fr = rank_scores(scores, depth, first[sl], exclude[sl] if exclude is not None else None)
@@ -375,7 +390,8 @@ class Engine:
             rows = slice(i, i + len(batch))
             cand = torch.from_numpy(top[rows, :depth].copy())
             new = method.rerank(batch, cand, torch.from_numpy(scores_top[rows, :depth].copy()))
-            new = torch.as_tensor(new, dtype=torch.float32).cpu()
+            new = torch.as_tensor(new, dtype=torch.float32).cpu()  # a list or an array is accepted too
+            _check_output(method, new, "re-ranking scores", "queries", len(batch), tuple(cand.shape))
             order = torch.sort(new, dim=1, descending=True, stable=True).indices.numpy()
             top[rows, :depth] = np.take_along_axis(top[rows, :depth], order, axis=1)
         for q in range(len(fr)):
@@ -414,7 +430,9 @@ class Engine:
                 n_queries=len(split.queries), n_gallery=len(split.gallery), remove_reference=split.remove_reference,
                 prompts=view.prompts, has_ground_truth=split.has_ground_truth, scope=split.scope,
                 content_key=split_content_key(split),
-                info={**split.info, **({"caption_order": split.caption_order} if split.caption_order else {})}),
+                info={**split.info, **({"caption_order": split.caption_order} if split.caption_order else {}),
+                      **({"queries_without_targets": split.queries_without_targets}
+                         if split.queries_without_targets else {})}),
             metrics={k: v.value() for k, v in values.items()},
             main_metrics=[m_ for m_ in split.main_metrics if m_ in values],
             run=results.RunRecord(
@@ -448,6 +466,39 @@ def _method_bug(m: BuiltMethod, exc: Exception) -> RunError:
         where = f" ({tb.tb_frame.f_code.co_filename}:{tb.tb_lineno})"
         tb = tb.tb_next
     return RunError(f"method {m.name!r} raised {type(exc).__name__}: {exc}{where}")
+
+
+def _check_json(value, what: str) -> None:
+    """A method's config is recorded in results and keys its cells: it must be plain JSON (an object
+    whose text form holds a memory address would change the key on every run)."""
+    import json
+
+    try:
+        json.dumps(value, sort_keys=True)
+    except (TypeError, ValueError) as exc:
+        raise RunError(f"{what} must return plain JSON values (strings, numbers, booleans, lists, dicts with "
+                       f"string keys): {exc}") from None
+
+
+def _check_output(method: Method, out, what: str, unit: str, n: int, shape: tuple | None = None) -> None:
+    """A hook's output is a tensor of the promised shape whose rows are finite (and, for vectors, not
+    zero unless the method says a zero vector means something): else the cell fails with one line
+    saying how many rows are affected, instead of a ranking in gallery order recorded as real metrics."""
+    import torch
+
+    if not isinstance(out, torch.Tensor):
+        raise RunError(f"{what} must be a torch tensor, got {type(out).__name__}")
+    if out.ndim != 2 or out.shape[0] != n or (shape is not None and tuple(out.shape) != tuple(shape)):
+        expected = f"({', '.join(map(str, shape))})" if shape is not None else f"({n}, D)"
+        raise RunError(f"{what} have shape {tuple(out.shape)}, expected {expected}")
+    bad_rows = ~torch.isfinite(out.float()).all(dim=1)
+    if bool(bad_rows.any()):
+        raise RunError(f"{what} of {int(bad_rows.sum())} of {n} {unit} are not finite (NaN or inf)")
+    if shape is None and not method.zero_vectors_meaningful:
+        zero = out.float().norm(dim=1) == 0
+        if bool(zero.any()):
+            raise RunError(f"{what} of {int(zero.sum())} of {n} {unit} are zero vectors, which rank nothing "
+                           "(a method whose zero vector means something sets zero_vectors_meaningful = True)")
 
 
 def _pad(rows: list[list[int]], device):

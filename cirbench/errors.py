@@ -1,6 +1,15 @@
 """Exceptions that the CLI turns into one clear line and an exit code."""
 
 
+def short(value, limit: int = 80) -> str:
+    """A value's repr cut to about ``limit`` characters, for one-line messages (a 10 KB caption is not
+    echoed whole)."""
+    text = repr(value)
+    if len(text) <= limit:
+        return text
+    return f"{text[:limit]}... ({len(text)} characters)"
+
+
 class CirbenchError(Exception):
     """Base class: a failure that is reported as a single line without a traceback."""
 

@@ -14,11 +14,16 @@ from .content_keys import ContentKeys, text_key
 from .images import Image_, image_batches
 
 
+# encoded features are written to the cache at least this often, so a run killed without warning
+# (SIGKILL, a power cut) loses at most about this much encoding work
+FLUSH_SECONDS = 10.0
+
+
 class FeatureStore:
     """Image features of one encoder (model + transform) in one storage dtype."""
 
     def __init__(self, encoder, cache_dir: Path, batch_size: int = 64, workers: int = 0, progress=None,
-                 flush_every: int = 4096, flush_seconds: float = 60.0, dtype: str = "float16",
+                 flush_every: int = 4096, flush_seconds: float = FLUSH_SECONDS, dtype: str = "float16",
                  content_keys: ContentKeys | None = None):
         self.encoder = encoder
         # features are rounded to the storage precision whether they come from the cache or not, so a

@@ -33,9 +33,22 @@ def list_images(folder: Path) -> list[Path]:
     return sorted(p for p in out if p.is_file())
 
 
+def float_scale(peak: float) -> float:
+    """The factor that brings a float image to 0..255, by the range its brightest sample implies:
+    0..1 (x255), 0..255 (as is), 0..65535 (/257, as 16-bit), else its own maximum."""
+    if peak <= 1.0:
+        return 255.0
+    if peak <= 255.0:
+        return 1.0
+    if peak <= 65535.0:
+        return 1.0 / 257.0
+    return 255.0 / peak
+
+
 def to_rgb(image):
     """An 8-bit RGB copy of a PIL image. Pillow's ``convert("RGB")`` clips 16- and 32-bit samples to
-    255 (a 16-bit PNG becomes almost all white); here they are scaled to 8 bits instead."""
+    255 (a 16-bit PNG or a float TIFF becomes almost all white); here they are scaled to 8 bits instead
+    (float images by the range their maximum implies, NaN as 0)."""
     import numpy as np
     from PIL import Image
 
@@ -43,8 +56,9 @@ def to_rgb(image):
     if mode.startswith("I;16") or mode in ("I", "F"):
         array = np.asarray(image)
         if mode == "F":
-            peak = float(np.nanmax(array)) if array.size else 0.0
-            array = np.clip(array * (255.0 if peak <= 1.0 else 1.0), 0, 255)
+            array = np.nan_to_num(array.astype(np.float64), nan=0.0, posinf=0.0, neginf=0.0)
+            peak = float(array.max()) if array.size else 0.0
+            array = np.clip(array * float_scale(peak), 0, 255)
         elif mode.startswith("I;16") or (array.size and int(array.max()) > 255):
             array = np.clip(array.astype(np.float64) / 257.0, 0, 255)  # 65535 -> 255
         else:
@@ -76,9 +90,15 @@ class ImageRef:
     def apply(self, image):
         for op in self.ops:
             if op[0] == "crop":
+                x1, y1, x2, y2 = op[1:5]
+                if min(x2, image.size[0]) - max(x1, 0) < 1 or min(y2, image.size[1]) - max(y1, 0) < 1:
+                    raise ValueError(f"the box {list(op[1:5])} lies outside the {image.size[0]} x {image.size[1]} image")
                 image = image.crop(tuple(op[1:5]))
             elif op[0] == "dilated_crop":
-                image = image.crop(dilated_box(image.size, *op[1:6]))
+                box = dilated_box(image.size, *op[1:6])
+                if box[2] - box[0] < 1 or box[3] - box[1] < 1:  # the annotated box lies outside the image
+                    raise ValueError(f"the box {list(op[1:5])} lies outside the {image.size[0]} x {image.size[1]} image")
+                image = image.crop(box)
             elif op[0] == "pad_square":
                 image = pad_square(image, tuple(op[1:4]))
         return image

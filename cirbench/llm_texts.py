@@ -42,6 +42,12 @@ def choose_source(method, split, fields: list[str]) -> str:
     released texts are asked for and absent."""
     mode = method.option("texts")
     present = has_fields(split, fields)
+    partial = [f for f in fields if f in split.partial_fields]
+    if partial and mode != "generate":
+        raise MissingResourceError(
+            f"{method.method_name} reads the released texts {', '.join(fields)}, and {split.dataset}:{split.split}'s "
+            f"annotations carry {partial[0]!r} for some queries only (query {split.partial_fields[partial[0]]!r} "
+            f"is the first without it): complete the file, or use --option {method.method_name}.texts=generate")
     if mode == "released" and not present:
         raise MissingResourceError(
             f"{method.method_name} needs the released texts {', '.join(fields)} in {split.dataset}:{split.split}'s "

@@ -29,7 +29,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, ClassVar, Mapping
 
-from .errors import UsageError
+from .errors import UsageError, short
 from .prompts import fill, fill_pseudo
 from .registry import methods
 
@@ -46,6 +46,13 @@ class Option:
     choices: tuple | None = None
 
     def parse(self, method: str, key: str, value: Any) -> Any:
+        """The value as the declared type: text is parsed (``--option``), other values must already be of
+        the type (an int for a float is fine, a bool is not a number); floats must be finite."""
+        import math
+
+        shown = f"option {method}.{key}={short(value)}"
+        if value is None:
+            return None
         if isinstance(value, str) and self.type is not str:
             text = value.strip()
             try:
@@ -56,9 +63,15 @@ class Option:
                 else:
                     value = self.type(text)
             except ValueError:
-                raise UsageError(f"option {method}.{key}={value!r} is not a valid {self.type.__name__}") from None
+                raise UsageError(f"{shown} is not a valid {self.type.__name__}") from None
+        elif self.type is float and isinstance(value, (int, float)) and not isinstance(value, bool):
+            value = float(value)
+        elif not isinstance(value, self.type) or (self.type in (int, float) and isinstance(value, bool)):
+            raise UsageError(f"{shown} must be a {self.type.__name__}, not {type(value).__name__}")
+        if isinstance(value, float) and not math.isfinite(value):
+            raise UsageError(f"{shown} must be a finite number")
         if self.choices is not None and value not in self.choices:
-            raise UsageError(f"option {method}.{key}={value!r} must be one of {', '.join(map(str, self.choices))}")
+            raise UsageError(f"{shown} must be one of {', '.join(map(str, self.choices))}")
         return value
 
 
@@ -108,6 +121,8 @@ class SplitView:
     checkpoints: dict[str, Path] = field(default_factory=dict)  # trained for this dataset by the orchestration
     # the annotation fields every query of the split carries (e.g. released captions)
     query_fields: frozenset = frozenset()
+    # fields only some queries carry: field -> the id of the first query without it
+    partial_fields: dict[str, str] = field(default_factory=dict)
 
 
 @dataclass
@@ -203,6 +218,9 @@ class Method:
     options: ClassVar[dict[str, Option]] = {}
     # the kind of training data train() takes ("images", "triplets", "texts", or a plugin kind); None: none
     training: ClassVar[str | None] = None
+    # a query vector (or gallery representation) of zeros is refused as a broken output unless the method
+    # says it means something (it then scores 0 against every item)
+    zero_vectors_meaningful: ClassVar[bool] = False
 
     def __init__(self, ctx: MethodContext):
         self.ctx = ctx

@@ -11,7 +11,7 @@ from __future__ import annotations
 import re
 from typing import Mapping
 
-from .errors import UsageError
+from .errors import UsageError, short
 
 PLACEHOLDER = re.compile(r"\{([A-Za-z_][A-Za-z0-9_]*)\}")
 
@@ -27,7 +27,7 @@ def fill(template: str, text: str, fields: Mapping | None = None) -> str:
         found = fields.get(name)
         if isinstance(found, str):
             return found
-        raise UsageError(f"prompt template {template!r} names {{{name}}}, which this query does not have "
+        raise UsageError(f"prompt template {short(template)} names {{{name}}}, which this query does not have "
                          f"(it has: text{''.join(', ' + k for k, v in fields.items() if isinstance(v, str))})")
 
     return PLACEHOLDER.sub(value, template)
@@ -43,7 +43,7 @@ def split_pseudo(template: str, token: str) -> tuple[str, str]:
     found = list(standalone(token).finditer(template))
     if len(found) != 1:
         what = "no" if not found else f"{len(found)}"
-        raise UsageError(f"prompt template {template!r} holds {what} standalone pseudo-word {token!r}: it must hold "
+        raise UsageError(f"prompt template {short(template)} holds {what} standalone pseudo-word {token!r}: it must hold "
                          f"it exactly once as its own word (write 'a photo of {token} , {{text}}', not "
                          f"'a photo of {token}, {{text}}')")
     match = found[0]

@@ -262,7 +262,8 @@ def _plot(dataset: str, table: Table, out: Path) -> Path:
         xs = [j + i * width for j in range(len(columns))]
         values = table.value.loc[ix].astype(float).to_numpy()
         low, high = table.low.loc[ix].astype(float).to_numpy(), table.high.loc[ix].astype(float).to_numpy()
-        err = np.vstack([np.nan_to_num(values - low), np.nan_to_num(high - values)])
+        # a percentile interval need not contain the point value (a skewed metric): no negative bars
+        err = np.clip(np.vstack([np.nan_to_num(values - low), np.nan_to_num(high - values)]), 0, None)
         ax.bar(xs, np.nan_to_num(values), width=width, yerr=err, capsize=2, error_kw={"elinewidth": 0.8},
                label=ix[1] if one_encoder else f"{ix[1]} [{ix[0]}]")
     ax.set_xticks([j + width * (n - 1) / 2 for j in range(len(columns))])
@@ -270,9 +271,8 @@ def _plot(dataset: str, table: Table, out: Path) -> Path:
     ax.set_ylabel("score (%), 95% bootstrap interval")
     ax.set_title(f"{dataset}")
     ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.0, 1.0))
-    fig.tight_layout()
     path = out / f"{fsutil.slug(dataset)}.png"
-    fig.savefig(path, dpi=120)
+    fig.savefig(path, dpi=120, bbox_inches="tight")  # room for the legend beside the axes
     plt.close(fig)
     return path
 
@@ -433,6 +433,11 @@ def render(results_dir: Path, out: Path, resamples: int = stats.DEFAULT_RESAMPLE
     index.html and (with write_latex) tables.tex. Returns (written files, warnings)."""
     from .errors import DataError
 
+    from .errors import UsageError
+
+    if 0 < resamples < stats.MIN_RESAMPLES:
+        raise UsageError(f"--bootstrap {resamples}: intervals and paired tests need at least {stats.MIN_RESAMPLES} "
+                         "resamples (0: none)")
     report = load(results_dir, resamples, seed)
     if not report.cells:
         raise DataError(f"no result files under {results_dir}: run `cirbench run` first (or pass --results-dir)"

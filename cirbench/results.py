@@ -247,13 +247,20 @@ class Outcomes:
         try:
             with np.load(path, allow_pickle=False) as z:
                 data = {k: z[k] for k in z.files}
-        except (OSError, ValueError) as exc:
-            raise DataError(f"{path}: unreadable outcomes file ({exc})") from None
+            return cls._from_arrays(data)
+        except (OSError, ValueError, KeyError, IndexError, TypeError, RecursionError) as exc:
+            raise DataError(f"{path}: unreadable outcomes file ({type(exc).__name__}: {exc})") from None
+
+    @classmethod
+    def _from_arrays(cls, data: dict) -> "Outcomes":
         views = {}
         for name in ("gallery", "subset"):
             if f"{name}.top" in data:
                 offsets = data[f"{name}.offsets"]
                 flat = data[f"{name}.target_ranks"]
+                if offsets.ndim != 1 or not len(offsets) or offsets[0] != 0 or offsets[-1] != len(flat) \
+                        or (np.diff(offsets) < 0).any():
+                    raise ValueError(f"the {name} rank offsets do not index the {len(flat)} target ranks")
                 ranks = [flat[offsets[i]:offsets[i + 1]] for i in range(len(offsets) - 1)]
                 views[name] = (data[f"{name}.top"], ranks, data[f"{name}.first_rank"])
         names = [str(n) for n in data["metric_names"]]
@@ -276,14 +283,55 @@ class Outcomes:
         return ImageRef(Path(path), tuple(tuple(op) for op in ops)) if ops else Path(path)
 
 
+def check_outcomes(out: Outcomes, result: Result, path) -> None:
+    """A DataError naming ``path`` unless the outcomes fit their result: one row per query of the result
+    in every array, unique query ids, well-formed rank offsets, and per-query metric values whose
+    aggregates are the result's metrics (so a table, an interval and a paired test read one truth)."""
+    from .metrics import aggregate
+
+    n = result.dataset.n_queries
+    problems = []
+    if len(out.qids) != n:
+        problems.append(f"{len(out.qids)} query ids for {n} queries")
+    elif len(set(out.qids)) != n:
+        problems.append("duplicate query ids")
+    for name in ("texts", "references", "first_targets"):
+        if getattr(out, name) and len(getattr(out, name)) != len(out.qids):
+            problems.append(f"{len(getattr(out, name))} {name} for {len(out.qids)} queries")
+    for view, (top, ranks, first) in out.views.items():
+        if top.ndim != 2 or len(top) != len(out.qids) or len(first) != len(out.qids) or len(ranks) != len(out.qids):
+            problems.append(f"the {view} ranking has {len(top)} rows, {len(first)} first ranks and {len(ranks)} "
+                            f"rank lists for {len(out.qids)} queries")
+        elif top.size and (top.max() >= len(out.gallery) or top.min() < -1):
+            problems.append(f"the {view} ranking names gallery positions outside the {len(out.gallery)} items")
+    for metric, (values, agg) in out.values.items():
+        if len(values) != len(out.qids):
+            problems.append(f"{len(values)} values of {metric} for {len(out.qids)} queries")
+            continue
+        recorded = result.metrics.get(metric)
+        if recorded is not None and recorded == recorded:
+            try:
+                again = aggregate(values, agg)
+            except ValueError as exc:
+                problems.append(str(exc))
+                continue
+            if not abs(again - recorded) <= 1e-6 * max(1.0, abs(recorded)):
+                problems.append(f"its {metric} values give {again:.4f}, the result file says {recorded:.4f}")
+    if problems:
+        raise DataError(f"{path}: per-query outcomes do not fit their result ({'; '.join(problems[:3])})")
+
+
 def load_outcomes(result: Result) -> Outcomes | None:
-    """The result's per-query outcomes, or None for old result files (or a missing/changed file)."""
+    """The result's per-query outcomes, or None for old result files (or a missing/changed file); a
+    DataError for a file that does not fit its result (see check_outcomes)."""
     path = result.outcomes_path
     if path is None or not path.is_file():
         return None
     if result.outcomes.get("sha256") and fsutil.sha256_file(path) != result.outcomes["sha256"]:
         return None
-    return Outcomes.load(path)
+    out = Outcomes.load(path)
+    check_outcomes(out, result, path)
+    return out
 
 
 @functools.lru_cache(maxsize=1)

@@ -20,6 +20,7 @@ from dataclasses import dataclass
 import numpy as np
 
 DEFAULT_RESAMPLES = 1000
+MIN_RESAMPLES = 100  # fewer cannot resolve a p-value below 0.01
 LEVEL = 0.95
 
 

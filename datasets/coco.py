@@ -31,7 +31,7 @@ from pathlib import Path
 
 from cirbench import __version__, fsutil
 from cirbench.data import Query, Split
-from cirbench.dataset import Dataset, read_json, register_dataset
+from cirbench.dataset import Dataset, read_json, read_text, register_dataset
 from cirbench.errors import DataError, UsageError
 from cirbench.images import ImageRef
 
@@ -100,7 +100,7 @@ def read_rows(path: Path) -> list[dict]:
     """Rows of a coco_eval.csv (official or prepared), with the box as the official loader reads it."""
     if not path.is_file():
         raise DataError(f"COCO query file {path} is missing")
-    with open(path, encoding="utf-8", newline="") as fh:
+    with io.StringIO(read_text(path, "COCO query file"), newline="") as fh:
         reader = csv.DictReader(fh)
         if reader.fieldnames is None or not set(HEADER) <= set(reader.fieldnames):
             raise DataError(f"{path}: expected the columns {', '.join(HEADER)}")

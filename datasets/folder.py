@@ -15,12 +15,11 @@ Image paths are relative to the folder and must stay inside it. Run it with
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 from cirbench.data import DEFAULT_PROMPTS, Query, Split, Triplet
-from cirbench.dataset import Dataset, register_dataset, string_list
-from cirbench.errors import DataError
+from cirbench.dataset import Dataset, parse_json, read_text, register_dataset, string_list
+from cirbench.errors import DataError, short
 from cirbench.fsutil import slug
 from cirbench.images import IMAGE_SUFFIXES, list_images
 
@@ -29,17 +28,13 @@ QUERY_KEYS = ("id", "reference", "text", "target", "targets", "subset")
 
 def read_jsonl(path: Path) -> list[tuple[int, dict]]:
     rows = []
-    with open(path, encoding="utf-8") as fh:
-        for lineno, line in enumerate(fh, 1):
-            if not line.strip():
-                continue
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError as exc:
-                raise DataError(f"{path}:{lineno}: invalid JSON at column {exc.colno}: {exc.msg}") from None
-            if not isinstance(row, dict):
-                raise DataError(f"{path}:{lineno}: expected a JSON object, found {type(row).__name__}")
-            rows.append((lineno, row))
+    for lineno, line in enumerate(read_text(path, "query file").splitlines(), 1):
+        if not line.strip():
+            continue
+        row = parse_json(line, f"{path}:{lineno}")
+        if not isinstance(row, dict):
+            raise DataError(f"{path}:{lineno}: expected a JSON object, found {type(row).__name__}")
+        rows.append((lineno, row))
     return rows
 
 
@@ -68,10 +63,7 @@ class FolderDataset(Dataset):
         path = self.root / "cirbench.json"
         if not path.is_file():
             return {}
-        try:
-            settings = json.loads(path.read_text(encoding="utf-8"))
-        except json.JSONDecodeError as exc:
-            raise DataError(f"{path}: invalid JSON at line {exc.lineno} column {exc.colno}: {exc.msg}") from None
+        settings = parse_json(read_text(path, "dataset settings"), path)
         if not isinstance(settings, dict):
             raise DataError(f"{path}: expected a JSON object")
         return settings
@@ -90,7 +82,7 @@ class FolderDataset(Dataset):
     def _gallery(self) -> list[str]:
         listing = self.root / "gallery.txt"
         if listing.is_file():
-            names = [ln.strip() for ln in listing.read_text(encoding="utf-8").splitlines() if ln.strip()]
+            names = [ln.strip() for ln in read_text(listing, "gallery list").splitlines() if ln.strip()]
             for name in names:
                 self.inside(name, str(listing))
             return names
@@ -104,7 +96,7 @@ class FolderDataset(Dataset):
 
     def _image(self, images: dict, name, where: str) -> str:
         if not isinstance(name, str) or not name:
-            raise DataError(f"{where}: image paths must be non-empty strings, found {name!r}")
+            raise DataError(f"{where}: image paths must be non-empty strings, found {short(name)}")
         if name not in images:
             images[name] = self.inside(name, where)
         return name
@@ -119,13 +111,15 @@ class FolderDataset(Dataset):
             self._image(images, name, str(self.root / "gallery.txt"))
         in_gallery = set(gallery)
         queries = []
+        seen: dict[str, int] = {}
+        without_target = None
         for lineno, row in read_jsonl(path):
             where = f"{path}:{lineno}"
             for field in ("reference", "text"):
                 if field not in row:
                     raise DataError(f"{where}: missing field {field!r}")
             if not isinstance(row["text"], str):
-                raise DataError(f"{where}: 'text' must be a string, found {row['text']!r}")
+                raise DataError(f"{where}: 'text' must be a string, found {short(row['text'])}")
             if "targets" in row:
                 targets = string_list(row["targets"], where, "'targets'")
             elif "target" in row:
@@ -143,14 +137,24 @@ class FolderDataset(Dataset):
                     if self._image(images, s_, where) not in in_gallery:
                         raise DataError(f"{where}: subset image {s_!r} is not in the gallery")
             qid = row.get("id", lineno)
-            if not isinstance(qid, (str, int)):
-                raise DataError(f"{where}: 'id' must be a string or an integer, found {qid!r}")
+            if not isinstance(qid, (str, int)) or isinstance(qid, bool):
+                raise DataError(f"{where}: 'id' must be a string or an integer, found {short(qid)}")
+            if str(qid) in seen:
+                raise DataError(f"{where}: query id {str(qid)!r} is already used on line {seen[str(qid)]}")
+            seen[str(qid)] = lineno
+            if not targets and without_target is None:
+                without_target = where
             fields = {k: v for k, v in row.items() if k not in QUERY_KEYS}
             queries.append(Query(qid=str(qid), reference=self._image(images, row["reference"], where),
                                  text=row["text"], targets=tuple(targets),
                                  subset=tuple(subset) if subset is not None else None, fields=fields))
         if not queries:
             raise DataError(f"{path}: holds no queries")
+        with_target = [q for q in queries if q.targets]
+        if with_target and without_target is not None:  # a split is evaluated (all) or a test split (none)
+            raise DataError(f"{without_target}: this query has no target (\"target\" or a non-empty \"targets\"), "
+                            f"while {len(with_target)} other queries of the file have one; give every query its "
+                            "ground truth, or none (a test split)")
         metrics = settings.get("metrics")
         if metrics is None:
             metrics = {"recall": [1, 5, 10, 50]}
@@ -163,7 +167,7 @@ class FolderDataset(Dataset):
             metrics=metrics, main_metrics=settings.get("main_metrics", ["R@1", "R@10", "R@50"]),
             prompts={**DEFAULT_PROMPTS, **settings.get("prompts", {})},
             remove_reference=bool(settings.get("remove_reference", False)),
-            has_ground_truth=all(q.targets for q in queries),
+            has_ground_truth=bool(with_target),
             info={"queries_file": str(path)},
         )
 

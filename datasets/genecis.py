@@ -27,12 +27,13 @@ Protocol (eval/evaluate.py, eval_functions.validate, datasets/*_dataset.py):
 
 from __future__ import annotations
 
+import math
 import os
 from pathlib import Path
 
 from cirbench.data import Query, Split
 from cirbench.dataset import Dataset, expect, read_json, register_dataset
-from cirbench.errors import DataError
+from cirbench.errors import DataError, short
 from cirbench.images import ImageRef
 
 TASKS = ("focus_attribute", "change_attribute", "focus_object", "change_object")
@@ -74,8 +75,8 @@ class GeneCIS(Dataset):
         return self._vg
 
     def _object(self, item, where) -> tuple[str, Path]:
-        expect(isinstance(item, dict) and isinstance(item.get("val_image_id"), int), where,
-               "an object-task image must be {'val_image_id': <COCO val2017 id>}")
+        expect(isinstance(item, dict) and type(item.get("val_image_id")) is int, where,
+               f"an object-task image must be {{'val_image_id': <COCO val2017 id>}}, found {short(item)}")
         image_id = item["val_image_id"]
         return f"coco/{image_id}", self.inside(f"coco/val2017/{image_id:012d}.jpg", where)
 
@@ -83,8 +84,13 @@ class GeneCIS(Dataset):
         expect(isinstance(item, dict) and "image_id" in item and "instance_bbox" in item, where,
                "an attribute-task image must be {'image_id': <VG id>, 'instance_bbox': [x, y, w, h], ...}")
         bbox = item["instance_bbox"]
-        expect(isinstance(bbox, list) and len(bbox) == 4 and all(isinstance(v, (int, float)) for v in bbox), where,
-               f"instance_bbox must be [x, y, w, h], found {bbox!r}")
+        expect(isinstance(bbox, list) and len(bbox) == 4
+               and all(isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) for v in bbox),
+               where, f"instance_bbox must be [x, y, w, h] of finite numbers, found {short(bbox)}")
+        expect(bbox[2] > 0 and bbox[3] > 0 and bbox[0] >= 0 and bbox[1] >= 0, where,
+               f"instance_bbox {bbox} must have a positive width and height and start inside the image")
+        expect(type(item["image_id"]) in (int, str) and str(item["image_id"]).strip(), where,
+               f"image_id must be a Visual Genome id (an integer), found {short(item['image_id'])}")
         image_id = str(item["image_id"])
         path = self.vg_files().get(image_id)
         if path is None:  # reported with its expected place (data check names it; a run stops on it)

@@ -20,8 +20,8 @@ import random
 from pathlib import Path
 
 from cirbench.data import Query, Split
-from cirbench.dataset import Dataset, expect, register_dataset
-from cirbench.errors import DataError
+from cirbench.dataset import Dataset, expect, read_text, register_dataset
+from cirbench.errors import DataError, short
 
 DOMAINS = ("cartoon", "origami", "toy", "sculpture")
 REAL_OFFSET = 6000
@@ -31,14 +31,13 @@ QUERY_LIST, TARGET_LIST = "imgnet_real_query.txt", "imgnet_targets.txt"
 def read_list(path: Path) -> list[tuple[str, int]]:
     """Lines "relative/path label" of an official list file."""
     out = []
-    with open(path, encoding="utf-8") as fh:
-        for lineno, line in enumerate(fh, 1):
-            parts = line.split()
-            if not parts:
-                continue
-            if len(parts) != 2 or not parts[1].lstrip("-").isdigit():
-                raise DataError(f"{path}:{lineno}: expected 'relative/path label', got {line.strip()!r}")
-            out.append((parts[0], int(parts[1])))
+    for lineno, line in enumerate(read_text(path, "ImageNet-R list file").splitlines(), 1):
+        parts = line.split()
+        if not parts:
+            continue
+        if len(parts) != 2 or not parts[1].lstrip("-").isdigit():
+            raise DataError(f"{path}:{lineno}: expected 'relative/path label', got {short(line.strip())}")
+        out.append((parts[0], int(parts[1])))
     return out
 
 

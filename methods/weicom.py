@@ -20,6 +20,7 @@ query's own candidates, the database the official code standardises over.
 
 from __future__ import annotations
 
+from cirbench.errors import RunError
 from cirbench.method import Method, Option, register_method
 from cirbench.scoring import normalize
 
@@ -33,10 +34,16 @@ def norm_cdf(s, mask=None):
     import torch
 
     if mask is None:
+        if s.shape[1] < 2:
+            raise RunError("WeiCom standardises each similarity over the gallery, and a gallery of one image "
+                           "has no spread (--option weicom.normalize=false scores it without)")
         mean, std = s.mean(dim=1, keepdim=True), s.std(dim=1, keepdim=True)
     else:
         m = mask.float()
         n = m.sum(dim=1, keepdim=True)
+        if bool((n < 2).any()):
+            raise RunError("WeiCom standardises each similarity over a query's candidates, and a query has "
+                           "fewer than two (--option weicom.normalize=false scores it without)")
         mean = (s * m).sum(dim=1, keepdim=True) / n
         std = (((s - mean) ** 2 * m).sum(dim=1, keepdim=True) / (n - 1).clamp(min=1)).sqrt()
     return 0.5 * (1 + torch.erf((s - mean) / (std * torch.sqrt(torch.tensor(2.0)))))

@@ -116,10 +116,10 @@ def models(hf_models):
     return hf_models
 
 
-def generating(models, method, prompts_file, *extra):
+def generating(models, method, prompts_file, *extra, tokens=8):
     blip2, llm = models
     return ["--option", f"{method}.captioner={blip2}", "--option", f"{method}.llm={llm}", "--option",
-            f"{method}.prompts_file={prompts_file}", "--option", f"{method}.max_new_tokens=8", *extra]
+            f"{method}.prompts_file={prompts_file}", "--option", f"{method}.max_new_tokens={tokens}", *extra]
 
 
 def test_cirevl_generates_captions_and_rewrites_once(tmp_path, models, monkeypatch):
@@ -154,8 +154,7 @@ def test_cirevl_generates_captions_and_rewrites_once(tmp_path, models, monkeypat
     assert len(stored) == 2 and {json.loads(p.read_text())["producer"]["task"] for p in stored} == {"caption", "rewrite"}
     run(tmp_path, root, "cirevl", "--overwrite", *generating(models, "cirevl", tmp_path / "prompts.py"))
     assert calls == {"caption": 2, "complete": 2}  # read back, not generated again
-    run(tmp_path, root, "cirevl", "--overwrite", *generating(models, "cirevl", tmp_path / "prompts.py",
-                                                             "--option", "cirevl.max_new_tokens=9"))
+    run(tmp_path, root, "cirevl", "--overwrite", *generating(models, "cirevl", tmp_path / "prompts.py", tokens=9))
     assert calls == {"caption": 2, "complete": 4}  # other decoding settings: new rewrites, same captions
 
 

@@ -18,7 +18,7 @@ import zipfile
 from pathlib import Path
 
 from ..encoder import Encoder, copy_with, register_encoder
-from ..errors import UsageError
+from ..errors import UsageError, short
 from ..fsutil import sha256_file
 from ..transforms import squash_variant
 from ..transforms import build as build_transform
@@ -205,7 +205,7 @@ class OpenClipEncoder(Encoder):
             bad = [p for p, c in zip(prompts, mask.sum(dim=1).tolist()) if c == 0]
         if bad:
             raise UsageError(
-                f"prompt {bad[0]!r} does not hold the pseudo-word {token!r} as its own word where its template "
+                f"prompt {short(bad[0])} does not hold the pseudo-word {token!r} as its own word where its template "
                 f"puts it (write 'a photo of {token} , text', not '{token},'; or the prompt is too long and was "
                 f"truncated); {len(bad)} prompt(s) affected")
         return tokens, mask
