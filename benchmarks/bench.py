@@ -298,10 +298,14 @@ def scale_worker(n_gallery: int, n_queries: int, dim: int, k: int) -> dict:
     done.set()
     watcher.join()
     peak[0] = max(peak[0], rss_mib())
-    return {"gallery": n_gallery, "queries": n_queries, "dim": dim, "k": k,
-            "gallery_mib": gallery.numel() * gallery.element_size() / 2**20,
-            "seconds": seconds, "ms_per_query": 1000 * seconds / n_queries,
-            "scale_extra_mib": peak[0] - base, "result_shape": list(index.shape)}
+    out = {"gallery": n_gallery, "queries": n_queries, "dim": dim, "k": k,
+           "gallery_mib": gallery.numel() * gallery.element_size() / 2**20,
+           "seconds": seconds, "ms_per_query": 1000 * seconds / n_queries,
+           "scale_extra_mib": peak[0] - base, "result_shape": list(index.shape)}
+    if n_gallery <= 100_000:  # small enough to check the chunked top-k against one full sort
+        full = torch.topk(queries @ gallery.float().T, k, dim=1).indices
+        out["matches_full_sort"] = bool(torch.equal(full, index))
+    return out
 
 
 def gpu_figures(scratch: Path, n_images: int = 2048, batch_size: int = 256) -> dict:

@@ -262,8 +262,7 @@ class ScoredReranked(Method):
         return torch.nn.functional.normalize(batch.reference_features, dim=-1) @ g.T
 
     def rerank(self, batch, candidates, scores):
-        text = torch.nn.functional.normalize(self.ctx.text_features(batch.texts), dim=-1)
-        return scores + self.option("weight") * torch.zeros_like(scores)
+        return -self.option("weight") * scores  # the top 3 in reverse order
 '''
 
 
@@ -282,9 +281,17 @@ def test_a_third_party_plugin_using_the_new_hooks_runs_from_the_cli(tmp_path, my
     proc = cli("run", "-m", "scored-reranked,image-only", "--dataset", mydata, "--encoder", f"local-dir:{tiny_dir}",
                "--option", "scored-reranked.weight=0.5", "--workers", "0", "--json", cwd=tmp_path, env=env)
     records = {r["method"]["name"]: r for r in json.loads(proc.stdout)["results"]}
-    # scoring the gallery with the image is image-only; re-ranking with unchanged scores keeps the order
-    assert records["scored-reranked"]["metrics"] == records["image-only"]["metrics"]
     assert records["scored-reranked"]["method"]["options"] == {"weight": 0.5}
+    # scoring the gallery with the image is image-only's ranking; the re-ranking reverses its top 3 and
+    # leaves the rest in place
+    from cirbench import results
+
+    tops = {}
+    for name in ("scored-reranked", "image-only"):
+        path = next((tmp_path / "results").rglob(f"{name}.json"))
+        tops[name] = results.load_outcomes(results.read(path)).views["gallery"][0]
+    assert (tops["scored-reranked"][:, :3] == tops["image-only"][:, 2::-1]).all()
+    assert (tops["scored-reranked"][:, 3:] == tops["image-only"][:, 3:]).all()
 
 
 def test_a_method_declares_the_kind_of_data_it_trains_on(tmp_path, monkeypatch):

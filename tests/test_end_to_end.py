@@ -103,7 +103,26 @@ def test_third_party_method_through_an_entry_point(tmp_path, mydata, tiny_dir):
     listing = cirbench("list", "methods", cwd=tmp_path, env=env).stdout
     assert "weighted" in listing and "my_cir_plugin:Weighted" in listing
     proc = cirbench("run", "-m", "weighted,image-only", "--dataset", mydata, "--encoder", f"local-dir:{tiny_dir}",
-                    "--workers", "0", "--json", cwd=tmp_path, env=env)
+                    "--workers", "0", "--json", "--feature-dtype", "fp32", cwd=tmp_path, env=env)
     records = json.loads(proc.stdout)["results"]
     assert {r["method"]["name"] for r in records} == {"weighted", "image-only"}
-    assert (tmp_path / "results").is_dir()
+    # the plugin's ranking is 0.7 image + 0.3 text, computed here from the encoder directly
+    import torch
+
+    from cirbench import results
+    from cirbench.encoder import load_encoder
+    from cirbench.images import load_image
+
+    encoder = load_encoder(f"local-dir:{tiny_dir}")
+    rows = [json.loads(x) for x in (mydata / "val.jsonl").read_text().splitlines()]
+    path = next((tmp_path / "results").rglob("weighted.json"))
+    outcomes = results.load_outcomes(results.read(path))
+    gallery = outcomes.gallery
+    with torch.no_grad():
+        pixels = torch.stack([encoder.preprocess(load_image(mydata / g, keep_mode=True)) for g in gallery])
+        feats = torch.nn.functional.normalize(encoder.encode_images(pixels), dim=-1)
+        refs = feats[[gallery.index(r["reference"]) for r in rows]]
+        text = torch.nn.functional.normalize(encoder.encode_texts([r["text"] for r in rows]), dim=-1)
+        query = torch.nn.functional.normalize(0.7 * refs + 0.3 * text, dim=-1)
+        expected = torch.argsort(query @ feats.T, dim=1, descending=True, stable=True)[:, :5]
+    assert (outcomes.views["gallery"][0][:, :5] == expected.numpy()).all()

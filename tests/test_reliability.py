@@ -96,16 +96,28 @@ def test_a_sixteen_bit_gallery_ranks_like_its_eight_bit_twin(tmp_path):
 
 
 def test_a_star_or_dollar_in_a_caption_is_text(tmp_path, mydata, tiny_dir, tiny_encoder):
-    from test_checkpoints import pic2word_ckpt, searle_ckpt
+    """Pic2Word and SEARLE networks that output the embedding of "dog" whatever the image: their queries
+    must be exactly the text features of "a photo of dog , {caption}" and "a photo of dog that {caption}"
+    with the caption's own * and $ left as text -- the same rankings as text-only given those prompts."""
+    from cirbench import results
+    from test_pinned_protocols import word_token_ckpt
 
     rows = [json.loads(x) for x in (mydata / "val.jsonl").read_text().splitlines()]
-    rows[0]["text"] = "make it * red, the $5 one"
+    rows[0]["text"] = "make it * red, the $ 5 one"
     (mydata / "val.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
-    pic2word_ckpt(tmp_path / "p.pt", tiny_encoder.embed_dim, tiny_encoder.token_width)
-    searle_ckpt(tmp_path / "s.pt", tiny_encoder.embed_dim, tiny_encoder.token_width)
-    out = run_json(tmp_path, mydata, "--checkpoint", f"pic2word={tmp_path / 'p.pt'}", "--checkpoint",
-                   f"searle={tmp_path / 's.pt'}", methods="pic2word,searle", encoder=f"local-dir:{tiny_dir}")
-    assert statuses(out) == {"pic2word": "computed", "searle": "computed"}
+    word_token_ckpt(tmp_path / "p.pt", tiny_encoder, "dog", "pic2word")
+    word_token_ckpt(tmp_path / "s.pt", tiny_encoder, "dog", "phi")
+    tops = {}
+    for method, extra in (("pic2word", ["--checkpoint", f"pic2word={tmp_path / 'p.pt'}"]),
+                          ("searle", ["--checkpoint", f"searle={tmp_path / 's.pt'}"]),
+                          ("text-only", ["--prompt", "text=a photo of dog , {text}"]),
+                          ("text-only", ["--prompt", "text=a photo of dog that {text}"])):
+        out = run_json(tmp_path / f"{method}-{len(tops)}", mydata, *extra, "--transform", "clip",
+                       "--feature-dtype", "fp32", methods=method, encoder=f"local-dir:{tiny_dir}")
+        assert statuses(out) == {method: "computed"}
+        record = results.read(next((tmp_path / f"{method}-{len(tops)}" / "r").rglob(f"{method}.json")))
+        tops[len(tops)] = results.load_outcomes(record).views["gallery"][0]
+    assert (tops[0] == tops[2]).all() and (tops[1] == tops[3]).all()
     code, text = invoke("data", "check", mydata)
     assert code == 0
 
@@ -166,14 +178,28 @@ def test_an_unwritable_home_without_cache_dir_says_so(tmp_path, mydata, monkeypa
     assert code == 2 and str(blocker / ".cache" / "cirbench") in out and "--cache-dir" in out
 
 
-@pytest.mark.skipif(os.geteuid() == 0, reason="root writes through permission bits; the file-as-folder cases "
-                                               "above cover the same code path")
-def test_a_read_only_results_folder(tmp_path, mydata):
+def test_a_read_only_results_folder(tmp_path, mydata, monkeypatch):
+    """A folder whose permission bits refuse writing. Root writes through permission bits (CI runs as
+    root), so where chmod cannot make the refusal happen the probe write itself is refused with EACCES,
+    as the kernel refuses it to a user: the same path through fsutil.ensure_writable either way."""
+    import errno
+    import tempfile
+
     (tmp_path / "ro").mkdir()
     os.chmod(tmp_path / "ro", 0o500)
+    if os.geteuid() == 0:
+        mkstemp = tempfile.mkstemp
+
+        def refusing(*args, dir=None, **kwargs):
+            if dir is not None and os.path.realpath(dir) == os.path.realpath(tmp_path / "ro"):
+                raise PermissionError(errno.EACCES, "Permission denied", str(dir))
+            return mkstemp(*args, dir=dir, **kwargs)
+
+        monkeypatch.setattr(tempfile, "mkstemp", refusing)
     code, out = invoke("run", "--dataset", mydata, "--encoder", "colour-test", "-m", "image-only", "--quiet",
                        "--results-dir", tmp_path / "ro", "--cache-dir", tmp_path / "cache")
-    assert code == 2 and "cannot write the results folder" in out
+    assert code == 2 and f"cannot write the results folder {tmp_path / 'ro'}: Permission denied" in out
+    assert not (tmp_path / "cache" / "features").exists()  # nothing was encoded
 
 
 # -- clearer errors ------------------------------------------------------------------------------

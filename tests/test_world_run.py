@@ -23,6 +23,29 @@ def test_default_run_trains_everything_once_then_reuses(tmp_path):
     assert {c["status"] for c in first["cells"] if c["method"] in EXTERNAL} == {"skipped"}
     assert set(cells) == {(d, s, m) for d, s in SPLITS for m in METHODS}
     assert set(cells.values()) == {"computed"}
+    from cirbench import results
+
+    by_method = {}
+    for record in first["results"]:
+        # every recorded number is what the per-query ranks give, recomputed here from the outcomes file
+        path = next(p for p in (tmp_path / "results").rglob(f"{record['method']['name']}.json")
+                    if f"/{record['dataset']['name']}/{record['dataset']['split']}/" in str(p))
+        outcomes = results.load_outcomes(results.read(path))
+        _top, ranks, _first = outcomes.views["gallery"]
+        for metric, value in record["metrics"].items():
+            k = int(metric.split("@")[1])
+            if metric.startswith("mAP"):  # sum of precisions at the hits / min(K, ground truths)
+                hits = [sum((j + 1) / r for j, r in enumerate(sorted(x for x in q if 0 < x <= k))) / min(k, len(q))
+                        for q in ranks]
+            elif record["dataset"]["name"] == "world-edit":  # any of the two ground truths within K
+                hits = [float(((r > 0) & (r <= k)).any()) for r in ranks]
+            else:  # world-domain: the share of the positives within K
+                hits = [float(((r > 0) & (r <= k)).sum()) / len(r) for r in ranks]
+            assert value == pytest.approx(100 * sum(hits) / len(hits)), (record["method"]["name"], metric)
+        by_method.setdefault(record["method"]["name"], {})[(record["dataset"]["name"], record["dataset"]["split"])] = \
+            record["metrics"]
+    # image-only ranks the reference itself first, which is never a target: R@1 = 0 on world-edit
+    assert all(by_method["image-only"][("world-edit", s)]["R@1"] == 0.0 for s in ("color", "shape"))
     for record in first["results"]:
         assert record["encoder"]["identity"]["kind"] == "world"
         acc = record["encoder"]["identity"]["zero_shot_accuracy"]

@@ -1,0 +1,267 @@
+"""Protocol details pinned by hand-worked values (issue 23). Each test says why its inputs were chosen:
+the inputs make the difference between the right rule and the likely wrong one visible (non-square
+images, asymmetric captions, skewed samples, 40 tied items, raw features of different norms).
+"""
+
+from __future__ import annotations
+
+import zlib
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from cirbench import stats
+from helpers import method_for, query_batch, split_view
+
+normalize = torch.nn.functional.normalize
+
+
+# -- TargetPad ---------------------------------------------------------------------------------------
+
+def test_targetpad_pads_the_short_side_with_black_by_hand():
+    """40 x 10 (ratio 4): the long side 40 / 1.25 = 32 is the padded short side, so 11 black rows above
+    and below ((32 - 10) / 2), none beside. The tall 10 x 40 pads columns instead; 12 x 10 (ratio 1.2 <
+    1.25) is left alone. White pixels in the image make a white pad distinguishable from the content."""
+    from cirbench.transforms import TargetPad
+
+    wide = Image.new("RGB", (40, 10), (255, 255, 255))
+    out = np.asarray(TargetPad(1.25)(wide))
+    assert out.shape == (32, 40, 3)
+    assert (out[:11] == 0).all() and (out[-11:] == 0).all() and (out[11:21] == 255).all()
+    tall = np.asarray(TargetPad(1.25)(Image.new("RGB", (10, 40), (255, 255, 255))))
+    assert tall.shape == (40, 32, 3) and (tall[:, :11] == 0).all() and (tall[:, 11:21] == 255).all()
+    assert TargetPad(1.25)(Image.new("RGB", (12, 10))).size == (12, 10)
+
+
+def test_targetpad_transform_gives_the_padded_images_pixels(tiny_encoder):
+    """Through the tiny CLIP's transform (32 px): the padded 40 x 32 image is resized to 40 x 32 and
+    centre-cropped to 32 x 32, so the top 11 rows of the tensor are the pad's value ((0 - .5) / .5 = -1)
+    and the middle rows the image's white (+1); CLIP's own transform would crop the white image's centre
+    and give +1 everywhere."""
+    from cirbench.transforms import build
+
+    image = Image.new("RGB", (40, 10), (255, 255, 255))
+    padded = build(tiny_encoder.base_preprocess, "targetpad")(image)
+    assert torch.allclose(padded[:, :10], torch.tensor(-1.0), atol=1e-3)
+    assert torch.allclose(padded[:, 13:19], torch.tensor(1.0), atol=1e-3)
+    assert torch.allclose(build(tiny_encoder.base_preprocess, "clip")(image), torch.tensor(1.0), atol=1e-3)
+
+
+# -- SEARLE, Pic2Word and LinCIR queries -----------------------------------------------------------------
+
+def word_token_ckpt(path, encoder, word: str, kind: str):
+    """A released-format checkpoint whose network outputs the input embedding of ``word`` whatever the
+    image (last layer zero, its bias the embedding): injecting it must equal writing the word."""
+    emb = encoder.word_embedding(word)
+    d, w = encoder.embed_dim, encoder.token_width
+    if kind == "pic2word":
+        state = {"layers.0.0.weight": torch.randn(8, d), "layers.0.0.bias": torch.zeros(8),
+                 "layers.1.0.weight": torch.randn(8, 8), "layers.1.0.bias": torch.zeros(8),
+                 "fc_out.weight": torch.zeros(w, 8), "fc_out.bias": emb}
+        torch.save({"state_dict_img2text": state, "epoch": 1}, path)
+    else:
+        state = {"layers.0.weight": torch.randn(4 * d, d), "layers.0.bias": torch.zeros(4 * d),
+                 "layers.3.weight": torch.randn(4 * d, 4 * d), "layers.3.bias": torch.zeros(4 * d),
+                 "layers.6.weight": torch.zeros(w, 4 * d), "layers.6.bias": emb}
+        torch.save({"Phi": state}, path)
+    return path
+
+
+def test_pic2word_injects_at_its_templates_slot_only(tmp_path, tiny_encoder):
+    """The caption holds a standalone `*` of its own: Pic2Word's slot is the template's, so the query is
+    the feature of "a photo of dog , a * shaped cookie" (the caption's * stays text), not "... a dog shaped
+    cookie"."""
+    ckpt = word_token_ckpt(tmp_path / "p.pt", tiny_encoder, "dog", "pic2word")
+    method = method_for("pic2word", tiny_encoder, ckpt)
+    out = method.encode_queries(query_batch(method, torch.randn(1, tiny_encoder.embed_dim), ["a * shaped cookie"]))
+    right = tiny_encoder.encode_texts(["a photo of dog , a * shaped cookie"])
+    wrong = tiny_encoder.encode_texts(["a photo of dog , a dog shaped cookie"])
+    assert torch.allclose(normalize(out), normalize(right), atol=1e-5)
+    assert not torch.allclose(normalize(out), normalize(wrong), atol=1e-3)
+
+
+def test_lincir_injects_at_every_dollar_by_default_and_at_the_slot_as_an_option(tmp_path, tiny_encoder):
+    """LinCIR's encode_with_pseudo_tokens_HF replaces every token 259 ($): "costs $ 5" gets the image
+    there too; --option lincir.inject=slot injects at the template's $ only."""
+    ckpt = word_token_ckpt(tmp_path / "phi.pt", tiny_encoder, "dog", "phi")
+    features = torch.randn(1, tiny_encoder.embed_dim)
+    every = method_for("lincir", tiny_encoder, ckpt)
+    slot = method_for("lincir", tiny_encoder, ckpt, options={"inject": "slot"})
+    got_every = every.encode_queries(query_batch(every, features, ["costs $ 5"]))
+    got_slot = slot.encode_queries(query_batch(slot, features, ["costs $ 5"]))
+    assert torch.allclose(normalize(got_every), normalize(tiny_encoder.encode_texts(["a photo of dog that costs dog 5"])),
+                          atol=1e-5)
+    assert torch.allclose(normalize(got_slot), normalize(tiny_encoder.encode_texts(["a photo of dog that costs $ 5"])),
+                          atol=1e-5)
+
+
+def test_searle_averages_the_two_caption_orders(tmp_path, tiny_encoder):
+    """SEARLE's validate.py on FashionIQ: each caption stripped of '.?, ', both orders encoded, the two
+    normalised features averaged (then normalised). Asymmetric captions make the orders differ; the
+    expected value is computed here from the two orders' features."""
+    from test_checkpoints import searle_ckpt
+
+    state = searle_ckpt(tmp_path / "phi.pt", tiny_encoder.embed_dim, tiny_encoder.token_width)
+    method = method_for("searle", tiny_encoder, tmp_path / "phi.pt", dataset="fashioniq")
+    ref = torch.randn(1, tiny_encoder.embed_dim)
+    fields = [{"captions": ["is red.", "has long sleeves ,"]}]
+    out = method.encode_queries(query_batch(method, ref, ["unused"], fields))
+    gelu = torch.nn.functional.gelu
+    h = gelu(ref @ state["layers.0.weight"].T + state["layers.0.bias"])
+    h = gelu(h @ state["layers.3.weight"].T + state["layers.3.bias"])
+    token = h @ state["layers.6.weight"].T + state["layers.6.bias"]
+    one = tiny_encoder.encode_texts_with_pseudo(["a photo of $ that is red and has long sleeves"], token, "$")
+    two = tiny_encoder.encode_texts_with_pseudo(["a photo of $ that has long sleeves and is red"], token, "$")
+    expected = normalize((normalize(one) + normalize(two)) / 2)
+    assert torch.allclose(normalize(out), expected, atol=1e-5)
+    assert not torch.allclose(expected, normalize(one), atol=1e-3)  # the orders do differ
+
+
+# -- the Combiner and image+text -------------------------------------------------------------------------
+
+def test_the_combiners_dynamic_scalar_weighs_text_by_lambda(tmp_path, tiny_encoder):
+    """CLIP4Cir: out = normalise(output_layer(...) + lambda text + (1 - lambda) image). With the output
+    layer zeroed and the dynamic scalar's last bias at logit(0.8), lambda = 0.8: image e1 and text e2
+    give normalise(0.2 e1 + 0.8 e2) (swapped lambdas would give 0.8 e1 + 0.2 e2). Checked through a
+    checkpoint in the released layout and the method."""
+    from cirbench.methods.combiner import build_combiner
+
+    d = tiny_encoder.embed_dim
+    net = build_combiner(d, 8, 16)
+    state = {k: torch.zeros_like(v) if "output_layer" in k or "dynamic_scalar.3.weight" in k else v
+             for k, v in net.state_dict().items()}
+    state["dynamic_scalar.3.bias"] = torch.tensor([float(np.log(0.8 / 0.2))])
+    torch.save({"epoch": 1, "Combiner": state}, tmp_path / "c.pt")
+    method = method_for("combiner", tiny_encoder, tmp_path / "c.pt")
+    image, text = torch.zeros(1, d), torch.zeros(1, d)
+    image[0, 0], text[0, 1] = 1.0, 1.0
+    method.ctx.text_features = lambda texts: text
+    out = method.encode_queries(query_batch(method, image, ["x"]))
+    expected = torch.zeros(1, d)
+    expected[0, 0], expected[0, 1] = 0.2, 0.8
+    assert torch.allclose(out, normalize(expected), atol=1e-5)
+
+
+def test_genecis_image_plus_text_averages_the_raw_features():
+    """GeneCIS's FeatureComb: normalise(0.5 image + 0.5 text) of the raw features. Raw image (10, 0) and
+    text (0, 1): (5, .5) -> (.995, .0995); averaging normalised features would give (.7071, .7071)."""
+    from cirbench.method import MethodContext, resolve_options
+    from cirbench.registry import methods
+
+    cls = methods.get("image+text")
+    for info, expected in (({"image_text": "raw"}, [0.99504, 0.09950]), ({}, [0.70711, 0.70711])):
+        ctx = MethodContext(encoder=None, text_features=lambda texts: torch.tensor([[0.0, 1.0]]),
+                            options=resolve_options("image+text", cls.options, {}))
+        method = cls(ctx)
+        method.split = split_view()
+        method.split.info = info
+        method.prepare(method.split)
+        out = method.encode_queries(query_batch(method, torch.tensor([[10.0, 0.0]]), ["x"]))
+        assert out[0].tolist() == pytest.approx(expected, abs=1e-4), info
+
+
+# -- ties ----------------------------------------------------------------------------------------------
+
+def test_forty_tied_items_keep_gallery_order_everywhere():
+    """torch's CPU sort happens to keep the order of ties up to 16 items; 40 tied items (over chunks of
+    16) show whether the stable rule is really applied: the ranking must be 0, 1, ..., 39 after the one
+    better item, in rank_vectors, rank_scores, order_by_scores and the engine's re-ranking sort."""
+    from cirbench.scoring import order_by_scores, rank_scores, rank_vectors
+
+    gallery = normalize(torch.tensor([[1.0, 0.0]] * 40 + [[0.0, 1.0]]))  # 40 ties, then the best item
+    query = normalize(torch.tensor([[0.3, 1.0]]))
+    expected = [40] + list(range(40))
+    _s, top, _r = rank_vectors(query, gallery, 41, chunk_size=16)
+    assert top[0].tolist() == expected
+    scores = query @ gallery.T
+    assert rank_scores(scores, 41)[1][0].tolist() == expected
+    members = torch.arange(41)[None]
+    assert order_by_scores(scores, members)[0].tolist() == expected
+    flat = torch.zeros(1, 40)
+    assert torch.sort(flat, dim=1, descending=True, stable=True).indices[0].tolist() == list(range(40))
+
+
+def test_a_reranker_that_ties_everything_keeps_the_ranking(tmp_path):
+    """The engine sorts re-ranking scores stably: a re-ranker returning 40 equal scores changes nothing."""
+    import json
+
+    import cirbench
+    import colour_encoder
+    from cirbench.method import Method
+
+    colour_encoder.register()
+
+    class Flat(Method):
+        name = "flat-rerank"
+        rerank_depth = 40
+
+        def compose(self, reference_features, texts):
+            return reference_features
+
+        def rerank(self, batch, candidates, scores):
+            return torch.zeros_like(scores)
+
+    root = tmp_path / "ds"
+    (root / "gallery").mkdir(parents=True)
+    for i in range(44):  # shades of red: distinct scores, so any reordering shows
+        Image.new("RGB", (4, 4), (255, 4 * i, 4 * i)).save(root / "gallery" / f"{i:02d}.png")
+    (root / "val.jsonl").write_text(json.dumps({"reference": "gallery/00.png", "text": "x",
+                                                "target": "gallery/03.png"}) + "\n")
+    kw = dict(datasets=[str(root)], encoder="colour-test", workers=0, cache_dir=tmp_path / "c")
+    plain = cirbench.evaluate(methods=["image-only"], results_dir=tmp_path / "a", **kw).results[0]
+    flat = cirbench.evaluate(methods=[Flat], results_dir=tmp_path / "b", **kw).results[0]
+    top = lambda r: cirbench.results.load_outcomes(r).views["gallery"][0][0, :40].tolist()  # noqa: E731
+    assert top(flat) == top(plain) and len(set(top(plain))) == 40
+
+
+# -- bootstrap intervals --------------------------------------------------------------------------------
+
+def draws(n_queries: int, n: int, seed: int, key: str) -> np.ndarray:
+    """The resampling the report documents: n x Q indices from numpy's default_rng seeded by
+    (seed, crc32 of the split's key), written here independently of cirbench.stats."""
+    return np.random.default_rng([seed, zlib.crc32(key.encode())]).integers(0, n_queries, size=(n, n_queries))
+
+
+# per-query values like AP@K: two large, 28 small and all different -- the bootstrap distribution of the
+# mean is skewed and continuous, so the 90% and 95% intervals, one-sided tails and a tenth of the draws
+# all give other numbers
+SKEWED = np.concatenate([[0.9, 0.8], np.random.default_rng(7).uniform(0.0, 0.05, 28)])
+
+
+def test_interval_is_the_two_sided_95_percent_percentile_interval_of_1000_draws():
+    means = 100 * SKEWED[draws(30, 1000, 0, "ds:val")].mean(axis=1)
+    expected = (np.percentile(means, 2.5), np.percentile(means, 97.5))
+    got = stats.interval(SKEWED, "percent", key="ds:val")
+    assert got == pytest.approx(expected)
+    for wrong in ((np.percentile(means, 5), np.percentile(means, 95)), (np.percentile(means, 0), np.percentile(means, 95)),
+                  (np.percentile(means[:100], 2.5), np.percentile(means[:100], 97.5))):
+        assert got != pytest.approx(wrong)
+
+
+def test_the_split_average_resamples_each_split_with_its_own_key():
+    """Two splits of the same size: with one key for both, their resamples would be the same indices
+    (perfectly correlated), which widens the interval of the average."""
+    a, b = SKEWED, SKEWED[::-1].copy()
+    total = (100 * a[draws(30, 1000, 0, "ds:a")].mean(1) + 100 * b[draws(30, 1000, 0, "ds:b")].mean(1)) / 2
+    expected = (np.percentile(total, 2.5), np.percentile(total, 97.5))
+    got = stats.average_interval([(a, "percent", "ds:a"), (b, "percent", "ds:b")])
+    assert got == pytest.approx(expected)
+    shared = (100 * a[draws(30, 1000, 0, "ds:a")].mean(1) + 100 * b[draws(30, 1000, 0, "ds:a")].mean(1)) / 2
+    assert got != pytest.approx((np.percentile(shared, 2.5), np.percentile(shared, 97.5)))
+
+
+def test_paired_test_by_hand():
+    """a hits 6 of 30, b 3 of 30 (on other queries): the paired draws on shared indices give the interval
+    and the two-sided p = 2 (min(#<=0, #>=0) + 1) / (n + 1)."""
+    a = np.zeros(30)
+    a[:6] = 1
+    b = np.zeros(30)
+    b[10:13] = 1
+    idx = draws(30, 1000, 0, "ds:val")
+    diff = 100 * a[idx].mean(1) - 100 * b[idx].mean(1)
+    result = stats.paired(a, b, "percent", key="ds:val")
+    assert result.difference == pytest.approx(10.0)
+    assert (result.low, result.high) == pytest.approx((np.percentile(diff, 2.5), np.percentile(diff, 97.5)))
+    assert result.p == pytest.approx(min(1.0, 2 * (min((diff <= 0).sum(), (diff >= 0).sum()) + 1) / 1001))
