@@ -64,8 +64,8 @@ def machine() -> dict:
 
 
 def open_world(cache: Path, spec: str, device: str = "cpu"):
-    from cirbench.encoder import load_encoder
-    from cirbench.registry import datasets
+    from cirbench.contracts.encoder import load_encoder
+    from cirbench.contracts.registry import datasets
 
     tasks = [datasets.get(name)(cache, dict(BENCH_WORLD), cache_dir=cache) for name in ("world-edit", "world-domain")]
     encoder = load_encoder(spec or tasks[0].default_encoder, cache_dir=cache, device=device)
@@ -122,7 +122,7 @@ def sweep_figures(args, work: Path) -> dict:
     """The naive, cold and warm sweeps of every method over the embedded world's splits."""
     from cirbench.api import auto_trained, resolve_methods
     from cirbench.engine import Engine, RunOptions
-    from cirbench.progress import Progress
+    from cirbench.util.progress import Progress
 
     cache = work / "cache"
     log("preparing the embedded world and Pic2Word and Combiner weights for the encoder (not timed)")
@@ -153,7 +153,7 @@ def content_key_cost(folder: Path, n_files: int = 10_000, size: int = 120_000) -
 
     import numpy as np
 
-    from cirbench.content_keys import ContentKeys
+    from cirbench.storage.content_keys import ContentKeys
 
     folder.mkdir(parents=True, exist_ok=True)
     rng = np.random.default_rng(0)
@@ -183,7 +183,7 @@ def pipeline(encoder, paths, batch_size: int, workers: int, scratch: Path) -> di
     import torch
     from PIL import Image
 
-    from cirbench.features import FeatureStore
+    from cirbench.storage.features import FeatureStore
 
     pixels = torch.stack([encoder.preprocess(Image.open(p).convert("RGB")) for p in paths])
     with torch.no_grad():
@@ -203,8 +203,8 @@ def pipeline(encoder, paths, batch_size: int, workers: int, scratch: Path) -> di
 def kill_worker(spec: str, cache: str, folder: str, progress_file: str) -> None:
     """Encode every photo of ``folder`` into ``cache`` with the default flushing, writing the count of
     encoded images to ``progress_file`` after each batch (the parent kills this process)."""
-    from cirbench.encoder import load_encoder
-    from cirbench.features import FeatureStore
+    from cirbench.contracts.encoder import load_encoder
+    from cirbench.storage.features import FeatureStore
 
     encoder = load_encoder(spec)
     encode = encoder.encode_images
@@ -224,9 +224,9 @@ def killed_run(spec: str, paths: list[Path], scratch: Path, after_s: float = 35.
     """Kill an encoding process after ``after_s`` seconds of encoding; what did it lose?"""
     import signal
 
-    from cirbench.cache import count_entries
-    from cirbench.encoder import load_encoder
-    from cirbench.features import FLUSH_SECONDS, FeatureStore
+    from cirbench.storage.cache import count_entries
+    from cirbench.contracts.encoder import load_encoder
+    from cirbench.storage.features import FLUSH_SECONDS, FeatureStore
 
     folder = paths[0].parent
     progress = scratch / "progress.txt"
@@ -272,7 +272,7 @@ def scale_worker(n_gallery: int, n_queries: int, dim: int, k: int) -> dict:
     """Runs in its own process so that its memory readings are its own."""
     import torch
 
-    from cirbench.scoring import topk
+    from cirbench.protocol.scoring import topk
 
     torch.manual_seed(0)
     gallery = torch.empty(n_gallery, dim, dtype=torch.float16)
@@ -313,7 +313,7 @@ def gpu_figures(scratch: Path, n_images: int = 2048, batch_size: int = 256) -> d
     import torch
     from PIL import Image
 
-    from cirbench.encoder import load_encoder
+    from cirbench.contracts.encoder import load_encoder
 
     encoder = load_encoder("random:ViT-L-14", device="cuda", precision="bf16")
     paths = photos(scratch / "jpeg", n_images)
@@ -372,7 +372,7 @@ def main() -> None:
         if "pipeline" in wanted or "kill" in wanted:
             shots = photos(work / "photos", args.photos)
         if "pipeline" in wanted:
-            from cirbench.encoder import load_encoder
+            from cirbench.contracts.encoder import load_encoder
 
             log(f"pipeline: engine against forward-only on {args.photos} photo-sized JPEGs")
             report.update(pipeline(load_encoder(args.encoder), shots, args.batch_size, args.workers,

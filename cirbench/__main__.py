@@ -1,3 +1,3 @@
-from .cli import main
+from cirbench.cli import main
 
 main()

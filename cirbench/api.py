@@ -20,8 +20,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable, Mapping
 
-from . import fsutil
-from .errors import UsageError
+from cirbench.util import fsutil
+from cirbench.errors import UsageError
 
 DEFAULT_DATASETS = ["world-edit", "world-domain"]  # the embedded benchmark: no download, no GPU
 
@@ -46,8 +46,8 @@ def _as_list(value) -> list:
 
 def resolve_methods(values) -> tuple[list[tuple[str, type]], bool]:
     """[(name, class)] for names, aliases, "all" or Method subclasses; and whether "all" was asked."""
-    from .method import Method, _check_method, method_name
-    from .registry import methods
+    from cirbench.contracts.method import Method, _check_method, method_name
+    from cirbench.contracts.registry import methods
 
     if values is not None and not isinstance(values, (str, Path, type)) and not _as_list(values):
         raise UsageError("methods=[] names no method: give names, Method classes, or 'all' (None runs all)")
@@ -63,7 +63,7 @@ def resolve_methods(values) -> tuple[list[tuple[str, type]], bool]:
             problem = _check_method(item)
             if problem:
                 raise UsageError(f"{item!r} is not a method: {problem}")
-            name = method_name(item)
+            name = methods.name_of(item) or method_name(item)  # a registered plugin: its registered name
             out[name] = item
         else:
             name = methods.canonical(str(item))
@@ -77,8 +77,8 @@ def resolve_methods(values) -> tuple[list[tuple[str, type]], bool]:
 def open_dataset(spec, data_root=None, overrides: Mapping | None = None, settings: Mapping | None = None,
                  cache_dir: Path | None = None, check_splits: bool = True):
     """NAME, NAME:SPLIT, or a folder path (a dataset of the user's own) -> (Dataset, [splits])."""
-    from .dataset import resolve_root
-    from .registry import datasets
+    from cirbench.contracts.dataset import resolve_root
+    from cirbench.contracts.registry import datasets
 
     spec = str(spec)
     overrides = dict(overrides or {})
@@ -102,7 +102,7 @@ def open_dataset(spec, data_root=None, overrides: Mapping | None = None, setting
 
 
 def resolve_datasets(values, data_root=None, overrides=None, settings=None, cache_dir=None) -> list:
-    from .registry import datasets
+    from cirbench.contracts.registry import datasets
 
     specs = [str(v) for v in _as_list(values)] or list(DEFAULT_DATASETS)
     if "all" in specs:
@@ -113,7 +113,7 @@ def resolve_datasets(values, data_root=None, overrides=None, settings=None, cach
 def checkpoint_map(value, methods: list[tuple[str, type]]) -> dict[str, Path]:
     """{method: path} from a mapping, "METHOD=PATH" strings, or one bare path: a bare path belongs to
     the one method of the run that takes weights."""
-    from .registry import methods as registry
+    from cirbench.contracts.registry import methods as registry
 
     if value is None:
         return {}
@@ -138,8 +138,8 @@ def checkpoint_map(value, methods: list[tuple[str, type]]) -> dict[str, Path]:
 
 def method_options(value, methods: list[tuple[str, type]]) -> dict[str, dict[str, Any]]:
     """Validated option values per method from {method: {key: value}} or "METHOD.KEY=VALUE" strings."""
-    from .method import resolve_options
-    from .registry import methods as registry
+    from cirbench.contracts.method import resolve_options
+    from cirbench.contracts.registry import methods as registry
 
     given: dict[str, dict[str, Any]] = {}
     if isinstance(value, Mapping):
@@ -188,16 +188,16 @@ class Evaluation:
 
     def frame(self):
         """One row per (encoder, method, dataset, split, metric)."""
-        from .report import long_frame
+        from cirbench.analysis.cells import long_frame
 
         return long_frame(self.results)
 
 
 def build_methods(engine, methods: list[tuple[str, type]], checkpoints: dict, options: dict, transform, progress):
-    from .artefacts import ArtefactStore
-    from .engine import BuiltMethod
-    from .errors import CirbenchError
-    from .method import EncoderView, MethodContext
+    from cirbench.storage.artefacts import ArtefactStore
+    from cirbench.engine import BuiltMethod
+    from cirbench.errors import CirbenchError
+    from cirbench.contracts.method import EncoderView, MethodContext
 
     built = []
     for name, cls in methods:
@@ -215,7 +215,7 @@ def build_methods(engine, methods: list[tuple[str, type]], checkpoints: dict, op
         except CirbenchError as exc:
             built.append(BuiltMethod(name, cls, view, error=exc))
         except Exception as exc:  # a bug in a (plugin) method's constructor fails its cells, not the run
-            from .errors import RunError
+            from cirbench.errors import RunError
 
             built.append(BuiltMethod(name, cls, view, error=RunError(
                 f"method {name!r} could not be built: {type(exc).__name__}: {exc}")))
@@ -226,7 +226,7 @@ def auto_trained(dataset, engine, methods: list[tuple[str, type]], checkpoints: 
                  progress) -> dict[str, Path]:
     """Checkpoints the dataset lets the orchestration train (the embedded benchmark trains its own
     Pic2Word and Combiner on first use), for methods the user gave no weights."""
-    from .training_data import auto_train
+    from cirbench.training.sources import auto_train
 
     sources = dataset.training_sources()
     found = {}
@@ -238,83 +238,132 @@ def auto_trained(dataset, engine, methods: list[tuple[str, type]], checkpoints: 
     return found
 
 
-def check_run_arguments(batch_size, workers, prompts, transform) -> None:
-    """One UsageError line for a malformed argument of a run, before any work."""
-    from .data import DEFAULT_PROMPTS
-    from .transforms import check
-
-    if not isinstance(batch_size, int) or isinstance(batch_size, bool) or batch_size < 1:
-        raise UsageError(f"batch_size must be a positive integer, not {batch_size!r}")
-    if workers is not None and (not isinstance(workers, int) or isinstance(workers, bool) or workers < 0):
-        raise UsageError(f"workers must be an integer >= 0, not {workers!r}")
-    if prompts is not None:
-        if not isinstance(prompts, Mapping):
-            raise UsageError(f"prompts must map a prompt kind to a template, not {type(prompts).__name__}")
-        for kind, template in prompts.items():
-            if kind not in DEFAULT_PROMPTS:
-                raise UsageError(f"--prompt {kind}=...: unknown prompt kind {kind!r} (kinds: "
-                                 f"{', '.join(DEFAULT_PROMPTS)})")
-            if not isinstance(template, str):
-                raise UsageError(f"--prompt {kind}: the template must be a string, not {type(template).__name__}")
-    if transform is not None:
-        check(transform)
+FEATURE_DTYPES = {"fp16": "float16", "fp32": "float32", "float16": "float16", "float32": "float32"}
 
 
-def evaluate(methods=None, datasets=None, encoder: str | None = None, *, data_root=None, data: Mapping | None = None,
-             settings: Mapping | None = None, checkpoints=None, options=None, prompts: Mapping | None = None,
-             results_dir: str | Path | None = "results", cache_dir=None, batch_size: int = 64,
-             workers: int | None = None, device: str = "auto", precision: str = "fp32", transform: str | None = None,
-             feature_dtype: str = "fp16", overwrite: bool = False, skip_bad_images: bool = False, progress=False,
-             command: Iterable[str] | None = None) -> Evaluation:
-    """Run ``methods`` on ``datasets`` and return every cell's outcome and result.
+@dataclass
+class Settings:
+    """Everything a run is asked to do: the one options object of the CLI (``cirbench run``) and the
+    Python API (``evaluate(**settings)``). The engine reads what it needs through :meth:`engine_options`.
 
     methods: names, aliases, "all" (default) or Method subclasses. datasets: NAME, NAME:SPLIT, a folder,
     or "all" (default: the embedded benchmark). encoder: an encoder SPEC (default: each dataset's own).
     checkpoints: {method: path}, or one path for the one method that takes weights. options:
     {method: {key: value}} or ["METHOD.KEY=VALUE"]. results_dir=None writes and reuses nothing.
     transform: force one image transform for every method (default: each method's own code's).
+    plugins: files or modules to import first (their registrations add methods, datasets, encoders).
     """
-    from . import distributed
-    from .encoder import load_encoder, resolve_device
-    from .engine import Engine, RunOptions
-    from .progress import Progress
 
-    dtypes = {"fp16": "float16", "fp32": "float32", "float16": "float16", "float32": "float32"}
-    if feature_dtype not in dtypes:
-        raise UsageError(f"feature dtype must be fp16 or fp32, not {feature_dtype!r}")
-    check_run_arguments(batch_size=batch_size, workers=workers, prompts=prompts, transform=transform)
-    cache = fsutil.ensure_writable(default_cache_dir(cache_dir), "cache folder",
+    methods: Any = None
+    datasets: Any = None
+    encoder: str | None = None
+    data_root: Any = None
+    data: Mapping | None = None  # {dataset: folder}
+    settings: Mapping | None = None  # dataset settings ({"world": "tiny"})
+    checkpoints: Any = None
+    options: Any = None
+    prompts: Mapping | None = None  # {kind: template}
+    results_dir: Any = "results"
+    cache_dir: Any = None
+    batch_size: int = 64
+    workers: int | None = None
+    device: str = "auto"
+    precision: str = "fp32"
+    transform: str | None = None
+    feature_dtype: str = "fp16"
+    overwrite: bool = False
+    skip_bad_images: bool = False
+    progress: Any = False  # bool, or a cirbench.util.progress.Progress
+    command: Iterable[str] | None = None
+    plugins: Iterable[str] = ()
+
+    def check(self) -> None:
+        """One UsageError line for a malformed setting, before any work."""
+        from cirbench.contracts.split import DEFAULT_PROMPTS
+        from cirbench.protocol.transforms import check
+
+        if self.feature_dtype not in FEATURE_DTYPES:
+            raise UsageError(f"feature dtype must be fp16 or fp32, not {self.feature_dtype!r}")
+        bs = self.batch_size
+        if not isinstance(bs, int) or isinstance(bs, bool) or bs < 1:
+            raise UsageError(f"batch_size must be a positive integer, not {bs!r}")
+        w = self.workers
+        if w is not None and (not isinstance(w, int) or isinstance(w, bool) or w < 0):
+            raise UsageError(f"workers must be an integer >= 0, not {w!r}")
+        if self.prompts is not None:
+            if not isinstance(self.prompts, Mapping):
+                raise UsageError(f"prompts must map a prompt kind to a template, not {type(self.prompts).__name__}")
+            for kind, template in self.prompts.items():
+                if kind not in DEFAULT_PROMPTS:
+                    raise UsageError(f"--prompt {kind}=...: unknown prompt kind {kind!r} (kinds: "
+                                     f"{', '.join(DEFAULT_PROMPTS)})")
+                if not isinstance(template, str):
+                    raise UsageError(f"--prompt {kind}: the template must be a string, not {type(template).__name__}")
+        if self.transform is not None:
+            check(self.transform)
+
+    def engine_options(self, cache: Path, results_dir: Path | None, all_methods: bool):
+        from cirbench.engine import RunOptions
+
+        return RunOptions(results_dir=results_dir, cache_dir=cache, batch_size=self.batch_size,
+                          workers=min(4, os.cpu_count() or 1) if self.workers is None else self.workers,
+                          overwrite=self.overwrite, skip_bad_images=self.skip_bad_images,
+                          feature_dtype=FEATURE_DTYPES[self.feature_dtype], all_methods=all_methods,
+                          prompts=dict(self.prompts or {}), transform=self.transform,
+                          command=list(self.command) if self.command is not None else list(sys.argv))
+
+
+def evaluate(methods=None, datasets=None, encoder: str | None = None, **settings) -> Evaluation:
+    """Run ``methods`` on ``datasets`` and return every cell's outcome and result; every other keyword is
+    a field of :class:`Settings` (data_root, data, checkpoints, options, prompts, results_dir, ...)."""
+    from dataclasses import fields
+
+    known = {f.name for f in fields(Settings)}
+    unknown = sorted(set(settings) - known)
+    if unknown:
+        raise UsageError(f"evaluate() has no setting {unknown[0]!r}; settings: {', '.join(sorted(known))}")
+    return run(Settings(methods=methods, datasets=datasets, encoder=encoder, **settings))
+
+
+def run(settings: Settings) -> Evaluation:
+    """A run as :class:`Settings` describe it (what ``cirbench run`` and :func:`evaluate` call)."""
+    from cirbench.contracts import plugins
+    from cirbench.contracts.encoder import load_encoder, resolve_device
+    from cirbench.engine import Engine
+    from cirbench.util import distributed
+    from cirbench.util.progress import Progress
+
+    s = settings
+    s.check()
+    plugins.load(s.plugins)
+    cache = fsutil.ensure_writable(default_cache_dir(s.cache_dir), "cache folder",
                                    "pass --cache-dir PATH (or set CIRBENCH_CACHE) to a folder you can write")
-    if results_dir is not None:
-        results_dir = fsutil.ensure_writable(Path(results_dir), "results folder", "pass --results-dir PATH")
-    chosen, everything = resolve_methods(methods)
-    opened = resolve_datasets(datasets, data_root, data, settings, cache)
-    opts = method_options(options, chosen)
-    ckpts = checkpoint_map(checkpoints, chosen)
-    device = distributed.init_from_env(resolve_device(device))
-    run = RunOptions(results_dir=Path(results_dir) if results_dir is not None else None, cache_dir=cache,
-                     batch_size=batch_size, workers=min(4, os.cpu_count() or 1) if workers is None else workers,
-                     overwrite=overwrite, skip_bad_images=skip_bad_images, feature_dtype=dtypes[feature_dtype],
-                     all_methods=everything, prompts=dict(prompts or {}), transform=transform,
-                     command=list(command) if command is not None else list(sys.argv))
-    if isinstance(progress, bool):
-        progress = Progress(enabled=progress and distributed.is_main())
+    results_dir = None
+    if s.results_dir is not None:
+        results_dir = fsutil.ensure_writable(Path(s.results_dir), "results folder", "pass --results-dir PATH")
+    chosen, everything = resolve_methods(s.methods)
+    opened = resolve_datasets(s.datasets, s.data_root, s.data, s.settings, cache)
+    opts = method_options(s.options, chosen)
+    ckpts = checkpoint_map(s.checkpoints, chosen)
+    device = distributed.init_from_env(resolve_device(s.device))
+    options = s.engine_options(cache, results_dir, everything)
+    progress = Progress(enabled=s.progress and distributed.is_main()) if isinstance(s.progress, bool) else s.progress
     evaluation = Evaluation()
     engines: dict[str, Engine] = {}
     built: dict[str, list] = {}
     with progress:
         for ds, splits in opened:
-            spec = encoder or ds.default_encoder
+            spec = s.encoder or ds.default_encoder
             if not spec:
                 raise UsageError(f"dataset {ds.label!r} has no default encoder: pass --encoder SPEC "
                                  "(e.g. ViT-L-14:openai, local-dir:PATH)")
             if spec not in engines:
-                enc = load_encoder(spec, device=device, precision=precision, transform=transform or "clip",
+                enc = load_encoder(spec, device=device, precision=s.precision, transform=s.transform or "clip",
                                    cache_dir=cache, progress=progress)
-                engines[spec] = Engine(enc, run, progress)
-                built[spec] = build_methods(engines[spec], chosen, ckpts, opts, transform, progress)
+                engines[spec] = Engine(enc, options, progress)
+                built[spec] = build_methods(engines[spec], chosen, ckpts, opts, s.transform, progress)
             engine = engines[spec]
-            trained = auto_trained(ds, engine, chosen, ckpts, transform, progress)
+            trained = auto_trained(ds, engine, chosen, ckpts, s.transform, progress)
             for split in splits:
                 loaded = ds.load(split)
                 loaded.info.setdefault("split_order", list(ds.available_splits()))

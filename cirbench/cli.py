@@ -13,7 +13,7 @@ from typing import Annotated, List, Optional
 import typer
 
 
-from .errors import CirbenchError, UsageError, short
+from cirbench.errors import CirbenchError, UsageError, short
 
 app = typer.Typer(no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False,
                   help="Benchmark composed image retrieval methods on every dataset split.")
@@ -43,13 +43,16 @@ Transform = Annotated[Optional[str], typer.Option("--transform", help="Force one
                                                                       "Hugging Face's CLIPImageProcessor) (default: "
                                                                       "each method's own code's).")]
 Workers = Annotated[int, typer.Option("--workers", min=0, help="Image decoding processes.")]
+Plugins = Annotated[List[str], typer.Option("--plugin", help="A plugin file (PATH.py) or module whose import "
+                                                             "registers methods, datasets or encoders "
+                                                             "(repeatable; also CIRBENCH_PLUGINS).")]
 Quiet = Annotated[bool, typer.Option("--quiet", help="No progress output.")]
 ResultsDir = Annotated[Path, typer.Option("--results-dir", help="Where result files are.")]
 DEFAULT_WORKERS = min(4, os.cpu_count() or 1)
 
 
 def cache_dir(value: Optional[Path]) -> Path:
-    from .api import default_cache_dir
+    from cirbench.api import default_cache_dir
 
     return default_cache_dir(value)
 
@@ -114,21 +117,23 @@ def run(
                                                                             "instead of stopping.")] = False,
     as_json: Annotated[bool, typer.Option("--json", help="Print results as JSON on stdout.")] = False,
     quiet: Quiet = False,
+    plugin: Plugins = [],
 ):
     """Run methods on dataset splits; print a table of the main metrics."""
-    from . import distributed
+    from cirbench.util import distributed
 
     try:
-        from .api import evaluate
-        from .progress import Progress
+        from cirbench.api import Settings as RunSettings
+        from cirbench.api import run as run_settings
+        from cirbench.util.progress import Progress
 
-        evaluation = evaluate(
-            method or None, dataset or None, encoder, data_root=data_root, data=pairs(data, "--data"),
-            settings=pairs(setting, "--set"), checkpoints=checkpoint or None, options=option or None,
-            prompts=pairs(prompt, "--prompt"), results_dir=results_dir, cache_dir=cache, batch_size=batch_size,
-            workers=workers, device=device, precision=precision, transform=transform, feature_dtype=feature_dtype,
-            overwrite=overwrite, skip_bad_images=skip_bad_images,
-            progress=Progress(enabled=not quiet and distributed.is_main()))
+        evaluation = run_settings(RunSettings(
+            methods=method or None, datasets=dataset or None, encoder=encoder, data_root=data_root,
+            data=pairs(data, "--data"), settings=pairs(setting, "--set"), checkpoints=checkpoint or None,
+            options=option or None, prompts=pairs(prompt, "--prompt"), results_dir=results_dir, cache_dir=cache,
+            batch_size=batch_size, workers=workers, device=device, precision=precision, transform=transform,
+            feature_dtype=feature_dtype, overwrite=overwrite, skip_bad_images=skip_bad_images, plugins=plugin,
+            progress=Progress(enabled=not quiet and distributed.is_main())))
     except CirbenchError as exc:
         fail(exc)
     if not distributed.is_main():
@@ -159,7 +164,8 @@ def _print_outcomes(cells, as_json: bool) -> None:
     from rich.console import Console
     from rich.table import Table
 
-    from .report import dataset_tables, long_frame
+    from cirbench.analysis.cells import long_frame
+    from cirbench.analysis.tables import dataset_tables
 
     console = Console(width=200)
     for name, table in dataset_tables(long_frame(records)).items():
@@ -203,7 +209,7 @@ def report(
     """Render tables with 95% intervals, paired comparisons, plots, retrieval grids, an HTML page (and
     LaTeX) from result files."""
     try:
-        from .report import render
+        from cirbench.analysis.report import render
 
         written, warnings = render(results_dir, out, resamples=bootstrap, seed=seed, write_latex=latex, grids=grids,
                                    grid_queries=grid_queries, grid_sample=grid_sample,
@@ -231,7 +237,7 @@ def compare(
     """Paired bootstrap test of A minus B on every split both were evaluated on (and the split average):
     the difference of each main metric, its 95% interval and a two-sided p-value."""
     try:
-        from .compare import compare_methods
+        from cirbench.analysis.compare import compare_methods
 
         rows, warnings = compare_methods(results_dir, method_a, method_b, dataset, bootstrap, seed)
     except CirbenchError as exc:
@@ -241,7 +247,7 @@ def compare(
     if as_json:
         typer.echo(json.dumps(rows, indent=2))
         return
-    from .stats import format_p
+    from cirbench.analysis.stats import format_p
 
     typer.echo(f"{method_a} minus {method_b} (paired bootstrap over queries, {bootstrap} resamples, seed {seed}):")
     for r in rows:
@@ -281,17 +287,22 @@ def train(
     resume: Annotated[bool, typer.Option("--resume", help="Continue from the checkpoint at --out (after an "
                                                           "interruption).")] = False,
     quiet: Quiet = False,
+    plugin: Plugins = [],
 ):
     """Train a method's weights with the encoder frozen; saves the official checkpoint layout.
     Under torchrun (several processes or GPUs) the batch is split across processes."""
     try:
-        from . import distributed, fsutil
-        from .api import open_dataset
-        from .encoder import load_encoder, resolve_device
-        from .progress import Progress
-        from .registry import methods
-        from .training_data import train_request
+        from cirbench.util import distributed
+        from cirbench.util import fsutil
+        from cirbench.api import open_dataset
+        from cirbench.contracts.encoder import load_encoder, resolve_device
+        from cirbench.util.progress import Progress
+        from cirbench.contracts.registry import methods
+        from cirbench.training.sources import train_request
 
+        from cirbench.contracts import plugins
+
+        plugins.load(plugin)
         cls = methods.get(method)
         cache_path = fsutil.ensure_writable(cache_dir(cache), "cache folder", "pass --cache-dir PATH")
         device = distributed.init_from_env(resolve_device(device))
@@ -313,10 +324,11 @@ def train(
 
 
 @list_app.command("methods")
-def list_methods():
+def list_methods(plugin: Plugins = []):
     """Registered methods (and plugins that are broken, with why)."""
-    from .registry import methods
+    from cirbench.contracts.registry import methods
 
+    _load_listed(plugin)
     for name in methods.names():
         cls = methods.get(name)
         tag = " [supervised]" if cls.supervised else ""
@@ -324,31 +336,50 @@ def list_methods():
         typer.echo(f"{name:12s} {cls.description}{tag}{opts}  ({methods.origin(name)})")
     for name, why in sorted(methods.broken.items()):
         typer.echo(f"{name:12s} BROKEN: {why}")
+    _broken_plugins()
 
 
 @list_app.command("datasets")
-def list_datasets():
+def list_datasets(plugin: Plugins = []):
     """Registered datasets and their splits."""
-    from .registry import datasets
+    from cirbench.contracts.registry import datasets
 
+    _load_listed(plugin)
     for name in datasets.names():
         cls = datasets.get(name)
         splits = ", ".join(cls.splits) if cls.splits else "(from the files)"
         typer.echo(f"{name:12s} {cls.description}  splits: {splits}")
     for name, why in sorted(datasets.broken.items()):
         typer.echo(f"{name:12s} BROKEN: {why}")
+    _broken_plugins()
 
 
 @list_app.command("encoders")
-def list_encoders():
+def list_encoders(plugin: Plugins = []):
     """Registered encoder kinds."""
-    from .registry import encoders
+    from cirbench.contracts.registry import encoders
 
+    _load_listed(plugin)
     for name in encoders.names():
         doc = (encoders.get(name).__doc__ or "").strip().splitlines()[0]
         typer.echo(f"{name:12s} {doc}")
     for name, why in sorted(encoders.broken.items()):
         typer.echo(f"{name:12s} BROKEN: {why}")
+    _broken_plugins()
+
+
+def _load_listed(specs) -> None:
+    """Plugins named for a listing: one that does not load is listed as broken, not an error."""
+    from cirbench.contracts import plugins
+
+    plugins.load(specs, strict=False)
+
+
+def _broken_plugins() -> None:
+    from cirbench.contracts import plugins
+
+    for spec, why in sorted(plugins.broken.items()):
+        typer.echo(f"plugin {spec}  BROKEN: {why}")
 
 
 @data_app.command("check")
@@ -359,12 +390,16 @@ def data_check(
     setting: Settings = [],
     cache: CacheDir = None,
     quiet: Quiet = False,
+    plugin: Plugins = [],
 ):
     """Validate a dataset layout without running a model: counts, missing and unreadable images,
     annotations pointing outside their split, paths escaping the dataset folder."""
     try:
-        from .api import open_dataset
-        from .progress import Progress
+        from cirbench.api import open_dataset
+        from cirbench.contracts import plugins
+        from cirbench.util.progress import Progress
+
+        plugins.load(plugin)
 
         ds, _splits = open_dataset(dataset, data_root, pairs(data, "--data"), pairs(setting, "--set"), cache)
         with Progress(enabled=not quiet) as progress:
@@ -391,11 +426,15 @@ def data_prepare(
                                                               "dataset folder is never written].")] = None,
     cache: CacheDir = None,
     quiet: Quiet = False,
+    plugin: Plugins = [],
 ):
     """Build a dataset's queries from its raw files (recorded and seeded)."""
     try:
-        from .api import open_dataset
-        from .progress import Progress
+        from cirbench.api import open_dataset
+        from cirbench.contracts import plugins
+        from cirbench.util.progress import Progress
+
+        plugins.load(plugin)
 
         ds, _splits = open_dataset(dataset, data_root, pairs(data, "--data"), pairs(setting, "--set"), cache,
                                    check_splits=False)
@@ -423,7 +462,7 @@ def _size(folder: Path) -> int:
 @cache_app.command("info")
 def cache_info(cache: CacheDir = None):
     """Entries and size per encoder key (image and text features), plus what else the cache holds."""
-    from .cache import count_entries
+    from cirbench.storage.cache import count_entries
 
     root = cache_dir(cache)
     typer.echo(f"cache: {root}")

@@ -14,8 +14,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from cirbench.data import Query, Split
-from cirbench.dataset import Dataset, expect, read_json, register_dataset
+from cirbench.contracts.split import Query, Split
+from cirbench.contracts.dataset import Dataset, expect, read_json, register_dataset
 
 
 # the official fields; anything else a row carries (shared_concept, released captions and rewrites such

@@ -16,8 +16,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from cirbench.data import Query, Split, Triplet
-from cirbench.dataset import Dataset, expect, read_json, register_dataset
+from cirbench.contracts.split import Query, Split, Triplet
+from cirbench.contracts.dataset import Dataset, expect, read_json, register_dataset
 from cirbench.errors import DataError
 
 

@@ -30,10 +30,10 @@ from collections import defaultdict
 from pathlib import Path
 
 from cirbench import __version__, fsutil
-from cirbench.data import Query, Split
-from cirbench.dataset import Dataset, read_json, read_text, register_dataset
+from cirbench.contracts.split import Query, Split
+from cirbench.contracts.dataset import Dataset, read_json, read_text, register_dataset
 from cirbench.errors import DataError, UsageError
-from cirbench.images import ImageRef
+from cirbench.protocol.images import ImageRef
 
 CSV_NAME, MASKED = "coco_eval.csv", "val2017_masked"
 HEADER = ["id", "query_regions", "query_class", "classes"]

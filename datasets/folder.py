@@ -17,11 +17,11 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from cirbench.data import DEFAULT_PROMPTS, Query, Split, Triplet
-from cirbench.dataset import Dataset, parse_json, read_text, register_dataset, string_list
+from cirbench.contracts.split import DEFAULT_PROMPTS, Query, Split, Triplet
+from cirbench.contracts.dataset import Dataset, parse_json, read_text, register_dataset, string_list
 from cirbench.errors import DataError, short
-from cirbench.fsutil import slug
-from cirbench.images import IMAGE_SUFFIXES, list_images
+from cirbench.util.fsutil import slug
+from cirbench.protocol.images import IMAGE_SUFFIXES, list_images
 
 QUERY_KEYS = ("id", "reference", "text", "target", "targets", "subset")
 

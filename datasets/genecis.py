@@ -31,10 +31,10 @@ import math
 import os
 from pathlib import Path
 
-from cirbench.data import Query, Split
-from cirbench.dataset import Dataset, expect, read_json, register_dataset
+from cirbench.contracts.split import Query, Split
+from cirbench.contracts.dataset import Dataset, expect, read_json, register_dataset
 from cirbench.errors import DataError, short
-from cirbench.images import ImageRef
+from cirbench.protocol.images import ImageRef
 
 TASKS = ("focus_attribute", "change_attribute", "focus_object", "change_object")
 DILATION = 0.7

@@ -19,8 +19,8 @@ from __future__ import annotations
 import random
 from pathlib import Path
 
-from cirbench.data import Query, Split
-from cirbench.dataset import Dataset, expect, read_text, register_dataset
+from cirbench.contracts.split import Query, Split
+from cirbench.contracts.dataset import Dataset, expect, read_text, register_dataset
 from cirbench.errors import DataError, short
 
 DOMAINS = ("cartoon", "origami", "toy", "sculpture")

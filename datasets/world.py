@@ -21,10 +21,10 @@ from pathlib import Path
 
 import numpy as np
 
-from cirbench.data import Query, Split, Triplet
-from cirbench.dataset import Dataset, register_dataset
-from cirbench.fsutil import stable_hash
-from cirbench.world import COLORS, SHAPES, WorldConfig, build, load
+from cirbench.contracts.split import Query, Split, Triplet
+from cirbench.contracts.dataset import Dataset, register_dataset
+from cirbench.util.fsutil import stable_hash
+from cirbench.world.build import COLORS, SHAPES, WorldConfig, build, load
 
 
 class WorldTask(Dataset):
@@ -74,7 +74,7 @@ class WorldTask(Dataset):
         """The world trains its own Pic2Word mapping (on its unlabeled images) and Combiner (on this task's
         training identities) on first use, with these budgets; each checkpoint is named by the settings it
         depends on, so a changed setting retrains what depends on it and nothing else."""
-        from cirbench.training_data import TrainingSource
+        from cirbench.training.sources import TrainingSource
 
         c = self.config
         images = {"render": c.render_key(), "epochs": c.pic2word_epochs, "batch_size": c.pic2word_batch}

@@ -29,10 +29,10 @@ ViT-L-14:laion2b_s32b_b82k`` (``ViT-L/14`` with a slash would be OpenAI's).
 
 from __future__ import annotations
 
-from cirbench.llm_texts import (DEFAULT_LLM, LocalTexts, choose_source, field_text, prompt_digest, relative_text,
+from cirbench.generation.texts import (DEFAULT_LLM, LocalTexts, choose_source, field_text, prompt_digest, relative_text,
                                 require_prompts_file, text_options)
-from cirbench.method import Method, Option, register_method
-from cirbench.scoring import normalize
+from cirbench.contracts.method import Method, Option, register_method
+from cirbench.protocol.scoring import normalize
 PROMPT_BY_DATASET = {"cirr": "contextual_modifier_prompt", "circo": "structural_modifier_prompt",
                      "fashioniq": "structural_modifier_prompt_fashion", "genecis": "short_modifier_prompt"}
 DEFAULT_PROMPT = "simple_modifier_prompt"  # main.py's --llm_prompt default
@@ -73,7 +73,7 @@ class CIReVL(Method):
         return PROMPT_BY_DATASET.get(split.dataset, DEFAULT_PROMPT)
 
     def prepare(self, split):
-        from cirbench.generation import official_prompt
+        from cirbench.generation.models import official_prompt
 
         self.source = choose_source(self, split, [self.option("rewrite_field")])
         self.prompts = None
@@ -84,7 +84,7 @@ class CIReVL(Method):
             self.local.check()
 
     def rewrites(self, batch) -> list[str]:
-        from cirbench.generation import Decoding
+        from cirbench.generation.models import Decoding
 
         if self.source == "released":
             name = self.option("rewrite_field")

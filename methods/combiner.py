@@ -11,9 +11,9 @@ Protocol of CLIP4Cir's validate.py: TargetPad (ratio 1.25) images; on FashionIQ 
 
 from __future__ import annotations
 
-from cirbench import checkpoints
-from cirbench.method import Method, TrainRequest, register_method
-from cirbench.training import batches, option, steps_per_epoch
+from cirbench.storage import checkpoints
+from cirbench.contracts.method import Method, TrainRequest, register_method
+from cirbench.training.loop import batches, option, steps_per_epoch
 
 KEYS = {f"{layer}.{p}" for layer in ("text_projection_layer", "image_projection_layer", "combiner_layer",
                                       "output_layer", "dynamic_scalar.0", "dynamic_scalar.3")
@@ -112,6 +112,9 @@ class Combiner(Method):
                 f"(CLIP4Cir validate.py){'; order forced: ' + self.split.caption_order if self.split.caption_order else ''}")
         return {"prompt": self.split.prompts["text"], "caption_rule": rule, "checkpoint": self.checkpoint_info,
                 "train_dataset": self.train_dataset, "supervised": True}
+
+    def protocol(self, config):
+        return {"text": config["prompt"], "notes": [config["caption_rule"]]}
 
     @classmethod
     def training_defaults(cls, encoder) -> dict:

@@ -5,13 +5,14 @@ averages the raw CLIP features (0.5 each) and normalises after. A split says whi
 (``info["image_text"] == "raw"``); ``--option image+text.combine=normalized|raw`` forces one.
 """
 
-from cirbench.method import Method, Option, register_method
-from cirbench.scoring import normalize
+from cirbench.contracts.method import Method, Option, register_method
+from cirbench.protocol.scoring import normalize
 
 
 @register_method("image+text", aliases=("image-text",))
 class ImageText(Method):
     description = "normalise(normalise(image) + normalise(text)) (GeneCIS: of the raw features)"
+    display_order = 2
     options = {"combine": Option(str, "split", "average normalised or raw features ('split': the dataset's "
                                                "own baseline)", ("split", "normalized", "raw"))}
 

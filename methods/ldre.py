@@ -25,9 +25,9 @@ relative captions are joined as SEIZE's FashionIQ reasoner does, LDRE having non
 
 from __future__ import annotations
 
-from cirbench.llm_texts import CaptionRewriteMethod
-from cirbench.method import Option, register_method
-from cirbench.scoring import normalize
+from cirbench.generation.texts import CaptionRewriteMethod
+from cirbench.contracts.method import Option, register_method
+from cirbench.protocol.scoring import normalize
 
 ENSEMBLES = ("relevance", "mean")
 MEAN_DATASETS = ("cirr",)  # the official CIRR path averages the rewrites

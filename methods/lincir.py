@@ -25,14 +25,15 @@ every image and the weights as loaded.
 
 from __future__ import annotations
 
-from cirbench.method import EncoderView, Option, register_method
+from cirbench.contracts.method import EncoderView, Option, register_method
 
-from .searle import PhiMethod
+from ._shared import PhiMethod
 
 
 @register_method("lincir")
 class LinCIR(PhiMethod):
     description = "LinCIR phi network (text-only training); pseudo-word $ (released weights)"
+    display_order = 5
     default_transform = "hf-clip"  # LinCIR's validate.py default ("clip": a Hugging Face CLIPImageProcessor)
     how_to_get = "download the released LinCIR weights for this backbone (lincir_large.pt for ViT-L-14)"
     options = {"inject": Option(str, "every", "where the image's pseudo-word goes: 'every' $ of the prompt (the "

@@ -15,10 +15,10 @@ from __future__ import annotations
 
 import re
 
-from cirbench import checkpoints
-from cirbench.method import Method, TrainRequest, register_method
-from cirbench.prompts import split_pseudo
-from cirbench.training import (batches, decay_groups, option, steps_per_epoch, symmetric_infonce,
+from cirbench.storage import checkpoints
+from cirbench.contracts.method import Method, TrainRequest, register_method
+from cirbench.protocol.prompts import split_pseudo
+from cirbench.training.loop import (batches, decay_groups, option, steps_per_epoch, symmetric_infonce,
                                warmup_cosine)
 
 TRAIN_PROMPT = "a photo of *"
@@ -69,6 +69,7 @@ def load_mapping(path, encoder):
 @register_method("pic2word")
 class Pic2Word(Method):
     description = "Pic2Word mapping network f_M; pseudo-word * in the split's prompt"
+    display_order = 3
     training = "images"
     takes_checkpoint = True
 
@@ -106,7 +107,7 @@ class Pic2Word(Method):
 
         import torch
 
-        from cirbench import distributed
+        from cirbench.util import distributed
         from cirbench.errors import UsageError
 
         enc, opts = request.encoder, request.options
@@ -172,7 +173,7 @@ class Pic2Word(Method):
 def contrastive_loss(net, encoder, image_features, logit_scale: float):
     """Pic2Word's loss on this process's images; with several processes, the features of every rank
     are gathered (differentiably) so the loss sees the global batch."""
-    from cirbench import distributed
+    from cirbench.util import distributed
 
     text = encoder.encode_texts_with_pseudo([TRAIN_PROMPT] * len(image_features), net(image_features.float()))
     image = distributed.gather(image_features.float(), with_grad=False)

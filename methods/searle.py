@@ -16,128 +16,15 @@ wherever the template puts it before the caption, as all official templates do).
 
 from __future__ import annotations
 
-from cirbench import checkpoints
-from cirbench.data import DEFAULT_PROMPTS
-from cirbench.method import Method, register_method
-from cirbench.prompts import fill_pseudo, split_pseudo, with_token
-from cirbench.scoring import normalize
+from cirbench.contracts.method import register_method
 
-SEARLE_PROMPT = "a photo of $ that {text}"
-PSEUDO = "$"
-
-
-def build_phi(sizes: list[tuple[int, int]]):
-    """phi with the layer sizes [(in, out)] * 3 read from the weights; parameter names as released."""
-    import torch.nn as nn
-
-    (d_in, hidden), (_h1, hidden2), (_h2, out) = sizes
-
-    class Phi(nn.Module):
-        def __init__(self):
-            super().__init__()
-            self.layers = nn.Sequential(nn.Linear(d_in, hidden), nn.GELU(), nn.Dropout(0.5),
-                                        nn.Linear(hidden, hidden2), nn.GELU(), nn.Dropout(0.5),
-                                        nn.Linear(hidden2, out))
-
-        def forward(self, x):
-            return self.layers(x)
-
-    return Phi()
-
-
-def load_phi(path, encoder, what: str = "SEARLE/LinCIR phi"):
-    from cirbench.errors import DataError
-
-    ckpt = checkpoints.load(path)
-    state = checkpoints.section(ckpt, "Phi", path)
-    checkpoints.check_keys(state, {f"layers.{i}.{p}" for i in (0, 3, 6) for p in ("weight", "bias")}, path, what)
-    sizes = [tuple(reversed(state[f"layers.{i}.weight"].shape)) for i in (0, 3, 6)]
-    if sizes[0][0] != encoder.embed_dim or sizes[2][1] != encoder.token_width:
-        raise DataError(f"{path}: this phi takes {sizes[0][0]}-d image features to {sizes[2][1]}-d token embeddings, "
-                        f"but encoder {encoder.label!r} has {encoder.embed_dim}-d features and {encoder.token_width}-d "
-                        "token embeddings (weights for another backbone?)")
-    net = checkpoints.instantiate(lambda: build_phi(sizes), state, path)
-    return net, ckpt
-
-
-def searle_prompt(split_prompt: str, own: str = SEARLE_PROMPT) -> str:
-    if split_prompt == DEFAULT_PROMPTS["pseudo"]:
-        return own
-    return with_token(split_prompt, "*", PSEUDO)
-
-
-def two_captions(fields) -> list[str] | None:
-    captions = fields.get("captions") if hasattr(fields, "get") else None
-    if isinstance(captions, (list, tuple)) and len(captions) >= 2 and all(isinstance(c, str) for c in captions):
-        return [c.strip(".?, ") for c in captions[:2]]
-    return None
-
-
-class PhiMethod(Method):
-    """A released phi network on the pseudo-word ``$`` (SEARLE and LinCIR share the shape and protocol)."""
-
-    external_weights = True
-    takes_checkpoint = True
-    every_occurrence = False  # inject at every "$" of the prompt (LinCIR's code) instead of the template's slot
-    how_to_get = "download the released phi weights for this backbone"
-
-    def __init__(self, ctx):
-        super().__init__(ctx)
-        self.path = None
-
-    def prepare(self, split):
-        path = checkpoints.locate(self.ctx, self.method_name, split, None, self.how_to_get)
-        if path != self.path:
-            self.net, ckpt = load_phi(path, self.ctx.encoder)
-            self.net.to(self.ctx.encoder.device)
-            self.path, self.checkpoint_info = path, checkpoints.describe(path, ckpt)
-        self.template = searle_prompt(split.prompts["pseudo"])
-        split_pseudo(self.template, PSEUDO)
-
-    def _encode(self, prompts, prefixes, tokens):
-        return self.ctx.encoder.encode_texts_with_pseudo(prompts, tokens, PSEUDO, prefixes,
-                                                         every_occurrence=self.inject_everywhere)
-
-    @property
-    def inject_everywhere(self) -> bool:
-        return self.every_occurrence
-
-    def orders(self) -> list[str]:
-        order = self.split.caption_order
-        return ["natural", "official"] if order is None else [order]
-
-    def encode_queries(self, batch):
-        import torch
-
-        with torch.no_grad():
-            tokens = self.net(batch.reference_features.float())
-            prompts, prefixes = batch.pseudo_prompts(self.template, PSEUDO)
-            out = normalize(self._encode(prompts, prefixes, tokens))
-            pairs = [(i, two_captions(f)) for i, f in enumerate(batch.fields)]
-            pairs = [(i, c) for i, c in pairs if c is not None]
-            if not pairs:
-                return out
-            # several relative captions: one prompt per order, features normalised and averaged
-            rows = [i for i, _ in pairs]
-            feats = []
-            for order in self.orders():
-                texts = [f"{a} and {b}" if order == "natural" else f"{b} and {a}" for _, (a, b) in pairs]
-                filled = [fill_pseudo(self.template, PSEUDO, t, batch.fields[i]) for (i, _), t in zip(pairs, texts)]
-                feats.append(normalize(self._encode([p for p, _ in filled], [x for _, x in filled], tokens[rows])))
-            out[rows] = torch.stack(feats).mean(0)
-            return out
-
-    def config(self):
-        rule = ("two relative captions: each stripped of '.?, ', "
-                + ("both orders ('c1 and c2', 'c2 and c1') encoded, normalised and averaged"
-                   if self.split.caption_order is None else f"order forced: {self.split.caption_order}"))
-        return {"prompt": self.template, "caption_rule": rule, "checkpoint": self.checkpoint_info,
-                "injection": "every $ of the prompt" if self.inject_everywhere else "the template's $"}
+from ._shared import PhiMethod
 
 
 @register_method("searle")
 class Searle(PhiMethod):
     description = "SEARLE phi network; pseudo-word $ in 'a photo of $ that {text}' (released weights)"
+    display_order = 4
     default_transform = "targetpad"  # SEARLE's validate.py default
     how_to_get = "download the released SEARLE phi weights for this backbone (SEARLE_ViT-L14.pt for ViT-L-14)"
     options = {}

@@ -21,9 +21,9 @@ cirbench runs the scoring the file defines for it, with the reference set to -1.
 
 from __future__ import annotations
 
-from cirbench.llm_texts import CaptionRewriteMethod, has_fields
-from cirbench.method import Option, register_method
-from cirbench.scoring import normalize
+from cirbench.generation.texts import CaptionRewriteMethod, has_fields
+from cirbench.contracts.method import Option, register_method
+from cirbench.protocol.scoring import normalize
 
 GPT4O_FIELD, GPT35_FIELD = "multi_gpt-4o_opt", "multi_gpt-3.5_opt"
 

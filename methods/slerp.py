@@ -13,8 +13,10 @@ where the paper gives none): ``--option slerp.t=0.7`` sets it.
 
 from __future__ import annotations
 
-from cirbench.method import Method, Option, register_method
-from cirbench.scoring import normalize
+from cirbench.contracts.method import Method, Option, register_method
+from cirbench.protocol.scoring import normalize
+
+from ._shared import caption_prompts, caption_template
 
 PAPER_T = {"circo": 0.8, "fashioniq": 0.8, "cirr": 0.9}
 FALLBACK_T = 0.8
@@ -33,18 +35,10 @@ def slerp(v, w, t: float):
     return torch.where(dot.abs() > 0.9995, linear, spherical)
 
 
-def caption_prompts(batch) -> list[str]:
-    """The relative caption as a CLIP-only fusion method encodes it."""
-    return batch.prompts("caption" if "caption" in batch.split.prompts else "text")
-
-
-def caption_template(split) -> str:
-    return split.prompts["caption" if "caption" in split.prompts else "text"]
-
-
 @register_method("slerp")
 class Slerp(Method):
     description = "spherical interpolation of the normalised image and text features (training-free)"
+    display_order = 6
     options = {"t": Option(float, None, "interpolation weight towards the text, 0..1 (default: per dataset)")}
 
     def prepare(self, split):
@@ -66,3 +60,6 @@ class Slerp(Method):
 
     def config(self):
         return {"t": self.t, "t_source": self.t_source, "prompt": caption_template(self.split)}
+
+    def protocol(self, config):
+        return {"text": config["prompt"], "notes": [f"t_source: {config['t_source']}"]}

@@ -21,10 +21,10 @@ query's own candidates, the database the official code standardises over.
 from __future__ import annotations
 
 from cirbench.errors import RunError
-from cirbench.method import Method, Option, register_method
-from cirbench.scoring import normalize
+from cirbench.contracts.method import Method, Option, register_method
+from cirbench.protocol.scoring import normalize
 
-from .slerp import caption_prompts, caption_template
+from ._shared import caption_prompts, caption_template
 
 FUSIONS = ("weighted", "average", "add", "multiply", "minimum", "minimum-clean")
 
@@ -68,6 +68,7 @@ def fuse(s_img, s_txt, fusion: str, lam: float):
 @register_method("weicom")
 class WeiCom(Method):
     description = "weighted fusion of Gaussian-CDF-normalised image and text similarities (training-free)"
+    display_order = 7
     scoring = "scores"
     options = {"lam": Option(float, 0.5, "weight of the text similarity (0: image only, 1: text only)"),
                "fusion": Option(str, "weighted", "how the two similarities combine", FUSIONS),

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import torch
 
-from cirbench.encoder import Encoder
+from cirbench.contracts.encoder import Encoder
 
 RGB = {"red": (1.0, 0.05, 0.05), "green": (0.05, 1.0, 0.05), "blue": (0.05, 0.05, 1.0),
        "yellow": (1.0, 1.0, 0.05), "white": (1.0, 1.0, 1.0), "gray": (0.5, 0.5, 0.5)}
@@ -46,7 +46,7 @@ def build(rest, **_kwargs):
 
 
 def register():
-    from cirbench.registry import encoders
+    from cirbench.contracts.registry import encoders
 
     if "colour-test" not in encoders:
         encoders.add("colour-test", build, origin="tests")

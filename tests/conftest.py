@@ -15,7 +15,7 @@ def tiny_dir(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="session")
 def tiny_encoder(tiny_dir):
-    from cirbench.encoder import load_encoder
+    from cirbench.contracts.encoder import load_encoder
 
     return load_encoder(f"local-dir:{tiny_dir}")
 

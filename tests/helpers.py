@@ -76,8 +76,8 @@ def folder_dataset(root: Path, with_train: bool = True, extra_queries: list[dict
 
 
 def split_view(prompts=None, dataset="mydata", caption_order=None, scope="gallery", checkpoints=None):
-    from cirbench.data import DEFAULT_PROMPTS
-    from cirbench.method import SplitView
+    from cirbench.contracts.split import DEFAULT_PROMPTS
+    from cirbench.contracts.method import SplitView
 
     return SplitView(dataset=dataset, split="val", prompts={**DEFAULT_PROMPTS, **(prompts or {})},
                      caption_order=caption_order, scope=scope, checkpoints=checkpoints or {})
@@ -86,8 +86,8 @@ def split_view(prompts=None, dataset="mydata", caption_order=None, scope="galler
 def method_for(name, encoder, checkpoint=None, prompts=None, dataset="mydata", options=None, caption_order=None,
                store=None):
     """A registered method built and prepared for one split, as the engine does it."""
-    from cirbench.method import MethodContext, resolve_options
-    from cirbench.registry import methods
+    from cirbench.contracts.method import MethodContext, resolve_options
+    from cirbench.contracts.registry import methods
 
     cls = methods.get(name)
     ctx = MethodContext(encoder=encoder, text_features=encoder.encode_texts, checkpoint=checkpoint,
@@ -96,13 +96,13 @@ def method_for(name, encoder, checkpoint=None, prompts=None, dataset="mydata", o
     method = cls(ctx)
     view = split_view(prompts, dataset, caption_order)
     method.split = view
-    ctx.prompts, ctx.dataset = view.prompts, view.dataset
+    ctx.split_prompts, ctx.dataset = view.prompts, view.dataset
     method.prepare(view)
     return method
 
 
 def query_batch(method, reference_features, texts, fields=None):
-    from cirbench.method import QueryBatch
+    from cirbench.contracts.method import QueryBatch
 
     n = len(texts)
     return QueryBatch(ids=[str(i) for i in range(n)], reference_ids=[f"r{i}" for i in range(n)],

@@ -5,9 +5,9 @@ import numpy as np
 
 import pytest
 
-from cirbench.cache import FeatureCache
-from cirbench.content_keys import ContentKeys
-from cirbench.features import FeatureStore
+from cirbench.storage.cache import FeatureCache
+from cirbench.storage.content_keys import ContentKeys
+from cirbench.storage.features import FeatureStore
 from helpers import render
 
 
@@ -69,7 +69,7 @@ def test_unchanged_files_are_hashed_once_and_moved_files_keep_their_key(tmp_path
 
 
 def test_a_crop_of_a_file_is_another_image(tmp_path):
-    from cirbench.images import ImageRef
+    from cirbench.protocol.images import ImageRef
 
     path = render(tmp_path / "a.png", "circle", "red")
     keys = ContentKeys(None).keys([path, ImageRef(path, (("crop", 0, 0, 8, 8),)), ImageRef(path)])
@@ -100,7 +100,7 @@ def test_unreadable_image_is_reported_not_dropped(tmp_path, tiny_encoder):
 def test_text_features_are_deduplicated_and_cached_on_disk(tmp_path, tiny_encoder):
     import torch
 
-    from cirbench.features import TextFeatures
+    from cirbench.storage.features import TextFeatures
 
     calls = []
     real = tiny_encoder.encode_texts

@@ -97,7 +97,7 @@ def searle_ckpt(path, embed_dim, token_width, prefix=""):
 
 
 def test_released_searle_phi_and_its_prompt(tmp_path, tiny_encoder):
-    from cirbench.methods.searle import searle_prompt
+    from cirbench.methods._shared import searle_prompt
 
     state = searle_ckpt(tmp_path / "phi.pt", tiny_encoder.embed_dim, tiny_encoder.token_width)
     method = method_for("searle", tiny_encoder, tmp_path / "phi.pt")

@@ -99,8 +99,8 @@ def test_the_draw_is_random_sample_over_candidates_in_annotation_order(tmp_path)
 
 
 def test_official_artefacts_in_the_dataset_folder_are_used_as_they_are(tmp_path):
-    from cirbench.images import ImageRef
-    from cirbench.registry import datasets
+    from cirbench.protocol.images import ImageRef
+    from cirbench.contracts.registry import datasets
 
     root = F.coco(tmp_path / "coco")
     (root / "val2017_masked").mkdir()
@@ -122,7 +122,7 @@ def test_official_artefacts_in_the_dataset_folder_are_used_as_they_are(tmp_path)
 
 
 def test_the_query_crop_is_squashed_to_the_encoder_square(tiny_encoder, tmp_path):
-    from cirbench.images import ImageRef, load_rgb
+    from cirbench.protocol.images import ImageRef, load_rgb
 
     image = np.zeros((20, 40, 3), dtype=np.uint8)
     image[:, :10] = (255, 0, 0)  # a red band on the left ...
@@ -162,7 +162,7 @@ def test_prepare_writes_where_out_says(tmp_path):
     F.coco(tmp_path / "coco")
     prepare(tmp_path, extra=["--out", str(tmp_path / "mine")])
     assert (tmp_path / "mine" / "coco_eval.csv").is_file() and (tmp_path / "mine" / "val2017_masked").is_dir()
-    from cirbench.registry import datasets
+    from cirbench.contracts.registry import datasets
 
     split = datasets.get("coco")(tmp_path / "coco", {"prepared": str(tmp_path / "mine")}).load("val")
     assert len(split.queries) == 5

@@ -15,8 +15,8 @@ from typer.testing import CliRunner
 import cirbench
 import colour_encoder
 from cirbench.cli import app
-from cirbench.method import Method, Option
-from cirbench.registry import methods
+from cirbench.contracts.method import Method, Option
+from cirbench.contracts.registry import methods
 from helpers import flat_dataset
 
 colour_encoder.register()
@@ -50,7 +50,9 @@ def test_a_reranker_reorders_the_top_and_everything_reads_the_new_order(tmp_path
     assert reranked.results[0].metrics["R@1"] == 100.0  # yellow (rank 2) swapped to rank 1
     out = cirbench.evaluate(methods=[ReverseTopTwo], datasets=[str(root)], encoder="colour-test", workers=0,
                             cache_dir=tmp_path / "cache", results_dir=tmp_path / "r")
-    outcomes = cirbench.results.load_outcomes(out.results[0])
+    from cirbench.storage import results
+
+    outcomes = results.load_outcomes(out.results[0])
     top, ranks, first = outcomes.views["gallery"]
     assert top[0, :2].tolist() == [5, 3] and first.tolist() == [1]  # yellow, then red
 
@@ -246,7 +248,7 @@ def test_weicom_on_a_query(tmp_path):
 
 PLUGIN = '''
 import torch
-from cirbench.method import Method, Option
+from cirbench.contracts.method import Method, Option
 
 
 class ScoredReranked(Method):
@@ -284,7 +286,7 @@ def test_a_third_party_plugin_using_the_new_hooks_runs_from_the_cli(tmp_path, my
     assert records["scored-reranked"]["method"]["options"] == {"weight": 0.5}
     # scoring the gallery with the image is image-only's ranking; the re-ranking reverses its top 3 and
     # leaves the rest in place
-    from cirbench import results
+    from cirbench.storage import results
 
     tops = {}
     for name in ("scored-reranked", "image-only"):
@@ -336,3 +338,67 @@ def test_a_bug_in_a_method_fails_its_cell_not_the_run(tmp_path):
     status = {c.method: c.status for c in ev.cells}
     assert status == {"buggy": "failed", "image-only": "computed"}
     assert "method 'buggy' raised ZeroDivisionError: oops (" in str(ev.failures[0].error)
+
+
+# -- hooks keep their promises ------------------------------------------------------------------------
+
+class Recording(Method):
+    """Records what its hooks receive."""
+
+    name = "recording"
+    whole_split = True
+    rerank_depth = 3
+    seen: dict = {}
+
+    def encode_queries(self, batch):
+        Recording.seen.setdefault("encode", []).append(len(batch))
+        return batch.reference_features
+
+    def rerank(self, batch, candidates, scores):
+        from cirbench.contracts.method import Gallery
+
+        Recording.seen.setdefault("rerank", []).append(len(batch))
+        Recording.seen["gallery"] = isinstance(batch.gallery, Gallery) and batch.gallery.features.shape[0] == 6
+        Recording.seen["devices"] = {str(candidates.device), str(scores.device), str(batch.gallery.features.device),
+                                     str(batch.reference_features.device)}
+        Recording.seen["candidates"] = candidates.tolist()
+        return -scores
+
+
+def test_rerank_gets_the_whole_split_the_gallery_and_device_tensors(tmp_path):
+    """Three queries and batch size 1: a whole-split method's encode_queries and rerank each get one batch
+    of three; rerank gets the Gallery on batch.gallery and every tensor on the run's device."""
+    root = flat_dataset(tmp_path / "ds", [{"reference": G(c), "text": "x", "target": G("blue")}
+                                          for c in ("red", "green", "white")])
+    Recording.seen = {}
+    (cell,) = evaluate(root, Recording, tmp_path, batch_size=1).cells
+    assert cell.status == "computed"
+    assert Recording.seen["encode"] == [3] and Recording.seen["rerank"] == [3]
+    assert Recording.seen["gallery"] is True and Recording.seen["devices"] == {"cpu"}
+
+
+def test_rerank_runs_on_subset_scoped_splits(tmp_path):
+    """GeneCIS ranks each query's own gallery: re-ranking gets those members (best first) and its order
+    is what the metrics read. Reversing a query's top 3 moves its first target from rank 1 to 3 here."""
+    import real_fixtures as F
+
+    root = F.genecis(tmp_path / "genecis")
+    kw = dict(datasets=["genecis:focus_object"], data={"genecis": str(root)}, encoder="colour-test",
+              transform="clip", workers=0, cache_dir=tmp_path / "c", results_dir=None)
+    Recording.seen = {}
+    rec = cirbench.evaluate(methods=[Recording], **kw).results[0]
+    plain = cirbench.evaluate(methods=["image-only"], **kw).results[0]
+    assert len(Recording.seen["candidates"]) == 3 and all(len(row) == 3 for row in Recording.seen["candidates"])
+    assert rec.metrics != plain.metrics
+
+
+def test_the_python_api_records_a_registered_plugin_under_its_registered_name(tmp_path, monkeypatch):
+    class Unnamed(Method):  # no `name`: a plugin registered from an entry point or a --plugin file
+        def compose(self, reference_features, texts):
+            return reference_features
+
+    methods.names()
+    monkeypatch.setitem(methods._items, "my-plugin", Unnamed)
+    root = flat_dataset(tmp_path / "ds", [{"reference": G("red"), "text": "x", "target": G("yellow")}])
+    (cell,) = evaluate(root, Unnamed, tmp_path).cells
+    assert cell.method == "my-plugin" and cell.record.method.name == "my-plugin"

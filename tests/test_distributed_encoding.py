@@ -17,8 +17,8 @@ def images(folder: Path) -> list[Path]:
 def _worker(rank, world, init_file, tiny_dir, folder, out_dir):
     import torch.distributed as dist
 
-    from cirbench.encoder import load_encoder
-    from cirbench.engine import FeatureStore
+    from cirbench.contracts.encoder import load_encoder
+    from cirbench.storage.features import FeatureStore
 
     dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=world)
     encoder = load_encoder(f"local-dir:{tiny_dir}")
@@ -32,8 +32,8 @@ def _worker(rank, world, init_file, tiny_dir, folder, out_dir):
 def test_two_processes_encode_like_one(tmp_path, tiny_dir, tiny_encoder):
     import torch.multiprocessing as mp
 
-    from cirbench.engine import FeatureStore
-    from cirbench.scoring import normalize, topk
+    from cirbench.storage.features import FeatureStore
+    from cirbench.protocol.scoring import normalize, topk
 
     folder = tmp_path / "images"
     paths = sorted(images(folder))

@@ -7,7 +7,7 @@ from cirbench.errors import UsageError
 
 
 def test_star_is_its_own_token_and_star_comma_is_not(tiny_encoder):
-    from cirbench.prompts import split_pseudo
+    from cirbench.protocol.prompts import split_pseudo
 
     assert tiny_encoder.token_id("*") == 265
     tokens, mask = tiny_encoder.pseudo_mask(["a photo of * , red"])
@@ -19,7 +19,7 @@ def test_star_is_its_own_token_and_star_comma_is_not(tiny_encoder):
 
 
 def test_a_star_inside_a_caption_is_text_and_only_the_template_slot_is_injected(tiny_encoder):
-    from cirbench.prompts import fill_pseudo
+    from cirbench.protocol.prompts import fill_pseudo
 
     word = tiny_encoder.word_embedding("dog")[None]
     prompt, prefix = fill_pseudo("a photo of * , {text}", "*", "a * shaped kite")
@@ -72,7 +72,7 @@ def test_gradients_reach_the_injected_embedding(tiny_encoder):
 
 
 def test_identity_records_what_changes_features(tiny_encoder, tiny_dir):
-    from cirbench.encoder import load_encoder
+    from cirbench.contracts.encoder import load_encoder
 
     ident = tiny_encoder.identity
     assert ident["transform"] == "clip" and ident["precision"] == "fp32"
@@ -82,7 +82,7 @@ def test_identity_records_what_changes_features(tiny_encoder, tiny_dir):
 
 
 def test_unknown_architecture_and_missing_weights_are_usage_errors():
-    from cirbench.encoder import load_encoder
+    from cirbench.contracts.encoder import load_encoder
 
     with pytest.raises(UsageError, match="unknown open_clip architecture"):
         load_encoder("ViT-Nope-99:openai")
@@ -95,7 +95,7 @@ def test_offline_model_not_in_cache_is_one_clear_error(tmp_path, monkeypatch):
     (no retry loop): every socket connection is recorded and must not happen."""
     import socket
 
-    from cirbench.encoder import load_encoder
+    from cirbench.contracts.encoder import load_encoder
 
     attempts = []
 
@@ -120,7 +120,7 @@ def test_architecture_with_a_local_weights_file(tmp_path, tiny_dir):
 
     import open_clip
 
-    from cirbench.encoder import load_encoder
+    from cirbench.contracts.encoder import load_encoder
 
     cfg = json.loads((tiny_dir / "open_clip_config.json").read_text())["model_cfg"]
     (tmp_path / "cfgs").mkdir()
@@ -137,7 +137,7 @@ def test_architecture_with_a_local_weights_file(tmp_path, tiny_dir):
 
 
 def test_random_weights_are_marked(tmp_path):
-    from cirbench.encoder import load_encoder
+    from cirbench.contracts.encoder import load_encoder
 
     import json
 

@@ -77,7 +77,7 @@ def test_train_run_rerun_report(tmp_path, mydata, tiny_dir):
 
 
 PLUGIN = '''
-from cirbench.method import Method
+from cirbench.method import Method  # the import path plugins written for cirbench 0.2 use
 
 
 class Weighted(Method):
@@ -109,9 +109,9 @@ def test_third_party_method_through_an_entry_point(tmp_path, mydata, tiny_dir):
     # the plugin's ranking is 0.7 image + 0.3 text, computed here from the encoder directly
     import torch
 
-    from cirbench import results
-    from cirbench.encoder import load_encoder
-    from cirbench.images import load_image
+    from cirbench.storage import results
+    from cirbench.contracts.encoder import load_encoder
+    from cirbench.protocol.images import load_image
 
     encoder = load_encoder(f"local-dir:{tiny_dir}")
     rows = [json.loads(x) for x in (mydata / "val.jsonl").read_text().splitlines()]

@@ -19,7 +19,7 @@ from typer.testing import CliRunner
 import colour_encoder
 import real_fixtures as F
 from cirbench.cli import app
-from cirbench.registry import datasets
+from cirbench.contracts.registry import datasets
 
 colour_encoder.register()
 
@@ -47,7 +47,7 @@ def test_templates_become_per_query_galleries_in_the_official_order(tmp_path):
 
 
 def test_the_official_dilated_crop_padded_square():
-    from cirbench.images import dilated_box
+    from cirbench.protocol.images import dilated_box
 
     # box x=20, y=10, w=10, h=4 in a 40 x 30 image: left = 20 - 7 = 13, top = 10 - 2.8 = 7.2,
     # right = 13 + 17 = 30, bottom = 7.2 + 6.8 = 14 -- grown to the left and top only
@@ -57,7 +57,7 @@ def test_the_official_dilated_crop_padded_square():
 
 
 def test_crop_and_pad_on_pixels(tmp_path):
-    from cirbench.images import ImageRef, load_rgb
+    from cirbench.protocol.images import ImageRef, load_rgb
 
     pixels = np.zeros((30, 40, 3), dtype=np.uint8)
     pixels[:, 13:] = (255, 0, 0)

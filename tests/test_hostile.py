@@ -18,8 +18,8 @@ from typer.testing import CliRunner
 import cirbench
 import colour_encoder
 from cirbench.cli import app
-from cirbench.errors import UsageError
-from cirbench.method import Method
+from cirbench.errors import DataError, UsageError
+from cirbench.contracts.method import Method
 from helpers import flat_dataset, folder_dataset
 
 colour_encoder.register()
@@ -93,7 +93,7 @@ def test_a_method_whose_zero_vector_means_something_says_so(tmp_path):
 
 
 def test_the_cli_names_the_method_the_split_and_the_count(tmp_path, monkeypatch):
-    from cirbench.registry import methods
+    from cirbench.contracts.registry import methods
 
     class AllNan(Method):
         registry_name = "all-nan"
@@ -153,7 +153,7 @@ def test_fewer_than_100_resamples_are_refused_for_p_values(two_datasets, tmp_pat
 def tamper_outcomes(results_dir, dataset: str, method: str, change) -> None:
     """Rewrite one cell's outcomes file and update the checksum its result records (a consistent-looking
     but wrong file)."""
-    from cirbench import fsutil
+    from cirbench.util import fsutil
 
     path = next(p for p in results_dir.rglob(f"{method}.json") if f"/{dataset}-" in str(p))
     npz = path.with_name(f"{method}.outcomes.npz")
@@ -184,14 +184,14 @@ def test_an_outcomes_file_that_does_not_fit_its_result_is_skipped_everywhere(two
 
 
 def test_per_query_values_that_contradict_the_result_are_refused(two_datasets):
-    from cirbench import results
+    from cirbench.storage import results
 
     def flip(arrays):  # same length, other values: the table and the interval would disagree
         arrays["metric_values"] = 1.0 - arrays["metric_values"]
 
     tamper_outcomes(two_datasets, "alpha", "image-only", flip)
     path = next(p for p in two_datasets.rglob("image-only.json") if "/alpha-" in str(p))
-    with pytest.raises(cirbench.errors.DataError, match="values give"):
+    with pytest.raises(DataError, match="values give"):
         results.load_outcomes(results.read(path))
 
 
@@ -200,7 +200,7 @@ def test_the_report_survives_an_interval_that_excludes_its_value(tmp_path):
     is clipped rather than the whole report lost (matplotlib refuses negative yerr)."""
     import pandas as pd
 
-    from cirbench.report import Table, _plot
+    from cirbench.analysis.tables import Table, _plot
 
     index = pd.MultiIndex.from_tuples([("enc", "m")])
     columns = pd.MultiIndex.from_tuples([("s", "R@1")])
@@ -212,7 +212,7 @@ def test_the_report_survives_an_interval_that_excludes_its_value(tmp_path):
 # -- 4, 10. feature cache indexes ------------------------------------------------------------------
 
 def test_a_shard_index_whose_keys_were_permuted_is_not_served(tmp_path):
-    from cirbench.cache import FeatureCache
+    from cirbench.storage.cache import FeatureCache
 
     cache = FeatureCache(tmp_path, "enc")
     cache.put(["a", "b"], np.array([[1.0, 0.0], [0.0, 1.0]]))
@@ -225,7 +225,7 @@ def test_a_shard_index_whose_keys_were_permuted_is_not_served(tmp_path):
 
 
 def test_a_shard_index_with_more_keys_than_rows_is_dropped(tmp_path):
-    from cirbench.cache import FeatureCache, shard_name
+    from cirbench.storage.cache import FeatureCache, shard_name
 
     cache = FeatureCache(tmp_path, "enc")
     cache.put(["a", "b"], np.array([[1.0, 0.0], [0.0, 1.0]]))
@@ -286,7 +286,7 @@ def test_duplicate_query_ids_are_named(tmp_path):
 
 
 def test_a_plugin_dataset_with_duplicate_query_ids_is_refused_by_the_engine(tmp_path):
-    from cirbench.data import Query, Split
+    from cirbench.contracts.split import Query, Split
     from cirbench.errors import DataError
 
     split = Split(dataset="plug", split="val", root=tmp_path, images={"a": tmp_path / "a.png"}, gallery=["a"],
@@ -328,7 +328,7 @@ def test_genecis_boxes_and_ids_are_checked(tmp_path):
         rows[0]["reference"]["instance_bbox"] = bad
         path.write_text(json.dumps(rows))
         dataset, _ = open_dataset("genecis:focus_attribute", overrides={"genecis": root}, cache_dir=tmp_path / "c")
-        with pytest.raises(cirbench.errors.DataError, match=message):
+        with pytest.raises(DataError, match=message):
             dataset.load("focus_attribute")
     rows = json.loads(path.read_text())
     rows[0]["reference"]["instance_bbox"] = [500, 500, 10, 8]  # beyond the 40 x 30 image
@@ -342,7 +342,7 @@ def test_genecis_boxes_and_ids_are_checked(tmp_path):
     rows[0]["reference"]["val_image_id"] = True
     obj.write_text(json.dumps(rows))
     dataset, _ = open_dataset("genecis:focus_object", overrides={"genecis": root}, cache_dir=tmp_path / "c")
-    with pytest.raises(cirbench.errors.DataError, match="val_image_id"):
+    with pytest.raises(DataError, match="val_image_id"):
         dataset.load("focus_object")
 
 
@@ -435,7 +435,7 @@ def test_library_warnings_are_one_cirbench_line(tmp_path):
 
 
 def test_float_tiffs_are_scaled_not_saturated(tmp_path):
-    from cirbench.images import load_rgb
+    from cirbench.protocol.images import load_rgb
 
     ramp = np.tile(np.linspace(0, 65535, 16, dtype=np.float32), (4, 1))
     Image.fromarray(ramp, "F").save(tmp_path / "f.tif")

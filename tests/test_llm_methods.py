@@ -63,7 +63,7 @@ def test_seize_from_released_texts(tmp_path):
     result = run(tmp_path, root, "seize")
     m = records(result)["seize"]["metrics"]
     assert m["mAP@5"] == pytest.approx(100 * (7 / 12 + 1) / 2)
-    from cirbench import results
+    from cirbench.storage import results
 
     record = results.read(next((tmp_path / "r").rglob("seize.json")))
     top, _ranks, _first = results.load_outcomes(record).views["gallery"]
@@ -71,7 +71,7 @@ def test_seize_from_released_texts(tmp_path):
 
 
 def record_id(record, index):
-    from cirbench import results
+    from cirbench.storage import results
 
     return results.load_outcomes(record).gallery[index]
 
@@ -126,7 +126,7 @@ def test_cirevl_generates_captions_and_rewrites_once(tmp_path, models, monkeypat
     """Without released texts CIReVL captions the references and asks the LLM; the tiny LLM never writes
     an "Edited Description:" line, so (as the official code) the relative caption is the query: the same
     ranking as text-only. A rerun reads the texts back from the artefact store."""
-    from cirbench.generation import Captioner, Rewriter
+    from cirbench.generation.models import Captioner, Rewriter
 
     calls = {"caption": 0, "complete": 0}
     caption, complete = Captioner.caption, Rewriter.complete
@@ -159,7 +159,7 @@ def test_cirevl_generates_captions_and_rewrites_once(tmp_path, models, monkeypat
 
 
 def test_ldre_and_seize_generate_n_sampled_captions_deterministically(tmp_path, models):
-    from cirbench.artefacts import ArtefactStore
+    from cirbench.storage.artefacts import ArtefactStore
 
     root = F.circo(tmp_path / "circo")
     (tmp_path / "reason.py").write_text(LDRE_SCRIPT)
@@ -216,7 +216,7 @@ def test_without_transformers_one_line_names_the_extra(tmp_path, monkeypatch):
 
 def test_official_prompt_reading(tmp_path):
     from cirbench.errors import UsageError
-    from cirbench.generation import official_prompt
+    from cirbench.generation.models import official_prompt
 
     (tmp_path / "p.py").write_text(CIREVL_PROMPTS + LDRE_SCRIPT)
     assert official_prompt(tmp_path / "p.py", "blip_prompt") == "a photo of"

@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from cirbench import metrics as M
+from cirbench.protocol import metrics as M
 
 # 3 queries, rankings over a gallery of 5 items (indices), best first
 RANKED = np.array([[2, 0, 4, 1, 3],

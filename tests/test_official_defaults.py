@@ -109,7 +109,7 @@ def run_cli(tmp_path, *args, code=0):
 
 
 def rankings(tmp_path, method: str) -> list[list[str]]:
-    from cirbench import results
+    from cirbench.storage import results
 
     path = next(p for p in (tmp_path / "r").rglob(f"{method}.json") if "submissions" not in p.parts)
     record = results.read(path)
@@ -184,8 +184,8 @@ class FakeEncoder:
 
 
 def ldre_method(dataset: str):
-    from cirbench.method import MethodContext, resolve_options
-    from cirbench.registry import methods
+    from cirbench.contracts.method import MethodContext, resolve_options
+    from cirbench.contracts.registry import methods
 
     cls = methods.get("ldre")
     vectors = {"r1": [3.0, 0.0], "r2": [0.0, 1.0], "c": [0.0, 1.0]}
@@ -204,7 +204,7 @@ def test_ldre_on_cirr_averages_the_raw_rewrites_and_on_circo_weights_them():
     CIRR (cirr_generate_test_predictions): normalise((r1 + r2) / 2) = (.9487, .3162).
     CIRCO (circo_generate_test_dict): drops of rewrite 1 max(0, c.x - f1.x) = (0, 1), summed 1; of
     rewrite 2 zero; weights softmax([1, 0] / 1 / 0.04) = (1 - e^-25, e^-25); score = w1 (1, 0) + w2 (0, 1)."""
-    from cirbench.method import Gallery
+    from cirbench.contracts.method import Gallery
 
     fields = [{"multi_caption_opt": ["c", "c"], "multi_gpt-3.5_opt": ["r1", "r2"]}]
     for dataset, expected in (("cirr", [0.9487, 0.3162]), ("circo", [1.0, float(np.exp(-25))])):
@@ -275,7 +275,7 @@ def test_local_generation_uses_the_official_settings(tmp_path, hf_models, monkey
     default temperature 1 (sampled, seeded here); FashionIQ's instruction rel_caps[0] + rel_caps[1].
     ``rewrite_decoding=greedy`` is the deterministic variant."""
     import colour_encoder
-    from cirbench.generation import Captioner, Rewriter
+    from cirbench.generation.models import Captioner, Rewriter
 
     colour_encoder.register()
     seen = {"prompts": [], "decodings": [], "conversations": []}
@@ -321,8 +321,8 @@ def test_cirevl_on_genecis_focus_attribute_adds_the_reference_image():
     """main.py: for genecis_focus_attribute the query is normalise((normalise(text) + normalise(ref)) / 2);
     text (3, 4) -> (.6, .8), reference (0, 2) -> (0, 1): direction (.3, .9) / |.| = (.3162, .9487). On
     the other tasks the text alone: (.6, .8)."""
-    from cirbench.method import MethodContext, resolve_options
-    from cirbench.registry import methods
+    from cirbench.contracts.method import MethodContext, resolve_options
+    from cirbench.contracts.registry import methods
 
     cls = methods.get("cirevl")
     for task, expected in (("focus_attribute", [0.3162, 0.9487]), ("focus_object", [0.6, 0.8])):
@@ -344,8 +344,8 @@ def test_weicom_defaults_are_the_official_ones():
     the Gaussian CDF, 0.5 each. Average (no "Norm" in the name): (s_I + s_T) / 2 = (.5, .5, .7)."""
     from math import erf, sqrt
 
-    from cirbench.method import Gallery, MethodContext, resolve_options
-    from cirbench.registry import methods
+    from cirbench.contracts.method import Gallery, MethodContext, resolve_options
+    from cirbench.contracts.registry import methods
 
     def cdf(values):
         mean = sum(values) / 3
@@ -385,8 +385,8 @@ def test_hf_clip_transform_is_hugging_faces_clip_image_processor(tmp_path, tiny_
     """LinCIR's preprocessing is transformers' CLIPImageProcessor (resize the short side, crop with
     offsets rounded down). A 35 x 32 image: the crop starts at column (35 - 32) // 2 = 1 there, at
     round(1.5) = 2 in torchvision's CenterCrop; a CMYK image is converted first."""
-    from cirbench.images import load_image
-    from cirbench.transforms import build
+    from cirbench.protocol.images import load_image
+    from cirbench.protocol.transforms import build
 
     rng = np.random.default_rng(1)
     Image.fromarray(rng.integers(0, 255, (32, 35, 3), dtype=np.uint8)).save(tmp_path / "wide.png")
@@ -411,21 +411,21 @@ def test_lincir_by_default_runs_as_its_official_validate(tmp_path, tiny_dir, tin
     from the reference's pixels cast to half; every $ of "a photo of $ that {caption}" injected."""
     import open_clip
 
-    from cirbench.encoder import load_encoder
+    from cirbench.contracts.encoder import load_encoder
     from test_checkpoints import searle_ckpt
 
-    import cirbench.engine
+    import cirbench.engine.ranking as ranking
 
     root, rows = circo_tree(tmp_path / "circo", n_texts=1)
     state = searle_ckpt(tmp_path / "phi.pt", tiny_encoder.embed_dim, tiny_encoder.token_width)
     seen = {}
-    rank_vectors = cirbench.engine.rank_vectors
+    rank_vectors = ranking.rank_vectors
 
     def recording(queries, gallery, *args, **kwargs):  # the vectors the engine ranks with
         seen.update(queries=queries.clone(), gallery=gallery.clone())
         return rank_vectors(queries, gallery, *args, **kwargs)
 
-    monkeypatch.setattr(cirbench.engine, "rank_vectors", recording)
+    monkeypatch.setattr(ranking, "rank_vectors", recording)
     run_cli(tmp_path, "-m", "lincir", "--checkpoint", f"lincir={tmp_path / 'phi.pt'}", "--dataset", "circo:val",
             "--data", f"circo={root}", "--encoder", f"local-dir:{tiny_dir}", "--feature-dtype", "fp32")
 
@@ -508,7 +508,8 @@ def test_genecis_crops_and_pads_in_the_decoded_mode_then_the_transform_converts(
     """vaw_dataset.load_cropped_image: Image.open (no conversion), crop the dilated box, expand2square
     with (0,) for 'L' and (0, 0, 0) otherwise; then CLIP's preprocess resizes and crops in that mode and
     converts to RGB last. Checked on a CMYK JPEG and an 'L' JPEG against those steps written here."""
-    from cirbench.images import ImageFiles, ImageRef, dilated_box
+    from cirbench.protocol.images import ImageRef, dilated_box
+    from cirbench.storage.pixels import ImageFiles
 
     rng = np.random.default_rng(3)
     Image.fromarray(rng.integers(0, 255, (30, 50, 4), dtype=np.uint8), "CMYK").save(tmp_path / "c.jpg", quality=95)
@@ -531,8 +532,8 @@ def test_clip_and_targetpad_get_the_decoded_mode_as_the_official_transforms(tmp_
     converts to RGB afterwards (a palette image is even resized with nearest-neighbour sampling);
     TargetPad pads it in its own mode with 0 (in CMYK: white). cirbench gives the transform the decoded
     image, so the pixels equal the official transform applied to Image.open(path)."""
-    from cirbench.images import ImageFiles
-    from cirbench.transforms import build
+    from cirbench.storage.pixels import ImageFiles
+    from cirbench.protocol.transforms import build
 
     rng = np.random.default_rng(4)
     Image.fromarray(rng.integers(0, 255, (20, 48, 4), dtype=np.uint8), "CMYK").save(tmp_path / "c.jpg", quality=95)

@@ -12,7 +12,8 @@ import pytest
 import torch
 from PIL import Image
 
-from cirbench import stats
+from cirbench.analysis import stats
+from cirbench.storage import results
 from helpers import method_for, query_batch, split_view
 
 normalize = torch.nn.functional.normalize
@@ -24,7 +25,7 @@ def test_targetpad_pads_the_short_side_with_black_by_hand():
     """40 x 10 (ratio 4): the long side 40 / 1.25 = 32 is the padded short side, so 11 black rows above
     and below ((32 - 10) / 2), none beside. The tall 10 x 40 pads columns instead; 12 x 10 (ratio 1.2 <
     1.25) is left alone. White pixels in the image make a white pad distinguishable from the content."""
-    from cirbench.transforms import TargetPad
+    from cirbench.protocol.transforms import TargetPad
 
     wide = Image.new("RGB", (40, 10), (255, 255, 255))
     out = np.asarray(TargetPad(1.25)(wide))
@@ -40,7 +41,7 @@ def test_targetpad_transform_gives_the_padded_images_pixels(tiny_encoder):
     centre-cropped to 32 x 32, so the top 11 rows of the tensor are the pad's value ((0 - .5) / .5 = -1)
     and the middle rows the image's white (+1); CLIP's own transform would crop the white image's centre
     and give +1 everywhere."""
-    from cirbench.transforms import build
+    from cirbench.protocol.transforms import build
 
     image = Image.new("RGB", (40, 10), (255, 255, 255))
     padded = build(tiny_encoder.base_preprocess, "targetpad")(image)
@@ -147,8 +148,8 @@ def test_the_combiners_dynamic_scalar_weighs_text_by_lambda(tmp_path, tiny_encod
 def test_genecis_image_plus_text_averages_the_raw_features():
     """GeneCIS's FeatureComb: normalise(0.5 image + 0.5 text) of the raw features. Raw image (10, 0) and
     text (0, 1): (5, .5) -> (.995, .0995); averaging normalised features would give (.7071, .7071)."""
-    from cirbench.method import MethodContext, resolve_options
-    from cirbench.registry import methods
+    from cirbench.contracts.method import MethodContext, resolve_options
+    from cirbench.contracts.registry import methods
 
     cls = methods.get("image+text")
     for info, expected in (({"image_text": "raw"}, [0.99504, 0.09950]), ({}, [0.70711, 0.70711])):
@@ -168,7 +169,7 @@ def test_forty_tied_items_keep_gallery_order_everywhere():
     """torch's CPU sort happens to keep the order of ties up to 16 items; 40 tied items (over chunks of
     16) show whether the stable rule is really applied: the ranking must be 0, 1, ..., 39 after the one
     better item, in rank_vectors, rank_scores, order_by_scores and the engine's re-ranking sort."""
-    from cirbench.scoring import order_by_scores, rank_scores, rank_vectors
+    from cirbench.protocol.scoring import order_by_scores, rank_scores, rank_vectors
 
     gallery = normalize(torch.tensor([[1.0, 0.0]] * 40 + [[0.0, 1.0]]))  # 40 ties, then the best item
     query = normalize(torch.tensor([[0.3, 1.0]]))
@@ -189,7 +190,7 @@ def test_a_reranker_that_ties_everything_keeps_the_ranking(tmp_path):
 
     import cirbench
     import colour_encoder
-    from cirbench.method import Method
+    from cirbench.contracts.method import Method
 
     colour_encoder.register()
 
@@ -212,7 +213,7 @@ def test_a_reranker_that_ties_everything_keeps_the_ranking(tmp_path):
     kw = dict(datasets=[str(root)], encoder="colour-test", workers=0, cache_dir=tmp_path / "c")
     plain = cirbench.evaluate(methods=["image-only"], results_dir=tmp_path / "a", **kw).results[0]
     flat = cirbench.evaluate(methods=[Flat], results_dir=tmp_path / "b", **kw).results[0]
-    top = lambda r: cirbench.results.load_outcomes(r).views["gallery"][0][0, :40].tolist()  # noqa: E731
+    top = lambda r: results.load_outcomes(r).views["gallery"][0][0, :40].tolist()  # noqa: E731
     assert top(flat) == top(plain) and len(set(top(plain))) == 40
 
 

@@ -55,7 +55,7 @@ def by_hand(state, quick_gelu: bool):
 
 
 def test_a_tag_whose_config_says_quick_gelu_is_built_with_it(registered, tmp_path, monkeypatch):
-    from cirbench.encoder import load_encoder
+    from cirbench.contracts.encoder import load_encoder
 
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     hub_cache(tmp_path, registered)
@@ -87,7 +87,7 @@ def test_the_setting_is_in_every_result_and_the_report(registered, tmp_path, mon
 
 
 def test_an_openai_format_weights_file_is_built_with_quick_gelu(registered, tmp_path):
-    from cirbench.encoder import load_encoder
+    from cirbench.contracts.encoder import load_encoder
 
     state = dict(registered)
     # OpenAI's state dicts carry these entries (input_resolution, context_length, vocab_size)
@@ -108,7 +108,7 @@ def test_real_datasets_default_to_the_seed_papers_encoder(tmp_path, monkeypatch)
     offline without its weights one line names it and the cache it looked in."""
     import real_fixtures as F
     from cirbench.cli import app
-    from cirbench.registry import datasets
+    from cirbench.contracts.registry import datasets
 
     for name in ("fashioniq", "cirr", "circo", "imagenet-r", "coco"):
         assert datasets.get(name).default_encoder == "ViT-L-14:openai"

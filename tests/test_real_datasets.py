@@ -14,7 +14,7 @@ from typer.testing import CliRunner
 import colour_encoder
 import real_fixtures as F
 from cirbench.cli import app
-from cirbench.registry import datasets
+from cirbench.contracts.registry import datasets
 
 colour_encoder.register()
 

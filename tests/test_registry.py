@@ -1,7 +1,7 @@
 import pytest
 
 from cirbench.errors import UsageError
-from cirbench.registry import Registry, RegistryError, methods
+from cirbench.contracts.registry import Registry, RegistryError, methods
 
 
 def test_builtin_methods_are_registered_with_alias():

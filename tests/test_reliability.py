@@ -69,7 +69,7 @@ def test_replaced_pixels_under_the_same_names_are_never_served_from_any_cache(tm
 
 
 def test_sixteen_bit_pngs_are_scaled_not_saturated(tmp_path):
-    from cirbench.images import load_rgb
+    from cirbench.protocol.images import load_rgb
 
     ramp = np.linspace(0, 65535, 64 * 64).reshape(64, 64).astype(np.uint16)
     Image.fromarray(ramp).save(tmp_path / "g16.png")
@@ -99,7 +99,7 @@ def test_a_star_or_dollar_in_a_caption_is_text(tmp_path, mydata, tiny_dir, tiny_
     """Pic2Word and SEARLE networks that output the embedding of "dog" whatever the image: their queries
     must be exactly the text features of "a photo of dog , {caption}" and "a photo of dog that {caption}"
     with the caption's own * and $ left as text -- the same rankings as text-only given those prompts."""
-    from cirbench import results
+    from cirbench.storage import results
     from test_pinned_protocols import word_token_ckpt
 
     rows = [json.loads(x) for x in (mydata / "val.jsonl").read_text().splitlines()]
@@ -136,7 +136,7 @@ def test_two_folder_datasets_of_one_name_do_not_overwrite_each_other(tmp_path):
 
 
 def test_slugs_keep_names_apart():
-    from cirbench.fsutil import slug
+    from cirbench.util.fsutil import slug
 
     assert slug("données") != slug("donn_es") and slug("données").startswith("données")
     assert slug("world-edit") == "world-edit" and slug("image+text") == "image+text"
@@ -267,7 +267,7 @@ class Interesting:
 def test_progress_without_a_terminal_prints_plain_lines():
     import io
 
-    from cirbench.progress import Progress
+    from cirbench.util.progress import Progress
 
     stream = io.StringIO()
     with Progress(stream=stream, interval=0.0) as progress:

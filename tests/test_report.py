@@ -5,9 +5,11 @@ import json
 
 import pytest
 
-from cirbench import results
+from cirbench.storage import results
 from cirbench.errors import DataError
-from cirbench.report import long_frame, paper_comparison, paper_numbers, render
+from cirbench.analysis.cells import long_frame
+from cirbench.analysis.report import render
+from cirbench.analysis.tables import paper_comparison, paper_numbers
 
 
 def record(method, dataset, split, metrics, spec="ViT-L-14:openai", supervised=False, model_key="k1",

@@ -2,7 +2,7 @@
 
 import torch
 
-from cirbench.scoring import rank_subsets, target_ranks, topk
+from cirbench.protocol.scoring import rank_subsets, target_ranks, topk
 
 
 def unit(*rows):
@@ -55,7 +55,7 @@ def test_rank_subsets_orders_each_querys_members_with_padding_last():
 
 
 def test_one_pass_gives_the_top_and_the_exact_rank_of_a_target_beyond_it():
-    from cirbench.scoring import rank_vectors
+    from cirbench.protocol.scoring import rank_vectors
 
     torch.manual_seed(1)
     gallery = torch.nn.functional.normalize(torch.randn(300, 8), dim=-1)
@@ -69,7 +69,7 @@ def test_one_pass_gives_the_top_and_the_exact_rank_of_a_target_beyond_it():
 
 
 def test_a_method_s_score_matrix_ranks_with_the_same_rules():
-    from cirbench.scoring import rank_scores
+    from cirbench.protocol.scoring import rank_scores
 
     scores = torch.tensor([[0.1, 0.9, 0.9, 0.3], [0.5, 0.5, 0.2, 0.8]])
     s, top, ranks = rank_scores(scores, 3, first=torch.tensor([2, 0]), exclude=torch.tensor([-1, 3]))
@@ -80,7 +80,7 @@ def test_a_method_s_score_matrix_ranks_with_the_same_rules():
 
 def test_order_by_scores_breaks_ties_by_the_members_own_order():
     """A per-query gallery ranks ties in its own order (GeneCIS: the official tensor, target first)."""
-    from cirbench.scoring import order_by_scores
+    from cirbench.protocol.scoring import order_by_scores
 
     members = torch.tensor([[5, 2, 7, -1], [3, 1, -1, -1]])
     scores = torch.tensor([[0.4, 0.4, 0.9, 0.0], [0.1, 0.1, 0.0, 0.0]])

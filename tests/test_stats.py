@@ -3,8 +3,8 @@
 import numpy as np
 import pytest
 
-from cirbench import metrics as M
-from cirbench import stats
+from cirbench.protocol import metrics as M
+from cirbench.analysis import stats
 
 
 def test_identical_methods_differ_by_nothing_with_p_one():

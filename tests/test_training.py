@@ -5,8 +5,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from cirbench.method import TrainRequest
-from cirbench.registry import methods
+from cirbench.contracts.method import TrainRequest
+from cirbench.contracts.registry import methods
 
 
 def request(encoder, out, features, epochs, resume=False):
@@ -51,7 +51,7 @@ def test_resume_continues_to_the_same_weights(tmp_path, tiny_encoder):
 
 
 def _loss_and_grad(encoder, net, features):
-    from cirbench import distributed
+    from cirbench.util import distributed
     from cirbench.methods.pic2word import contrastive_loss
 
     net.zero_grad()
@@ -64,7 +64,7 @@ def _loss_and_grad(encoder, net, features):
 def _worker(rank, world, init_file, tiny_dir, out_dir):
     import torch.distributed as dist
 
-    from cirbench.encoder import load_encoder
+    from cirbench.contracts.encoder import load_encoder
     from cirbench.methods.pic2word import build_mapping
 
     dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=world)

@@ -3,7 +3,7 @@
 import pytest
 
 from cirbench.errors import DataError
-from cirbench.training_data import unlabeled_images
+from cirbench.training.sources import unlabeled_images
 from helpers import render
 
 

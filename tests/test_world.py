@@ -7,7 +7,7 @@ import pytest
 from PIL import Image
 
 from cirbench.errors import UsageError
-from cirbench.world import PRESETS, WorldConfig, _items, build, render
+from cirbench.world.build import PRESETS, WorldConfig, _items, build, render
 
 TINY = PRESETS["tiny"]
 
@@ -55,7 +55,7 @@ def test_build_is_atomic_and_cached(tmp_path):
 
 
 def test_edit_task_targets_keep_identity_and_change_only_the_named_attribute(tmp_path):
-    from cirbench.registry import datasets
+    from cirbench.contracts.registry import datasets
 
     ds = datasets.get("world-edit")(tmp_path, {"world": "tiny"})
     parts = ds.world()["parts"]["test"]
@@ -77,7 +77,7 @@ def test_edit_task_targets_keep_identity_and_change_only_the_named_attribute(tmp
 
 
 def test_domain_task_positives_share_shape_and_colour_in_the_named_domain(tmp_path):
-    from cirbench.registry import datasets
+    from cirbench.contracts.registry import datasets
 
     ds = datasets.get("world-domain")(tmp_path, {"world": "tiny"})
     by_file = {it["file"]: it for it in ds.world()["parts"]["test"]}

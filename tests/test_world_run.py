@@ -23,7 +23,7 @@ def test_default_run_trains_everything_once_then_reuses(tmp_path):
     assert {c["status"] for c in first["cells"] if c["method"] in EXTERNAL} == {"skipped"}
     assert set(cells) == {(d, s, m) for d, s in SPLITS for m in METHODS}
     assert set(cells.values()) == {"computed"}
-    from cirbench import results
+    from cirbench.storage import results
 
     by_method = {}
     for record in first["results"]:
@@ -100,11 +100,11 @@ def test_fp16_feature_storage_ranks_like_fp32(tmp_path):
     identical renderings may swap places (measured: 97.5% of top-200 positions agree on the default world)."""
     import torch
 
-    from cirbench import metrics as M
-    from cirbench.encoder import load_encoder
-    from cirbench.features import FeatureStore
-    from cirbench.registry import datasets
-    from cirbench.scoring import normalize, topk
+    from cirbench.protocol import metrics as M
+    from cirbench.contracts.encoder import load_encoder
+    from cirbench.storage.features import FeatureStore
+    from cirbench.contracts.registry import datasets
+    from cirbench.protocol.scoring import normalize, topk
 
     ds = datasets.get("world-domain")(tmp_path / "cache", {"world": "tiny"})
     encoder = load_encoder(ds.default_encoder, cache_dir=tmp_path / "cache")

@@ -1,1 +1,5 @@
-"""Built-in encoder kinds; each module registers itself with @register_encoder."""
+"""Built-in encoder kinds (each registers itself): open_clip models (openclip). The embedded world's
+small CLIP registers its kind from cirbench.world.encoder.
+
+May import: cirbench.errors, cirbench.util, cirbench.protocol, cirbench.contracts, cirbench.storage.
+"""

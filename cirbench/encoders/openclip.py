@@ -17,18 +17,19 @@ import os
 import zipfile
 from pathlib import Path
 
-from ..encoder import Encoder, copy_with, register_encoder
-from ..errors import UsageError, short
-from ..fsutil import sha256_file
-from ..transforms import squash_variant
-from ..transforms import build as build_transform
+from cirbench.contracts.encoder import Encoder, copy_with, register_encoder
+from cirbench.errors import UsageError, short
+from cirbench.util.fsutil import sha256_file
+from cirbench.util.hub import hub_reachable, offline_set
+from cirbench.protocol.transforms import squash_variant
+from cirbench.protocol.transforms import build as build_transform
 
 OPENAI_MARKERS = ("input_resolution", "context_length", "vocab_size")
 
 
 def describe_preprocess(identity: dict, preprocess) -> None:
     """The transform and where images become RGB, in an encoder's identity (part of its feature-cache key)."""
-    from ..transforms import converts_to_rgb
+    from cirbench.protocol.transforms import converts_to_rgb
 
     identity["preprocess"] = repr(preprocess).replace("\n", " ")
     identity["decode"] = ("decoded mode until the transform converts to RGB" if converts_to_rgb(preprocess)
@@ -264,19 +265,6 @@ def _weights_hash(spec: str, tag: str | None) -> dict:
     return {"pretrained": tag}
 
 
-def _hub_reachable(timeout: float = 3.0) -> bool:
-    """Can the Hugging Face hub be reached? (A quick probe, so that no network fails fast, not after retries.)"""
-    import socket
-
-    endpoint = os.environ.get("HF_ENDPOINT", "https://huggingface.co")
-    host = endpoint.split("://", 1)[-1].split("/", 1)[0]
-    try:
-        with socket.create_connection((host.split(":")[0], 443), timeout=timeout):
-            return True
-    except OSError:
-        return False
-
-
 def is_torchscript(path: Path) -> bool:
     try:
         if not zipfile.is_zipfile(path):
@@ -308,7 +296,7 @@ def _load_openai_file(arch: str, path: Path, device: str):
     """An ``ARCH:FILE`` model from OpenAI-format weights, with QuickGELU."""
     import open_clip
 
-    from ..errors import DataError
+    from cirbench.errors import DataError
 
     state = openai_state_dict(path)
     if state is None:
@@ -348,8 +336,8 @@ def build_openclip(rest: str, *, spec: str, device: str, precision: str, transfo
         if open_clip.get_pretrained_cfg(arch, tag).get("quick_gelu"):
             quick, why = True, f"open_clip's pretrained config of {arch}:{tag} says quick_gelu"
     needs_hub = (tag is not None and not is_file) or hub_spec
-    offline = os.environ.get("HF_HUB_OFFLINE") in ("1", "true", "True")
-    no_network = needs_hub and not offline and not _hub_reachable()
+    offline = offline_set()
+    no_network = needs_hub and not offline and not hub_reachable()
     local_only = needs_hub and (offline or no_network)
     if local_only:  # look in the local cache only, instead of retrying the network for a minute
         import huggingface_hub.constants as hub

@@ -1,0 +1,265 @@
+"""Tables and plots from the result cells: the main-metric tables with intervals, markdown, LaTeX, the
+plots, the published numbers beside the measured ones, paired comparisons and the protocol table (what
+each method declares about how it ran)."""
+
+from __future__ import annotations
+
+import itertools
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from cirbench.analysis.cells import Report, dataset_key, dataset_labels, encoder_labels, method_order
+from cirbench.util import fsutil
+
+@dataclass
+class Table:
+    """A dataset's main metrics: rows (encoder, method), columns (split, metric) incl. the average."""
+
+    value: object  # DataFrame
+    low: object
+    high: object
+    splits: list[str]
+
+
+def dataset_tables(frame, report: Report | None = None) -> dict:
+    """dataset -> wide table of values (rows: encoder, method; columns: split / metric), with the split
+    average where a dataset has several splits. With a report, returns Table objects with intervals."""
+    import pandas as pd
+
+    out = {}
+    main = frame.loc[frame["main"].astype(bool)]
+    for dataset, part in main.groupby("dataset", sort=True):
+        splits = list(dict.fromkeys(part.sort_values("split_order", kind="stable")["split"]))  # declared order
+        metric_order = list(dict.fromkeys(part["metric"]))
+        wide = {}
+        for name in ("value", "low", "high"):
+            w = part.pivot_table(index=["encoder", "method"], columns=["split", "metric"], values=name,
+                                 aggfunc="first", dropna=False)
+            w = w.reindex(columns=pd.MultiIndex.from_tuples(
+                [(s, m) for s in splits for m in metric_order if (s, m) in w.columns]))
+            wide[name] = w
+        if len(splits) > 1:
+            keys = part.drop_duplicates(["encoder", "method"]).set_index(["encoder", "method"])
+            for metric in metric_order:
+                cols = [(s, metric) for s in splits if (s, metric) in wide["value"].columns]
+                if len(cols) != len(splits):
+                    continue
+                wide["value"][("average", metric)] = wide["value"][cols].mean(axis=1, skipna=False)
+                lows, highs = [], []
+                for ix in wide["value"].index:
+                    if report is None or wide["value"].loc[ix, ("average", metric)] != wide["value"].loc[ix, ("average", metric)]:
+                        lows.append(float("nan")), highs.append(float("nan"))
+                        continue
+                    row = keys.loc[ix]
+                    low, high = report.average_interval(row["encoder_key"], row["method_name"], row["dataset_key"],
+                                                        splits, metric)
+                    lows.append(low), highs.append(high)
+                wide["low"][("average", metric)] = lows
+                wide["high"][("average", metric)] = highs
+        order = method_order(wide["value"].index.get_level_values("method").unique(),
+                             dict(zip(part["method"], part["display_order"])))
+        index = sorted(wide["value"].index, key=lambda ix: (ix[0], order.index(ix[1])))
+        for name in wide:
+            wide[name] = wide[name].reindex(index)
+        out[dataset] = Table(wide["value"], wide["low"], wide["high"], splits) if report is not None else wide["value"]
+    return out
+
+
+def fmt(value: float, low: float = float("nan"), high: float = float("nan"), intervals: bool = True) -> str:
+    if value != value:
+        return ""
+    if not intervals:
+        return f"{value:.2f}"
+    if low != low:
+        return f"{value:.2f} (n/a)"
+    return f"{value:.2f} [{low:.1f}, {high:.1f}]"
+
+
+def _markdown(table: Table) -> str:
+    head = ["encoder", "method"] + [f"{s} {m}" for s, m in table.value.columns]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for ix in table.value.index:
+        cells = [fmt(table.value.loc[ix, c], table.low.loc[ix, c], table.high.loc[ix, c]) for c in table.value.columns]
+        lines.append("| " + " | ".join([ix[0], ix[1], *cells]) + " |")
+    return "\n".join(lines)
+
+
+def _plot(dataset: str, table: Table, out: Path) -> Path:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    columns = list(table.value.columns)
+    fig, ax = plt.subplots(figsize=(max(6, 1.2 * len(columns) + 2), 4))
+    n = len(table.value.index)
+    width = 0.8 / max(1, n)
+    one_encoder = table.value.index.get_level_values(0).nunique() == 1
+    for i, ix in enumerate(table.value.index):
+        xs = [j + i * width for j in range(len(columns))]
+        values = table.value.loc[ix].astype(float).to_numpy()
+        low, high = table.low.loc[ix].astype(float).to_numpy(), table.high.loc[ix].astype(float).to_numpy()
+        # a percentile interval need not contain the point value (a skewed metric): no negative bars
+        err = np.clip(np.vstack([np.nan_to_num(values - low), np.nan_to_num(high - values)]), 0, None)
+        ax.bar(xs, np.nan_to_num(values), width=width, yerr=err, capsize=2, error_kw={"elinewidth": 0.8},
+               label=ix[1] if one_encoder else f"{ix[1]} [{ix[0]}]")
+    ax.set_xticks([j + width * (n - 1) / 2 for j in range(len(columns))])
+    ax.set_xticklabels([f"{s}\n{m}" for s, m in columns], fontsize=8)
+    ax.set_ylabel("score (%), 95% bootstrap interval")
+    ax.set_title(f"{dataset}")
+    ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.0, 1.0))
+    path = out / f"{fsutil.slug(dataset)}.png"
+    fig.savefig(path, dpi=120, bbox_inches="tight")  # room for the legend beside the axes
+    plt.close(fig)
+    return path
+
+
+def paper_numbers():
+    """The published reference numbers shipped with cirbench (cirbench/resources/paper_numbers.csv)."""
+    from importlib import resources
+
+    import pandas as pd
+
+    with resources.files("cirbench").joinpath("resources/paper_numbers.csv").open(encoding="utf-8") as fh:
+        return pd.read_csv(fh)
+
+
+def paper_comparison(frame, tables: dict | None = None):
+    """Measured values beside the paper's, where method, encoder (backbone and weights), dataset, split
+    and metric all match; a split 'average' matches the mean over the dataset's measured splits. With
+    the tables, the measured interval is added and whether the paper's number lies inside it."""
+    import pandas as pd
+
+    paper = paper_numbers()
+    cols = ["encoder_spec", "method_name", "method", "encoder", "dataset", "split", "metric", "value", "low", "high"]
+    measured = frame[cols].rename(columns={"method": "method_label"})
+    averages = (measured.groupby(["encoder_spec", "method_name", "method_label", "encoder", "dataset", "metric"],
+                                 as_index=False)
+                .agg(value=("value", "mean"), splits=("split", "nunique")))
+    averages = averages[averages["splits"] > 1].assign(split="average", low=float("nan"), high=float("nan"))
+    if tables:
+        for i, row in averages.iterrows():
+            table = tables.get(row["dataset"])
+            col = ("average", row["metric"])
+            ix = (row["encoder"], row["method_label"])
+            if isinstance(table, Table) and col in table.low.columns and ix in table.low.index:
+                averages.loc[i, ["low", "high"]] = [table.low.loc[ix, col], table.high.loc[ix, col]]
+    both = pd.concat([measured, averages.drop(columns="splits")], ignore_index=True)
+    joined = paper.merge(both, left_on=["backbone", "method", "dataset", "split", "metric"],
+                         right_on=["encoder_spec", "method_name", "dataset", "split", "metric"],
+                         suffixes=("_paper", "_measured"))
+    joined["difference"] = joined["value_measured"] - joined["value_paper"]
+    joined["paper_inside_interval"] = [
+        "n/a" if lo != lo else ("yes" if lo <= p <= hi else "no")
+        for p, lo, hi in zip(joined["value_paper"], joined["low"], joined["high"])]
+    return joined.rename(columns={"low": "measured_low", "high": "measured_high"})[
+        ["method", "backbone", "dataset", "split", "metric", "value_measured", "measured_low", "measured_high",
+         "value_paper", "difference", "paper_inside_interval", "source", "verified"]]
+
+
+def comparisons(report: Report, frame, tables: dict):
+    """Paired tests between every two methods of an encoder on each dataset's main metrics, per split and
+    on the split average: difference, its interval and p."""
+    import pandas as pd
+
+    rows = []
+    main = frame.loc[frame["main"].astype(bool)]
+    for (dataset, enc), part in main.groupby(["dataset", "encoder_key"], sort=True):
+        ds_key = part["dataset_key"].iloc[0]
+        table = tables[dataset]
+        methods = method_order(part["method"].unique(), dict(zip(part["method"], part["display_order"])))
+        names = dict(zip(part["method"], part["method_name"]))
+        scopes = [([s], s) for s in table.splits] + ([(table.splits, "average")] if len(table.splits) > 1 else [])
+        for metric in dict.fromkeys(part["metric"]):
+            for splits, label in scopes:
+                for a, b in itertools.combinations(methods, 2):
+                    result = report.paired(enc, names[a], names[b], ds_key, splits, metric)
+                    if result is None:
+                        continue
+                    rows.append({"dataset": dataset, "encoder": part["encoder"].iloc[0], "split": label,
+                                 "metric": metric, "method_a": a, "method_b": b, "difference": result.difference,
+                                 "low": result.low, "high": result.high, "p": result.p,
+                                 "significant": result.significant, "queries": result.n_queries})
+    return pd.DataFrame(rows, columns=["dataset", "encoder", "split", "metric", "method_a", "method_b", "difference",
+                                       "low", "high", "p", "significant", "queries"])
+
+
+def comparison_matrix(comp, dataset: str, encoder: str, split: str, metric: str, orders: dict | None = None
+                      ) -> list[str]:
+    """Markdown: row method minus column method, * where the paired test says p < 0.05."""
+    part = comp[(comp.dataset == dataset) & (comp.encoder == encoder) & (comp.split == split) & (comp.metric == metric)]
+    if part.empty:
+        return []
+    methods = method_order(set(part.method_a) | set(part.method_b), orders)
+    cell = {}
+    for r in part.itertuples():
+        cell[(r.method_a, r.method_b)] = (r.difference, r.significant)
+        cell[(r.method_b, r.method_a)] = (-r.difference, r.significant)
+    short = [m.split(" ")[0] for m in methods]
+    lines = ["| " + " | ".join(["minus →", *short]) + " |", "|" + "---|" * (len(methods) + 1)]
+    for a, name in zip(methods, short):
+        row = []
+        for b in methods:
+            if a == b:
+                row.append("")
+            elif (a, b) in cell:
+                d, sig = cell[(a, b)]
+                row.append(f"{0.0 if abs(d) < 0.05 else d:+.1f}{'*' if sig else ''}")
+            else:
+                row.append("n/a")
+        lines.append("| " + " | ".join([name, *row]) + " |")
+    return lines
+
+
+def protocol_lines(records) -> list[str]:
+    """Per (encoder, dataset, method): the transform, prompt, caption rule and options it ran with."""
+    enc_labels, ds_labels = encoder_labels(records), dataset_labels(records)
+    seen, lines = set(), ["| encoder | dataset | method | transform | prompt | rule / options |", "|---|---|---|---|---|---|"]
+    for r in sorted(records, key=lambda r: (r.encoder.label, r.dataset.name, r.method.name)):
+        key = (r.encoder.model_key, dataset_key(r), r.method.name)
+        if key in seen:
+            continue
+        seen.add(key)
+        declared = r.method.protocol or {"text": r.method.config.get("prompt", ""), "notes": []}  # older records
+        prompt = declared.get("text", "")
+        notes = [*declared.get("notes", [])[:1], *(f"{k}={v}" for k, v in r.method.options.items()),
+                 *declared.get("notes", [])[1:]]
+        text = "; ".join(notes).replace("|", "\\|")
+        images = r.method.transform
+        if r.method.reference_transform and r.method.reference_transform != r.method.transform:
+            images += f"; references {r.method.reference_transform}"
+        if r.method.weights != "loaded":
+            images += f"; weights rounded through {r.method.weights}"
+        lines.append(f"| {enc_labels[r.encoder.model_key]} | {ds_labels[dataset_key(r)]} | {r.method.name} | "
+                     f"{images} | `{str(prompt).replace('|', '/')}` | {text} |")
+    return lines
+
+
+def latex(tables: dict) -> str:
+    """Booktabs tables of the main metrics (value and 95% interval), one per dataset."""
+    def esc(text: str) -> str:
+        for a, b in (("\\", r"\textbackslash{}"), ("&", r"\&"), ("%", r"\%"), ("$", r"\$"), ("#", r"\#"),
+                     ("_", r"\_"), ("{", r"\{"), ("}", r"\}"), ("~", r"\textasciitilde{}"), ("^", r"\^{}")):
+            text = text.replace(a, b)
+        return text
+
+    out = ["% cirbench report --latex: needs \\usepackage{booktabs}; values in %, 95% bootstrap intervals in brackets", ""]
+    for dataset, table in tables.items():
+        cols = list(table.value.columns)
+        multi = table.value.index.get_level_values(0).nunique() > 1
+        out += [r"\begin{table}[t]", r"\centering", r"\small",
+                r"\begin{tabular}{l" + ("l" if multi else "") + "r" * len(cols) + "}", r"\toprule"]
+        head = (["Encoder"] if multi else []) + ["Method"] + [f"{esc(s)} {esc(m)}" for s, m in cols]
+        out.append(" & ".join(head) + r" \\")
+        out.append(r"\midrule")
+        for ix in table.value.index:
+            cells = []
+            for c in cols:
+                v, lo, hi = table.value.loc[ix, c], table.low.loc[ix, c], table.high.loc[ix, c]
+                cells.append("" if v != v else (f"{v:.1f}" if lo != lo else f"{v:.1f} {{\\scriptsize [{lo:.1f}, {hi:.1f}]}}"))
+            out.append(" & ".join(([esc(ix[0])] if multi else []) + [esc(ix[1])] + cells) + r" \\")
+        out += [r"\bottomrule", r"\end{tabular}", rf"\caption{{{esc(dataset)}: main metrics (\%).}}",
+                rf"\label{{tab:{fsutil.slug(dataset)}}}", r"\end{table}", ""]
+    return "\n".join(out)

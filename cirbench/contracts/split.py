@@ -1,0 +1,114 @@
+"""What a dataset adapter hands the engine: queries, a gallery and the images behind them."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Mapping
+
+from cirbench.protocol.images import Image_
+
+DEFAULT_PROMPTS = {
+    # the text given to the pseudo-word methods; "*" is the pseudo-word, {text} the query text
+    "pseudo": "a photo of * , {text}",
+    # the text given to text-only, image+text and the combiner
+    "text": "{text}",
+    # the relative caption as CLIP-only fusion methods (slerp, weicom) encode it
+    "caption": "{text}",
+}
+
+
+@dataclass(frozen=True)
+class Query:
+    qid: str
+    reference: str  # image id
+    text: str
+    targets: tuple[str, ...]  # image ids; empty where ground truth is withheld (test servers)
+    # a candidate subset: CIRR's img_set (Recall_subset), or the query's own gallery when the split's
+    # scope is "subset" (GeneCIS)
+    subset: tuple[str, ...] | None = None
+    # every other field the annotation carries for this query (FashionIQ's two captions, released
+    # LLM captions and rewrites, COCO's classes): methods read them, templates may name string fields
+    fields: Mapping[str, Any] = field(default_factory=dict, hash=False)
+
+
+@dataclass(frozen=True)
+class Triplet:
+    """A supervised training example: reference image, modification text, target image."""
+
+    reference: str
+    text: str
+    target: str
+
+
+@dataclass
+class Split:
+    """One evaluation split: everything the engine needs and nothing about the dataset's format.
+
+    ``images`` maps every image id used (gallery and references) to a file or an ImageRef.
+    ``metrics`` maps a metric family (see cirbench.metrics.FAMILIES) to its cut-offs. ``main_metrics``
+    are the columns of the summary tables. ``scope`` is "gallery" (each query ranks the whole gallery)
+    or "subset" (each query ranks only its own ``subset``; no gallery-wide scores are computed).
+    """
+
+    dataset: str
+    split: str
+    root: Path
+    images: dict[str, Image_]
+    gallery: list[str]
+    queries: list[Query]
+    metrics: dict[str, list[int]]
+    main_metrics: list[str]
+    prompts: dict[str, str] = field(default_factory=lambda: dict(DEFAULT_PROMPTS))
+    remove_reference: bool = False
+    has_ground_truth: bool = True
+    scope: str = "gallery"
+    # an explicit order for queries with several relative captions ("natural": c1 first, "official":
+    # c2 first, as the Pic2Word code); None lets each method follow its own paper's code
+    caption_order: str | None = None
+    info: dict = field(default_factory=dict)  # recorded in results as is
+    # test-server splits: the dataset writes its submission files from the rankings.
+    # write_submission(ranked gallery ids per query, ranked subset ids per query or None, folder) -> [paths]
+    write_submission: Callable[[list[list[str]], list[list[str]] | None, Path], list[Path]] | None = None
+    submission_k: int = 50
+    # checkpoints the orchestration trained for this dataset (method name -> path)
+    checkpoints: dict[str, Path] = field(default_factory=dict)
+
+    @property
+    def name(self) -> str:
+        return f"{self.dataset}:{self.split}"
+
+    def validate(self) -> None:
+        """What every split must hold whatever its dataset (a DataError naming the split otherwise): query
+        ids unique (per-query outcomes and paired tests pair queries by id); every image a query or the
+        gallery names listed in ``images``; the ground truth, subsets and metric families well formed."""
+        from collections import Counter
+
+        from cirbench.errors import DataError
+        from cirbench.protocol.metrics import FAMILIES
+
+        where = f"{self.name}"
+        twice = [qid for qid, n in Counter(q.qid for q in self.queries).items() if n > 1]
+        if twice:
+            raise DataError(f"{where}: query id {twice[0]!r} is used by {Counter(q.qid for q in self.queries)[twice[0]]} "
+                            f"queries ({len(twice)} duplicated id(s)); ids must be unique")
+        unknown = [f for f in self.metrics if f not in FAMILIES]
+        if unknown:
+            raise DataError(f"{where}: unknown metric family {unknown[0]!r} (known: {', '.join(FAMILIES)})")
+        if self.scope not in ("gallery", "subset"):
+            raise DataError(f"{where}: scope must be 'gallery' or 'subset', not {self.scope!r}")
+        missing = [g for g in self.gallery if g not in self.images]
+        for q in self.queries:
+            missing += [i for i in (q.reference, *q.targets, *(q.subset or ())) if i not in self.images]
+            if missing:
+                raise DataError(f"{where}: image {missing[0]!r} (query {q.qid!r}) has no file in the split")
+            if self.scope == "subset" and not q.subset:
+                raise DataError(f"{where}: query {q.qid!r} has no candidate subset, and the split ranks each "
+                                "query's own subset")
+        if missing:
+            raise DataError(f"{where}: gallery image {missing[0]!r} has no file in the split")
+
+    @property
+    def queries_without_targets(self) -> int:
+        """Queries with no ground truth on a split that has some (they score 0 on every metric)."""
+        return sum(not q.targets for q in self.queries) if self.has_ground_truth else 0
