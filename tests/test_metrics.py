@@ -95,3 +95,37 @@ def test_compute_reads_the_subset_view_for_subset_families_and_scoped_splits():
     # a split whose queries rank only their own gallery (GeneCIS): every family reads the subsets
     assert values(M.compute(views, {"recall": [1, 2]}, scope="subset")) == {"R@1": pytest.approx(200 / 3),
                                                                             "R@2": 100.0}
+
+
+# -- cases the mutation run found unpinned (tests/mutation.py) ----------------------------------------
+
+def test_needed_depth_is_the_largest_gallery_wide_cut_off():
+    """Only gallery-wide families need the ranking's depth; subset families rank each query's members."""
+    assert M.needed_depth({"recall": [1, 5, 10, 50], "recall_subset": [1, 2, 3], "positive_recall": [100, 200]}) == 200
+    assert M.needed_depth({"recall_subset": [1, 2, 3]}) == 0
+    assert M.needed_depth({}) == 0
+    assert M.needed_depth({"map": [5, 10], "rank": []}) == 10
+
+
+def test_map_of_a_target_beyond_the_ranked_top_and_of_a_query_without_ground_truth():
+    """q0: targets at rank 2 and beyond the known top (rank 0): AP@5 = (1/2) / 2, the second target
+    contributes nothing (it is not found at a position); q1 has no ground truth: AP 0, not an error."""
+    v = M.RankView(np.zeros((2, 5), dtype=np.int64), [np.array([2, 0]), np.array([], dtype=np.int64)],
+                   np.array([2, 0]), np.array([2, 0]))
+    assert M.map_at_k(v, [5])["mAP@5"].values.tolist() == [0.25, 0.0]
+
+
+def test_primary_recall_of_a_query_whose_first_target_was_not_found_is_a_miss():
+    v = M.RankView(np.zeros((2, 3), dtype=np.int64), [np.array([1]), np.array([0])], np.array([1, 0]))
+    assert M.primary_recall_at_k(v, [1, 3])["R@3"].values.tolist() == [1.0, 0.0]
+
+
+def test_first_rank_is_zero_without_a_target_or_beyond_the_ranking():
+    v = M.RankView.from_ranking(np.array([[2, 0], [1, 2], [0, 1]]), [[4], [2], []])
+    assert v.first_rank.tolist() == [0, 2, 0]
+
+
+@pytest.mark.parametrize("agg", ["aaa", "zzz", ""])
+def test_an_unknown_aggregate_is_refused(agg):
+    with pytest.raises(ValueError, match="unknown aggregate"):
+        M.aggregate(np.array([1.0, 2.0]), agg)

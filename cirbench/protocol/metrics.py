@@ -23,10 +23,6 @@ class RankView:
     # count). CIRCO's official mAP divides by min(K, len(gt_img_ids)) as listed.
     n_listed: np.ndarray | None = None
 
-    @property
-    def depth(self) -> int:
-        return int(self.top.shape[1]) if self.top.ndim == 2 else 0
-
     @classmethod
     def from_ranking(cls, ranked, targets: list[list[int]]) -> "RankView":
         """A view from full (or top) rankings and each query's targets (gallery indices)."""
