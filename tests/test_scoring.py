@@ -85,3 +85,58 @@ def test_order_by_scores_breaks_ties_by_the_members_own_order():
     members = torch.tensor([[5, 2, 7, -1], [3, 1, -1, -1]])
     scores = torch.tensor([[0.4, 0.4, 0.9, 0.0], [0.1, 0.1, 0.0, 0.0]])
     assert order_by_scores(scores, members).tolist() == [[7, 5, 2, -1], [3, 1, -1, -1]]
+
+
+# -- cases the mutation run (tests/mutation.py) found unpinned --------------------------------------------
+
+def test_no_queries_give_empty_results_of_the_right_shape():
+    from cirbench.protocol.scoring import rank_vectors
+
+    s, i, r = rank_vectors(torch.empty(0, 2), unit([1, 0], [0, 1], [1, 1]), 2)
+    assert tuple(s.shape) == (0, 2) and tuple(i.shape) == (0, 2) and tuple(r.shape) == (0,)
+
+
+def test_without_targets_every_rank_is_zero():
+    from cirbench.protocol.scoring import rank_scores, rank_vectors
+
+    gallery = unit([1, 0], [0, 1], [1, 1])
+    query = unit([0, 1], [1, 0])
+    assert rank_vectors(query, gallery, 2)[2].tolist() == [0, 0]
+    assert rank_scores(query @ gallery.T, 2)[2].tolist() == [0, 0]
+    # a query without a target (-1) beside one with a target: 0 and the target's rank
+    assert rank_vectors(query, gallery, 1, first=torch.tensor([-1, 2]))[2].tolist() == [0, 2]
+    assert rank_scores(query @ gallery.T, 1, first=torch.tensor([-1, 2]))[2].tolist() == [0, 2]
+
+
+def test_k_is_cut_to_what_the_gallery_holds():
+    """k beyond the gallery: all of it, less one item when some query removes its reference -- also when
+    that reference is item 0; k = 0 gives no columns."""
+    from cirbench.protocol.scoring import rank_scores, rank_vectors
+
+    gallery = unit([1, 0], [0.6, 0.8], [0, 1])
+    query = unit([1, 0], [0, 1])
+    scores = query @ gallery.T
+    for ranker in (lambda **kw: rank_vectors(query, gallery, **kw), lambda **kw: rank_scores(scores, **kw)):
+        assert ranker(k=10)[1].tolist() == [[0, 1, 2], [2, 1, 0]]
+        assert ranker(k=10, exclude=torch.tensor([-1, -1]))[1].tolist() == [[0, 1, 2], [2, 1, 0]]
+        assert ranker(k=10, exclude=torch.tensor([0, 0]))[1].tolist() == [[1, 2], [2, 1]]
+        assert ranker(k=10, exclude=torch.tensor([0, -1]))[1].tolist() == [[1, 2], [2, 1]]
+        assert tuple(ranker(k=0)[1].shape) == (2, 0)
+
+
+def test_a_target_at_gallery_index_zero_is_ranked_by_its_own_score():
+    from cirbench.protocol.scoring import rank_scores
+
+    scores = torch.tensor([[0.5, 0.9, 0.1], [0.2, 0.3, 0.25]])
+    assert rank_scores(scores, 1, first=torch.tensor([0, 0]))[2].tolist() == [2, 3]
+
+
+def test_a_reference_in_a_later_chunk_is_removed_there():
+    """Chunks of 2 over 5 items: references at 2 and 4 (each the first column of its chunk) and 3."""
+    gallery = unit([1, 0], [0.8, 0.6], [0.99, 0.1], [0.6, 0.8], [1, 0.01])
+    query = unit([1, 0], [1, 0], [1, 0])
+    full = topk(query, gallery, 4, exclude=torch.tensor([2, 4, 3]), chunk_size=100)[1].tolist()
+    chunked = topk(query, gallery, 4, exclude=torch.tensor([2, 4, 3]), chunk_size=2)[1].tolist()
+    assert full == chunked == [[0, 4, 1, 3], [0, 2, 1, 3], [0, 4, 2, 1]]
+    ranks = target_ranks(query, gallery, torch.tensor([1, 1, 1]), exclude=torch.tensor([2, 4, 3]), chunk_size=2)
+    assert ranks.tolist() == [3, 3, 4]

@@ -29,6 +29,8 @@ def _select(scores: torch.Tensor, index: torch.Tensor, k: int):
     concatenation of an ordered running best with a later chunk)."""
     if scores.shape[1] <= k:
         return _order(scores, index)
+    if k == 0:
+        return scores[:, :0], index[:, :0]
     kth = torch.topk(scores, k, dim=1, sorted=False).values.min(dim=1, keepdim=True).values
     above = scores > kth
     ties = scores == kth
