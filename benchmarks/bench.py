@@ -23,6 +23,11 @@
    under about 10 s. Beside it, what the periodic flushes cost: the same encoding with the default
    interval against one flush at the end.
 
+7. models (``--figures models``, not in the default set): gallery images/s through the engine for the
+   models methods bring -- a transformers CLIP of ViT-B/16's size (BGE-VL-base) and a MagicLens-base
+   checkpoint (its CLIP, then every gallery image fused with the empty instruction) -- beside open_clip's
+   ViT-B/16 on the same photos and batch size (random weights: the cost, not the numbers).
+
 ``--figures sweep,pipeline,scale,keys,kill`` runs some of them only.
 """
 
@@ -336,6 +341,105 @@ def gpu_figures(scratch: Path, n_images: int = 2048, batch_size: int = 256) -> d
     return figures
 
 
+def bge_vl_sized(folder: Path) -> Path:
+    """A transformers CLIP folder of BGE-VL-base's sizes (ViT-B/16, 512-d text) with random weights."""
+    import json as _json
+
+    import open_clip
+    from transformers import CLIPConfig, CLIPImageProcessor, CLIPModel, CLIPTokenizer
+
+    config = CLIPConfig(text_config=dict(hidden_size=512, intermediate_size=2048, num_hidden_layers=12,
+                                         num_attention_heads=8, bos_token_id=49406, eos_token_id=49407),
+                        vision_config=dict(hidden_size=768, intermediate_size=3072, num_hidden_layers=12,
+                                           num_attention_heads=12, image_size=224, patch_size=16),
+                        projection_dim=512)
+    CLIPModel(config).save_pretrained(folder)
+    tok = open_clip.tokenizer.SimpleTokenizer()
+    rename = {"<start_of_text>": "<|startoftext|>", "<end_of_text>": "<|endoftext|>"}
+    (folder / "vocab.json").write_text(_json.dumps({rename.get(k, k): v for k, v in tok.encoder.items()}))
+    merges = [" ".join(pair) for pair, _ in sorted(tok.bpe_ranks.items(), key=lambda kv: kv[1])]
+    (folder / "merges.txt").write_text("#version: 0.2\n" + "\n".join(merges) + "\n")
+    CLIPTokenizer(str(folder / "vocab.json"), str(folder / "merges.txt")).save_pretrained(folder)
+    CLIPImageProcessor(size={"shortest_edge": 224}, crop_size={"height": 224, "width": 224}).save_pretrained(folder)
+    return folder
+
+
+def magiclens_sized(path: Path, seed: int = 0) -> Path:
+    """A file in MagicLens's released format with magic_lens_clip_base.pkl's shapes (random values)."""
+    import pickle
+
+    import msgpack
+    import numpy as np
+
+    rng = np.random.default_rng(seed)
+
+    def arr(*shape):
+        a = (0.02 * rng.standard_normal(shape)).astype(np.float32)
+        return msgpack.ExtType(1, msgpack.packb((list(shape), "float32", a.tobytes())))
+
+    def block(d, heads):
+        hd = d // heads
+        return {"ln_1": {"scale": arr(d), "bias": arr(d)}, "ln_2": {"scale": arr(d), "bias": arr(d)},
+                "attn": {**{n: {"kernel": arr(d, heads, hd), "bias": arr(heads, hd)} for n in ("query", "key", "value")},
+                         "out": {"kernel": arr(heads, hd, d), "bias": arr(d)}},
+                "mlp": {"c_fc": {"kernel": arr(d, 4 * d), "bias": arr(4 * d)},
+                        "c_proj": {"kernel": arr(4 * d, d), "bias": arr(d)}}}
+
+    def attention(d, heads, hidden, per_dim):
+        hd = hidden // heads
+        out = {**{n: {"w": arr(d, heads, hd), "b": arr(heads, hd)} for n in ("query", "key", "value")},
+               "post": {"w": arr(d, heads, hd), "b": arr(d)}}
+        if per_dim:
+            out["per_dim_scale"] = {"per_dim_scale": arr(hd)}
+        return out
+
+    e = 512
+    visual = {"conv1": {"kernel": arr(16, 16, 3, 768)}, "class_embedding": arr(768), "positional_embedding": arr(197, 768),
+              "ln_pre": {"scale": arr(768), "bias": arr(768)}, "ln_post": {"scale": arr(768), "bias": arr(768)},
+              "proj": {"kernel": arr(768, e)}, "transformer": {f"resblocks_{i}": block(768, 12) for i in range(12)}}
+    text = {"token_embedding": {"embedding": arr(49408, 512)}, "positional_embedding": arr(77, 512),
+            "ln_final": {"scale": arr(512), "bias": arr(512)}, "text_projection": {"kernel": arr(512, e)},
+            "transformer": {f"resblocks_{i}": block(512, 8) for i in range(12)}}
+    layer = lambda: {"layer_norm": {"scale": arr(e), "bias": arr(e)}, "self_attention": attention(e, 8, e, False),  # noqa: E731
+                     "ff_layer": {"layer_norm": {"scale": arr(e), "bias": arr(e)},
+                                  "ffn_layer1": {"linear": {"w": arr(e, 4 * e)}, "bias": {"b": arr(4 * e)}},
+                                  "ffn_layer2": {"linear": {"w": arr(4 * e, e)}, "bias": {"b": arr(e)}}}}
+    params = {"clip": {"visual": visual, "text": text, "logit_scale": arr()},
+              "multimodal_encoder": {f"x_layers_{i}": layer() for i in range(4)},
+              "contrastive_multimodal_pooler": {"pool_attn": attention(e, 8, 4 * e, True), "pooling_attn_query": arr(1, e),
+                                                "pool_attn_ln": {"scale": arr(e), "bias": arr(e)}}}
+    with open(path, "wb") as fh:
+        pickle.dump(msgpack.packb({"params": params}), fh)
+    return path
+
+
+def model_figures(paths: list[Path], batch_size: int, workers: int, scratch: Path) -> dict:
+    """Gallery images/s through the engine: BGE-VL-base-sized and MagicLens-base-sized models against
+    open_clip's ViT-B/16, same photos, batch size and decode workers."""
+    import torch
+
+    from cirbench.contracts.encoder import load_encoder
+    from cirbench.storage.features import FeatureStore
+
+    scratch.mkdir(parents=True, exist_ok=True)
+    specs = {"open_clip ViT-B-16": "random:ViT-B-16",
+             "hf-clip (BGE-VL-base size)": f"hf-clip:{bge_vl_sized(scratch / 'bge-vl-base-sized')}",
+             "magiclens (base size)": f"magiclens:{magiclens_sized(scratch / 'magiclens-base-sized.pkl')}"}
+    out = {}
+    for name, spec in specs.items():
+        encoder = load_encoder(spec)
+        store = FeatureStore(encoder, scratch / "cache" / name.split()[0], batch_size, workers)
+        start = time.perf_counter()
+        feats, _ = store.features(paths)
+        if hasattr(encoder, "fuse"):  # MagicLens's gallery: each image fused with the empty instruction
+            with torch.no_grad():
+                empty = encoder.encode_texts([""])
+                encoder.fuse(torch.as_tensor(feats).float(), empty.expand(len(paths), -1))
+        out[name] = len(paths) / (time.perf_counter() - start)
+    base = out["open_clip ViT-B-16"]
+    return {"model_images_per_s": out, "model_ratio_to_open_clip": {k: v / base for k, v in out.items()}}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--json", action="store_true", help="print one JSON object on stdout")
@@ -389,6 +493,11 @@ def main() -> None:
         if "kill" in wanted:
             log(f"killed run: SIGKILL after {args.kill_after:.0f} s of encoding; then the flushes' cost")
             report["killed_run"] = killed_run(args.encoder, shots, work / "kill", args.kill_after)
+        if "models" in wanted:
+            log(f"models: gallery images/s of BGE-VL-base- and MagicLens-base-sized models beside open_clip "
+                f"ViT-B/16 on {args.photos} photos")
+            report.update(model_figures(photos(work / "photos", args.photos), args.batch_size, args.workers,
+                                        work / "models"))
         if args.gpu:
             log("gpu: ViT-L/14 (random weights), bf16")
             report["gpu"] = gpu_figures(work / "gpu")
@@ -419,6 +528,10 @@ def main() -> None:
         rows.append(("scale: memory above the gallery", f"{report['scale_extra_mib']:.0f} MiB", "<= 512 MiB",
                      f"gallery {scale['gallery_mib']:.0f} MiB, {scale['ms_per_query']:.1f} ms/query, "
                      f"{scale['seconds']:.1f} s"))
+    if "model_images_per_s" in report:
+        speeds, ratios = report["model_images_per_s"], report["model_ratio_to_open_clip"]
+        for name, value in speeds.items():
+            rows.append((f"models: {name}", f"{value:.1f} img/s", "", f"{ratios[name]:.2f}x open_clip ViT-B/16"))
     if "content_keys" in report:
         k = report["content_keys"]
         rows.append(("content keys: rerun / first run", f"{k['rerun_s']:.2f} s", "",
@@ -432,7 +545,7 @@ def main() -> None:
                      f"{100 * k['flush_cost']:+.1f}% ({k['encode_s_default_flushes']:.1f} s vs "
                      f"{k['encode_s_one_flush']:.1f} s)"))
     for name, value, target, raw in rows:
-        print(f"{name:40s} {value:>10s}   target {target:10s}   ({raw})")
+        print(f"{name:40s} {value:>10s}   " + (f"target {target:10s}" if target else " " * 17) + f"   ({raw})")
     if args.gpu:
         g = report["gpu"]
         print(f"gpu {g['encoder']}: engine {g['engine_images_per_s']:.0f} images/s, forward-only "

@@ -193,7 +193,8 @@ class Evaluation:
         return long_frame(self.results)
 
 
-def build_methods(engine, methods: list[tuple[str, type]], checkpoints: dict, options: dict, transform, progress):
+def build_methods(engine, methods: list[tuple[str, type]], checkpoints: dict, options: dict, transform, progress,
+                  own_model: set[str] = frozenset()):
     from cirbench.storage.artefacts import ArtefactStore
     from cirbench.engine import BuiltMethod
     from cirbench.errors import CirbenchError
@@ -204,14 +205,14 @@ def build_methods(engine, methods: list[tuple[str, type]], checkpoints: dict, op
         view = EncoderView(transform or cls.default_transform)
         try:
             view = cls.encoder_view(options.get(name, {})).forced(transform)
-            ctx = MethodContext(encoder=engine.encoder_for(view.transform, view.weights),
-                                text_features=engine.texts_for(view.weights),
+            ctx = MethodContext(encoder=engine.encoder_for(view.transform, view.weights, view.text_length),
+                                text_features=engine.texts_for(view.weights, view.text_length),
                                 checkpoint=checkpoints.get(name),
                                 checkpoint_store=Path(engine.options.cache_dir) / "checkpoints",
                                 options=options.get(name, {}),
                                 artefacts=ArtefactStore(engine.options.cache_dir, name), progress=progress,
                                 cache_dir=Path(engine.options.cache_dir))
-            built.append(BuiltMethod(name, cls, view, instance=cls(ctx)))
+            built.append(BuiltMethod(name, cls, view, instance=cls(ctx), own_model=name in own_model))
         except CirbenchError as exc:
             built.append(BuiltMethod(name, cls, view, error=exc))
         except Exception as exc:  # a bug in a (plugin) method's constructor fails its cells, not the run
@@ -328,7 +329,7 @@ def evaluate(methods=None, datasets=None, encoder: str | None = None, **settings
 def run(settings: Settings) -> Evaluation:
     """A run as :class:`Settings` describe it (what ``cirbench run`` and :func:`evaluate` call)."""
     from cirbench.contracts import plugins
-    from cirbench.contracts.encoder import load_encoder, resolve_device
+    from cirbench.contracts.encoder import resolve_device
     from cirbench.engine import Engine
     from cirbench.util import distributed
     from cirbench.util.progress import Progress
@@ -349,24 +350,94 @@ def run(settings: Settings) -> Evaluation:
     options = s.engine_options(cache, results_dir, everything)
     progress = Progress(enabled=s.progress and distributed.is_main()) if isinstance(s.progress, bool) else s.progress
     evaluation = Evaluation()
-    engines: dict[str, Engine] = {}
-    built: dict[str, list] = {}
+    engines: dict[str, object] = {}  # spec -> Engine, or the error loading it raised
+    built: dict[tuple[str, str], object] = {}
     with progress:
         for ds, splits in opened:
-            spec = s.encoder or ds.default_encoder
-            if not spec:
-                raise UsageError(f"dataset {ds.label!r} has no default encoder: pass --encoder SPEC "
-                                 "(e.g. ViT-L-14:openai, local-dir:PATH)")
-            if spec not in engines:
-                enc = load_encoder(spec, device=device, precision=s.precision, transform=s.transform or "clip",
-                                   cache_dir=cache, progress=progress)
-                engines[spec] = Engine(enc, options, progress)
-                built[spec] = build_methods(engines[spec], chosen, ckpts, opts, s.transform, progress)
-            engine = engines[spec]
-            trained = auto_trained(ds, engine, chosen, ckpts, s.transform, progress)
-            for split in splits:
-                loaded = ds.load(split)
-                loaded.info.setdefault("split_order", list(ds.available_splits()))
-                loaded.checkpoints.update(trained)
-                evaluation.cells += engine.evaluate(loaded, built[spec], ds.result_name)
+            groups, refusals = encoder_groups(chosen, opts, ckpts, s.encoder or ds.default_encoder, ds)
+            loaded = {}
+
+            def split_of(name):
+                if name not in loaded:
+                    loaded[name] = ds.load(name)
+                    loaded[name].info.setdefault("split_order", list(ds.available_splits()))
+                return loaded[name]
+
+            for (name, cls), exc in refusals:
+                evaluation.cells += [refused(name, cls, split_of(sp), exc, everything) for sp in splits]
+            for spec, group in groups.items():
+                members = [(name, cls) for name, cls, _ in group]
+                if spec not in engines:
+                    engines[spec] = open_engine(spec, own=any(own for *_, own in group), all_methods=everything,
+                                                device=device, settings=s, cache=cache, options=options,
+                                                progress=progress)
+                engine = engines[spec]
+                if not isinstance(engine, Engine):  # the model the methods bring could not be loaded
+                    evaluation.cells += [refused(name, cls, split_of(sp), engine, everything)
+                                         for name, cls in members for sp in splits]
+                    continue
+                todo = [(n, c) for n, c in members if (spec, n) not in built]
+                for b in build_methods(engine, todo, ckpts, opts, s.transform, progress,
+                                       own_model={n for n, _, own in group if own}):
+                    built[(spec, b.name)] = b
+                trained = auto_trained(ds, engine, members, ckpts, s.transform, progress)
+                for sp in splits:
+                    split = split_of(sp)
+                    split.checkpoints.update(trained)
+                    evaluation.cells += engine.evaluate(split, [built[(spec, n)] for n, _ in members], ds.result_name)
     return evaluation
+
+
+def encoder_groups(chosen: list[tuple[str, type]], opts: dict, ckpts: dict, default_spec: str | None, ds):
+    """{encoder spec: [(name, class, brings its own model)]} of a dataset's methods, in run order, and
+    [((name, class), error)] for methods whose own model is not given."""
+    from cirbench.errors import CirbenchError
+
+    groups: dict[str, list] = {}
+    refusals = []
+    for name, cls in chosen:
+        try:
+            own = cls.own_encoder(opts.get(name, {}), ckpts.get(name))
+        except CirbenchError as exc:
+            refusals.append(((name, cls), exc))
+            continue
+        spec = own or default_spec
+        if not spec:
+            raise UsageError(f"dataset {ds.label!r} has no default encoder: pass --encoder SPEC "
+                             "(e.g. ViT-L-14:openai, local-dir:PATH)")
+        groups.setdefault(spec, []).append((name, cls, bool(own)))
+    return groups, refusals
+
+
+def open_engine(spec: str, *, own: bool, all_methods: bool, device, settings: Settings, cache: Path, options,
+                progress):
+    """The engine of one encoder, or -- for a model a method brings -- the error loading it raised (its
+    cells fail, or are skipped under ``--method all``, which reads such models from local files only:
+    nothing is downloaded unless the method is named)."""
+    import contextlib
+
+    from cirbench.contracts.encoder import load_encoder
+    from cirbench.engine import Engine
+    from cirbench.errors import CirbenchError, MissingResourceError
+    from cirbench.util.hub import local_only
+
+    try:
+        with local_only() if own and all_methods else contextlib.nullcontext():
+            enc = load_encoder(spec, device=device, precision=settings.precision,
+                               transform=settings.transform or "clip", cache_dir=cache, progress=progress)
+    except CirbenchError as exc:
+        if not own:
+            raise
+        if all_methods and isinstance(exc, MissingResourceError):
+            return MissingResourceError(f"{exc} -- `--method all` reads a method's own model from local files "
+                                        "only; name the method to download it")
+        return exc
+    return Engine(enc, options, progress)
+
+
+def refused(name: str, cls: type, split, exc, all_methods: bool):
+    """The outcome of a method that cannot run on a split (its model or weights are not there)."""
+    from cirbench.contracts.method import EncoderView
+    from cirbench.engine.plan import BuiltMethod, refusal
+
+    return refusal(BuiltMethod(name, cls, EncoderView(cls.default_transform), error=exc), split, all_methods)

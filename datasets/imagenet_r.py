@@ -12,6 +12,8 @@ recorded in the results).
 Protocol: for domain d, a query's positives are the gallery items labelled class + 1000 * d; recall@K =
 mean over queries of (positives in the top K) / (positives in the gallery), a query with no positive
 scoring 0 (the official quirk); prompts "a {domain} of *" and, for text-only, "a {domain} of ".
+``--set metric=hit`` scores the hit rate instead (a query counts when any positive is in its top K), as
+MagicLens's official code does; its results go to their own folder (imagenet-r-hit).
 """
 
 from __future__ import annotations
@@ -21,7 +23,7 @@ from pathlib import Path
 
 from cirbench.contracts.split import Query, Split
 from cirbench.contracts.dataset import Dataset, expect, read_text, register_dataset
-from cirbench.errors import DataError, short
+from cirbench.errors import DataError, UsageError, short
 
 DOMAINS = ("cartoon", "origami", "toy", "sculpture")
 REAL_OFFSET = 6000
@@ -49,7 +51,20 @@ class ImageNetR(Dataset):
     default_splits = DOMAINS
     expected_layout = ("imagenet-r/real/<wnid>/*.JPEG, imagenet-r/imagenet-r/<wnid>/<domain>_<n>.jpg and the "
                        "list files imgnet_real_query.txt, imgnet_targets.txt")
-    settings = ("query_list", "target_list", "seed")
+    settings = ("query_list", "target_list", "seed", "metric")
+    METRICS = {"positive": "positive_recall", "hit": "recall"}
+
+    @property
+    def metric(self) -> str:
+        chosen = str(self.options.get("metric", "positive"))
+        if chosen not in self.METRICS:
+            raise UsageError(f"--set metric={chosen}: imagenet-r scores 'positive' (Pic2Word's positive recall, the "
+                             "default) or 'hit' (any positive in the top K, MagicLens's code)")
+        return chosen
+
+    @property
+    def result_name(self) -> str:
+        return self.label + ("-hit" if self.metric == "hit" else "")
 
     def __init__(self, root, options=None, cache_dir=None):
         super().__init__(root, options, cache_dir)
@@ -116,7 +131,7 @@ class ImageNetR(Dataset):
         with_positive = sum(1 for q in queries if q.targets)
         return Split(
             dataset=self.name, split=split, root=self.root, images=images, gallery=gallery, queries=queries,
-            metrics={"positive_recall": [1, 5, 10, 50, 100, 200]}, main_metrics=["R@10", "R@50"],
+            metrics={self.METRICS[self.metric]: [1, 5, 10, 50, 100, 200]}, main_metrics=["R@10", "R@50"],
             prompts={"pseudo": "a {text} of *", "text": "a {text} of ", "caption": "a {text} of "},
-            info={**info, "queries_with_a_positive": with_positive},
+            info={**info, "queries_with_a_positive": with_positive, "metric": self.metric},
         )

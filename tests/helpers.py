@@ -126,3 +126,26 @@ def flat_dataset(root: Path, queries: list[dict], extra: dict | None = None) -> 
     if extra:
         (root / "cirbench.json").write_text(json.dumps(extra))
     return root
+
+
+def run_cli(tmp_path, *args, code=0):
+    """`cirbench run` in-process (quiet, JSON), results and cache under tmp_path."""
+    from typer.testing import CliRunner
+
+    from cirbench.cli import app
+
+    result = CliRunner().invoke(app, ["run", "--workers", "0", "--json", "--quiet", "--results-dir",
+                                      str(tmp_path / "r"), "--cache-dir", str(tmp_path / "c"), *args])
+    assert result.exit_code == code, result.output
+    return result
+
+
+def rankings(tmp_path, method: str) -> list[list[str]]:
+    """Each query's top gallery ids, from the outcomes of the method's result file under tmp_path/r."""
+    from cirbench.storage import results
+
+    path = next(p for p in (tmp_path / "r").rglob(f"{method}.json") if "submissions" not in p.parts)
+    record = results.read(path)
+    out = results.load_outcomes(record)
+    top = out.views["gallery"][0]
+    return [[out.gallery[g] for g in row if g >= 0] for row in top.tolist()]

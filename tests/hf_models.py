@@ -58,3 +58,46 @@ def tiny_llm(folder: Path, seed: int = 0) -> Path:
                          "{% if add_generation_prompt %}assistant : {% endif %}")
     tok.save_pretrained(folder)
     return folder
+
+
+def clip_tokenizer_files(folder: Path) -> Path:
+    """vocab.json and merges.txt of CLIP's BPE (the real 49,408-token vocabulary, rebuilt from the
+    merges open_clip ships) for a transformers CLIPTokenizer."""
+    import json
+
+    import open_clip
+
+    tok = open_clip.tokenizer.SimpleTokenizer()
+    rename = {"<start_of_text>": "<|startoftext|>", "<end_of_text>": "<|endoftext|>"}
+    vocab = {rename.get(k, k): v for k, v in tok.encoder.items()}
+    merges = [" ".join(pair) for pair, _ in sorted(tok.bpe_ranks.items(), key=lambda kv: kv[1])]
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "vocab.json").write_text(json.dumps(vocab), encoding="utf-8")
+    (folder / "merges.txt").write_text("#version: 0.2\n" + "\n".join(merges) + "\n", encoding="utf-8")
+    return folder
+
+
+def tiny_hf_clip(folder: Path, seed: int = 0, image_size: int = 32) -> Path:
+    """A transformers CLIPModel with random weights, its CLIPTokenizer and a CLIPImageProcessor whose
+    crop is smaller than its resize (so the crop offsets matter), saved as a model folder."""
+    import torch
+    from transformers import CLIPConfig, CLIPImageProcessor, CLIPModel, CLIPTokenizer
+
+    torch.manual_seed(seed)
+    config = CLIPConfig(
+        text_config=dict(vocab_size=49408, hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+                         num_attention_heads=2, max_position_embeddings=77, bos_token_id=49406, eos_token_id=49407,
+                         pad_token_id=49407),
+        vision_config=dict(hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=2,
+                           image_size=image_size, patch_size=8),
+        projection_dim=24)
+    model = CLIPModel(config).eval()
+    with torch.no_grad():  # no zero biases or unit norms that would hide a mistake
+        for p in model.parameters():
+            p.add_(0.05 * torch.randn_like(p))
+    model.save_pretrained(folder)
+    files = clip_tokenizer_files(folder / "_tok")
+    CLIPTokenizer(str(files / "vocab.json"), str(files / "merges.txt")).save_pretrained(folder)
+    CLIPImageProcessor(size={"shortest_edge": image_size + 5}, crop_size={"height": image_size, "width": image_size},
+                       resample=3).save_pretrained(folder)
+    return folder

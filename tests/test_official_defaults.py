@@ -18,7 +18,7 @@ from typer.testing import CliRunner
 
 import real_fixtures as F
 from cirbench.cli import app
-from helpers import method_for, query_batch, split_view
+from helpers import query_batch, rankings, run_cli, split_view
 
 normalize = torch.nn.functional.normalize
 
@@ -99,23 +99,6 @@ def circo_tree(root, n_texts=15):
                     "blip2_caption": texts(1)[0], "gpt-3.5-turbo": texts(1)[0]})
     F.dump(root / "annotations" / "val.json", rows)
     return root, rows
-
-
-def run_cli(tmp_path, *args, code=0):
-    result = CliRunner().invoke(app, ["run", "--workers", "0", "--json", "--quiet", "--results-dir",
-                                      str(tmp_path / "r"), "--cache-dir", str(tmp_path / "c"), *args])
-    assert result.exit_code == code, result.output
-    return result
-
-
-def rankings(tmp_path, method: str) -> list[list[str]]:
-    from cirbench.storage import results
-
-    path = next(p for p in (tmp_path / "r").rglob(f"{method}.json") if "submissions" not in p.parts)
-    record = results.read(path)
-    out = results.load_outcomes(record)
-    top = out.views["gallery"][0]
-    return [[out.gallery[g] for g in row if g >= 0] for row in top.tolist()]
 
 
 def official_ldre_seize(tiny_dir, root, rows, targetpad=True):

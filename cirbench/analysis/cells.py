@@ -17,7 +17,7 @@ from cirbench.storage import results
 
 FRAME_COLUMNS = ["encoder", "encoder_key", "encoder_spec", "method_name", "method", "supervised", "transform",
                  "dataset", "dataset_key", "split", "metric", "value", "low", "high", "main", "n_queries",
-                 "n_gallery", "split_order", "display_order"]
+                 "n_gallery", "split_order", "display_order", "model_name", "own_model"]
 
 
 def method_label(record) -> str:
@@ -106,7 +106,9 @@ class Report:
                              "split": r.dataset.split, "metric": metric, "value": value, "low": low, "high": high,
                              "main": metric in r.main_metrics, "n_queries": r.dataset.n_queries,
                              "n_gallery": r.dataset.n_gallery, "split_order": _split_position(r),
-                             "display_order": r.method.display_order})
+                             "display_order": r.method.display_order,
+                             "model_name": r.encoder.identity.get("model_name") or r.encoder.spec,
+                             "own_model": bool(getattr(r.method, "own_model", False))})
         return pd.DataFrame(rows, columns=FRAME_COLUMNS)
 
     def find(self, encoder_key: str, method: str, ds_key: str, split: str) -> Cell | None:
@@ -126,11 +128,14 @@ class Report:
             parts.append((found[0], found[1], split_key(cell.record)))
         return stats.average_interval(parts, self.resamples, self.seed) if self.resamples else (float("nan"),) * 2
 
-    def paired(self, encoder_key, method_a, method_b, ds_key, splits, metric) -> stats.Paired | None:
-        """Paired bootstrap of a - b on one split, or on the mean over several."""
+    def paired(self, encoder_key, method_a, method_b, ds_key, splits, metric, encoder_b: str | None = None
+               ) -> stats.Paired | None:
+        """Paired bootstrap of a - b on one split, or on the mean over several; ``encoder_b`` (default: the
+        same encoder) compares method_a on ``encoder_key`` with method_b on another model."""
         parts = []
         for split in splits:
-            a, b = self.find(encoder_key, method_a, ds_key, split), self.find(encoder_key, method_b, ds_key, split)
+            a = self.find(encoder_key, method_a, ds_key, split)
+            b = self.find(encoder_b or encoder_key, method_b, ds_key, split)
             va = a.values(metric) if a else None
             vb = b.values(metric) if b else None
             if va is None or vb is None:

@@ -147,8 +147,15 @@ def paper_comparison(frame, tables: dict | None = None):
             if isinstance(table, Table) and col in table.low.columns and ix in table.low.index:
                 averages.loc[i, ["low", "high"]] = [table.low.loc[ix, col], table.high.loc[ix, col]]
     both = pd.concat([measured, averages.drop(columns="splits")], ignore_index=True)
+    # a published row names its backbone by encoder spec or, for a model a method brings, by its model
+    # name (a MagicLens file's spec is its path; its model name says base or large)
+    names = frame.drop_duplicates("encoder_spec").set_index("encoder_spec")["model_name"]
+    both = pd.concat([both.assign(backbone_key=both["encoder_spec"]),
+                      both.assign(backbone_key=both["encoder_spec"].map(names))], ignore_index=True)
+    both = both.dropna(subset=["backbone_key"]).drop_duplicates(
+        ["backbone_key", "method_name", "dataset", "split", "metric", "encoder_spec"])
     joined = paper.merge(both, left_on=["backbone", "method", "dataset", "split", "metric"],
-                         right_on=["encoder_spec", "method_name", "dataset", "split", "metric"],
+                         right_on=["backbone_key", "method_name", "dataset", "split", "metric"],
                          suffixes=("_paper", "_measured"))
     joined["difference"] = joined["value_measured"] - joined["value_paper"]
     joined["paper_inside_interval"] = [
@@ -159,29 +166,47 @@ def paper_comparison(frame, tables: dict | None = None):
          "value_paper", "difference", "paper_inside_interval", "source", "verified"]]
 
 
+ACROSS_ENCODERS = "across encoders"
+
+
 def comparisons(report: Report, frame, tables: dict):
-    """Paired tests between every two methods of an encoder on each dataset's main metrics, per split and
-    on the split average: difference, its interval and p."""
+    """Paired tests on each dataset's main metrics, per split and on the split average: difference, its
+    interval and p. Every two methods of an encoder are compared; a method that brought its own model is
+    also compared with every method of the other encoders (rows "method [encoder]", encoder "across
+    encoders"): the same queries, so the test is paired across models."""
     import pandas as pd
 
     rows = []
     main = frame.loc[frame["main"].astype(bool)]
-    for (dataset, enc), part in main.groupby(["dataset", "encoder_key"], sort=True):
+    for dataset, part in main.groupby("dataset", sort=True):
         ds_key = part["dataset_key"].iloc[0]
         table = tables[dataset]
-        methods = method_order(part["method"].unique(), dict(zip(part["method"], part["display_order"])))
-        names = dict(zip(part["method"], part["method_name"]))
+        orders = dict(zip(part["method"], part["display_order"]))
         scopes = [([s], s) for s in table.splits] + ([(table.splits, "average")] if len(table.splits) > 1 else [])
+        keys = part.drop_duplicates(["encoder_key", "method"])
+        rows_of = [(r.encoder_key, r.encoder, r.method, r.method_name, bool(r.own_model))
+                   for r in keys.itertuples()]
+        rows_of.sort(key=lambda r: (orders.get(r[2], 100.0), r[2], r[1]))
+        pairs = []
+        for enc in dict.fromkeys(r[0] for r in rows_of):
+            mine = [r for r in rows_of if r[0] == enc]
+            ordered = method_order([r[2] for r in mine], orders)
+            by_label = {r[2]: r for r in mine}
+            pairs += [(by_label[a], by_label[b], mine[0][1]) for a, b in itertools.combinations(ordered, 2)]
+        for a, b in itertools.combinations(rows_of, 2):
+            if a[0] != b[0] and (a[4] or b[4]):
+                pairs.append((a, b, ACROSS_ENCODERS))
         for metric in dict.fromkeys(part["metric"]):
             for splits, label in scopes:
-                for a, b in itertools.combinations(methods, 2):
-                    result = report.paired(enc, names[a], names[b], ds_key, splits, metric)
+                for a, b, enc_label in pairs:
+                    result = report.paired(a[0], a[3], b[3], ds_key, splits, metric, encoder_b=b[0])
                     if result is None:
                         continue
-                    rows.append({"dataset": dataset, "encoder": part["encoder"].iloc[0], "split": label,
-                                 "metric": metric, "method_a": a, "method_b": b, "difference": result.difference,
-                                 "low": result.low, "high": result.high, "p": result.p,
-                                 "significant": result.significant, "queries": result.n_queries})
+                    names = (a[2], b[2]) if enc_label != ACROSS_ENCODERS else (f"{a[2]} [{a[1]}]", f"{b[2]} [{b[1]}]")
+                    rows.append({"dataset": dataset, "encoder": enc_label, "split": label,
+                                 "metric": metric, "method_a": names[0], "method_b": names[1],
+                                 "difference": result.difference, "low": result.low, "high": result.high,
+                                 "p": result.p, "significant": result.significant, "queries": result.n_queries})
     return pd.DataFrame(rows, columns=["dataset", "encoder", "split", "metric", "method_a", "method_b", "difference",
                                        "low", "high", "p", "significant", "queries"])
 

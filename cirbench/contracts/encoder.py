@@ -57,6 +57,12 @@ class Encoder:
             return self
         raise UsageError(f"encoder {self.label!r} cannot change its image transform to {transform!r}")
 
+    def with_text_length(self, length: int | None) -> "Encoder":
+        """The same model with texts truncated at ``length`` tokens (None: its own length)."""
+        if length is None or length == self.identity.get("text_length", length):
+            return self
+        raise UsageError(f"encoder {self.label!r} cannot truncate texts at {length} tokens")
+
     def with_weights(self, weights: str) -> "Encoder":
         """The same model with its weights as loaded ("loaded") or rounded through float16 ("fp16")."""
         if weights == self.identity.get("weights_rounding", "loaded"):

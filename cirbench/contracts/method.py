@@ -102,13 +102,15 @@ def resolve_options(method: str, declared: Mapping[str, Option], given: Mapping[
 @dataclass(frozen=True)
 class EncoderView:
     """How a method's own code runs the shared encoder: the image transform of the gallery (and, unless
-    ``reference_transform`` says otherwise, of the query's reference images), and the weights -- as
-    loaded, or rounded through float16 (a checkpoint loaded with torch_dtype=float16, then .float()).
+    ``reference_transform`` says otherwise, of the query's reference images), the weights -- as
+    loaded, or rounded through float16 (a checkpoint loaded with torch_dtype=float16, then .float()) --
+    and where texts are truncated.
     Transforms are named in cirbench.transforms ("clip", "targetpad", "hf-clip", with "+fp16")."""
 
     transform: str = "clip"
     reference_transform: str | None = None
     weights: str = "loaded"
+    text_length: int | None = None  # texts truncated at this many tokens (None: the encoder's own length)
 
     @property
     def references(self) -> str:
@@ -117,7 +119,7 @@ class EncoderView:
 
     def forced(self, transform: str | None) -> "EncoderView":
         """This view under ``--transform``: one transform for the gallery and the references."""
-        return self if transform is None else EncoderView(transform, None, self.weights)
+        return self if transform is None else EncoderView(transform, None, self.weights, self.text_length)
 
 
 @dataclass
@@ -160,6 +162,8 @@ class QueryBatch:
     reference_positions: list[int] | None = None
     # the split's Gallery (the same object encode_gallery and score get)
     gallery: Any = None
+    # the engine's image loader: images -> pixel tensor (N, C, H, W) through the method's encoder transform
+    load_pixels: Callable[[list], Any] | None = field(default=None, repr=False)
 
     def __len__(self) -> int:
         return len(self.ids)
@@ -168,6 +172,15 @@ class QueryBatch:
         """Each query's text put into the split's ``kind`` template (fields included)."""
         template = self.split.prompts[kind]
         return [fill(template, t, f) for t, f in zip(self.texts, self.fields)]
+
+    def reference_pixels(self):
+        """The reference images as the method's encoder sees them (N x C x H x W on the device), for a
+        model that embeds an (image, text) pair in one forward pass rather than from cached features
+        (multimodal LLM embedders). Decoded by the engine's loader; an unreadable image is a DataError
+        naming its file."""
+        if self.load_pixels is None:
+            raise UsageError("this QueryBatch was not made by the engine: it has no image loader")
+        return self.load_pixels(list(self.reference_images))
 
     def pseudo_prompts(self, template: str, token: str) -> tuple[list[str], list[str]]:
         """(prompts, prefixes) for a pseudo-word template: the prefixes pin each prompt's slot."""
@@ -329,6 +342,15 @@ class Method:
         ``default_transform`` for every image, the weights as loaded). ``--transform`` overrides the
         transforms."""
         return EncoderView(cls.default_transform)
+
+    @classmethod
+    def own_encoder(cls, options: Mapping[str, Any], checkpoint: Path | None) -> str | None:
+        """The encoder SPEC of the model this method brings (e.g. "hf-clip:BAAI/BGE-VL-base@REV",
+        "magiclens:FILE"), given its validated options and its ``--checkpoint``; None (the default): the
+        method runs on the run's encoder. A method that brings its own model runs on it whatever
+        ``--encoder`` says; its images go through the engine, the cache and the tables like any other
+        method's (under that encoder's name). Raise MissingResourceError when the model is not given."""
+        return None
 
     @classmethod
     def training_defaults(cls, encoder) -> dict:

@@ -36,12 +36,13 @@ class Engine:
         self.views = Views(encoder, options, progress)
         self.content_keys = self.views.content_keys
 
-    def encoder_for(self, transform: str, weights: str = "loaded"):
-        """The run's model with another image transform and/or its weights rounded (see EncoderView)."""
-        return self.views.encoder_for(transform, weights)
+    def encoder_for(self, transform: str, weights: str = "loaded", text_length: int | None = None):
+        """The run's model with another image transform, its weights rounded or its texts truncated
+        (see EncoderView)."""
+        return self.views.encoder_for(transform, weights, text_length)
 
-    def texts_for(self, weights: str = "loaded"):
-        return self.views.texts_for(weights)
+    def texts_for(self, weights: str = "loaded", text_length: int | None = None):
+        return self.views.texts_for(weights, text_length)
 
     @property
     def texts(self):
@@ -91,7 +92,8 @@ class Engine:
             views, values = rank(m.instance, split, view, inputs.gallery_features(m.view, split.gallery),
                                  inputs.reference_features(m.view, split.queries), batch_size=self.options.batch_size,
                                  chunk_size=self.options.chunk_size, device=self.encoder.device,
-                                 progress=self.progress)
+                                 progress=self.progress,
+                                 reference_encoder=self.encoder_for(m.view.references, m.view.weights))
             folder = cell.path.parent / "submissions" / cell.path.stem if cell.path is not None else None
             submission = records.submission(split, views, folder)
         except CirbenchError as exc:

@@ -21,25 +21,28 @@ class Views:
     def __init__(self, encoder, options, progress=None):
         self.encoder, self.options, self.progress = encoder, options, progress
         self.content_keys = ContentKeys(options.cache_dir)
-        self._encoders: dict[tuple[str, str], object] = {(encoder.transform, "loaded"): encoder}
-        self._texts: dict[str, TextFeatures] = {}
+        self._encoders: dict[tuple, object] = {(encoder.transform, "loaded", None): encoder}
+        self._texts: dict[tuple, TextFeatures] = {}
         self._stores: dict[tuple[str, str], FeatureStore] = {}
 
-    def encoder_for(self, transform: str, weights: str = "loaded"):
-        key = (transform, weights)
+    def encoder_for(self, transform: str, weights: str = "loaded", text_length: int | None = None):
+        key = (transform, weights, text_length)
         if key not in self._encoders:
-            if transform == self.encoder.transform:
+            if text_length is not None:
+                self._encoders[key] = self.encoder_for(transform, weights).with_text_length(text_length)
+            elif transform == self.encoder.transform:
                 self._encoders[key] = self.encoder.with_weights(weights)
             else:
                 self._encoders[key] = self.encoder_for(self.encoder.transform, weights).with_transform(transform)
         return self._encoders[key]
 
-    def texts_for(self, weights: str = "loaded") -> TextFeatures:
-        """Cached text features of the run's model with these weights."""
-        if weights not in self._texts:
-            self._texts[weights] = TextFeatures(self.encoder_for(self.encoder.transform, weights),
-                                                self.options.cache_dir)
-        return self._texts[weights]
+    def texts_for(self, weights: str = "loaded", text_length: int | None = None) -> TextFeatures:
+        """Cached text features of the run's model with these weights and truncation."""
+        key = (weights, text_length)
+        if key not in self._texts:
+            self._texts[key] = TextFeatures(self.encoder_for(self.encoder.transform, weights, text_length),
+                                            self.options.cache_dir)
+        return self._texts[key]
 
     def store(self, transform: str, weights: str = "loaded") -> FeatureStore:
         key = (transform, weights)

@@ -45,6 +45,7 @@ class BuiltMethod:
     view: EncoderView
     instance: Method | None = None
     error: CirbenchError | None = None
+    own_model: bool = False  # the method brings its own model (the engine's encoder is that model)
 
     @property
     def transform(self) -> str:
@@ -99,6 +100,14 @@ def split_view(split: Split, prompt_overrides: dict[str, str]) -> SplitView:
                      checkpoints=dict(split.checkpoints), query_fields=frozenset(common), partial_fields=partial)
 
 
+def refusal(m: BuiltMethod, split, all_methods: bool) -> CellOutcome:
+    """The outcome of a method that cannot run on a split: failed, or skipped when ``--method all`` asked
+    for it and what it lacks is outside weights or texts (it runs when they are there)."""
+    exc = m.error
+    skip = isinstance(exc, MissingResourceError) and all_methods and m.cls.external_weights
+    return CellOutcome(m.name, split.dataset, split.split, "skipped" if skip else "failed", error=exc)
+
+
 def plan_cell(engine, m: BuiltMethod, split: Split, view: SplitView, content: str, images_key: str,
               result_name: str) -> Cell | CellOutcome:
     """The cell of one method on a split, or its CellOutcome when it is skipped, failed before any work
@@ -107,9 +116,7 @@ def plan_cell(engine, m: BuiltMethod, split: Split, view: SplitView, content: st
         return CellOutcome(m.name, split.dataset, split.split, status, **kw)
 
     def failed(exc: CirbenchError):
-        # `--method all` includes methods that need outside weights or texts only when those are there
-        skip = isinstance(exc, MissingResourceError) and engine.options.all_methods and m.cls.external_weights
-        return outcome("skipped" if skip else "failed", error=exc)
+        return refusal(BuiltMethod(m.name, m.cls, m.view, error=exc), split, engine.options.all_methods)
 
     if m.error is not None:
         return failed(m.error)
@@ -127,7 +134,8 @@ def plan_cell(engine, m: BuiltMethod, split: Split, view: SplitView, content: st
     except Exception as exc:
         return failed(method_bug(m.name, exc))
     key = fsutil.stable_hash({
-        "cirbench": __version__, "encoder": engine.encoder_for(m.transform, m.view.weights).key, "method": m.name,
+        "cirbench": __version__, "encoder": engine.encoder_for(m.transform, m.view.weights, m.view.text_length).key,
+        "method": m.name,
         "references": engine.encoder_for(m.view.references, m.view.weights).key,
         "config": config, "options": method.ctx.options, "scoring": m.cls.scoring, "split": content,
         "images": images_key, "skip_bad_images": engine.options.skip_bad_images,

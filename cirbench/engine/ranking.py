@@ -60,8 +60,15 @@ class Layout:
 
 
 def query_batches(split: Split, view: SplitView, refs, layout: Layout, gallery: Gallery, batch_size: int,
-                  whole: bool, device):
-    """(first query's position, QueryBatch) over the split's queries; one batch for a whole-split method."""
+                  whole: bool, device, encoder=None):
+    """(first query's position, QueryBatch) over the split's queries; one batch for a whole-split method.
+    ``encoder`` (the method's, under its view) decodes reference images for batch.reference_pixels()."""
+    from functools import partial
+
+    from cirbench.storage.pixels import load_pixels
+
+    loader = (partial(load_pixels, transform=encoder.preprocess, squash_transform=encoder.squash_preprocess,
+                      device=device) if encoder is not None else None)
     bs = max(1, len(split.queries)) if whole else batch_size
     for i in range(0, len(split.queries), bs):
         qs = split.queries[i:i + bs]
@@ -71,11 +78,11 @@ def query_batches(split: Split, view: SplitView, refs, layout: Layout, gallery: 
             reference_features=refs[i:i + bs].to(device), texts=[q.text for q in qs],
             fields=[q.fields for q in qs], split=view,
             subsets=layout.members[i:i + bs] if layout.members is not None else None,
-            reference_positions=[layout.pos.get(q.reference, -1) for q in qs], gallery=gallery)
+            reference_positions=[layout.pos.get(q.reference, -1) for q in qs], gallery=gallery, load_pixels=loader)
 
 
 def rank(method: Method, split: Split, view: SplitView, gallery_features, refs, *, batch_size: int,
-         chunk_size: int, device, progress=None):
+         chunk_size: int, device, progress=None, reference_encoder=None):
     """{view name: (top, target ranks, first rank)} and the per-query metric values of a method."""
     import torch
 
@@ -84,7 +91,8 @@ def rank(method: Method, split: Split, view: SplitView, gallery_features, refs, 
                       features=gallery_features.to(device), split=view)
 
     def batches():
-        return query_batches(split, view, refs, layout, gallery, batch_size, method.whole_split, device)
+        return query_batches(split, view, refs, layout, gallery, batch_size, method.whole_split, device,
+                             reference_encoder)
 
     task = progress.task(f"rank {method.method_name} on {split.name}", total=len(split.queries)) if progress else None
     with torch.no_grad():

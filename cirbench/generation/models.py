@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from cirbench.errors import MissingResourceError, UsageError
-from cirbench.util.hub import cache_place, hub_reachable, offline_set
+from cirbench.util.hub import load_pretrained, revision_of  # noqa: F401  (re-exported)
 
 EXTRA_HINT = 'pip install -e ".[llm]"'
 
@@ -62,48 +62,6 @@ def official_prompt(path, name: str) -> str:
             return value.func.value.value
     raise UsageError(f"{path} assigns no string to {name!r} (strings assigned there: "
                      f"{', '.join(sorted(set(found))[:20]) or 'none'})")
-
-
-def _hub_offline() -> bool:
-    return offline_set() or not hub_reachable()
-
-
-def load_pretrained(loaders, model_id: str, revision: str | None, what: str, **kwargs):
-    """``loaders[i].from_pretrained`` for the first loader that accepts the model; only the local cache
-    is read when offline; a missing model is one line naming it and the cache."""
-    local = Path(model_id).expanduser()
-    offline = not local.is_dir() and _hub_offline()
-    last = None
-    for loader in loaders:
-        try:
-            return loader.from_pretrained(str(local) if local.is_dir() else model_id, revision=revision,
-                                          local_files_only=offline, **kwargs)
-        except (OSError, ValueError, KeyError) as exc:
-            last = exc
-            if offline or "does not appear to have" in str(exc) or "not a valid model identifier" in str(exc):
-                continue
-    why = " (offline: HF_HUB_OFFLINE is set or the hub cannot be reached)" if offline else ""
-    first = (str(last).strip().splitlines() or [type(last).__name__])[0] if last else "no loader accepted it"
-    raise MissingResourceError(f"cannot load the {what} {model_id!r}{why}: {first[:200]} "
-                               f"[looked in the local cache {cache_place()}]")
-
-
-def revision_of(model, model_id: str) -> str:
-    """The model's exact revision: the hub commit it was loaded from, or a hash of a local folder's files."""
-    commit = getattr(getattr(model, "config", None), "_commit_hash", None)
-    if commit:
-        return str(commit)
-    local = Path(model_id).expanduser()
-    if local.is_dir():
-        h = hashlib.sha256()
-        for p in sorted(local.rglob("*")):
-            if p.is_file():
-                h.update(p.name.encode())
-                h.update(str(p.stat().st_size).encode())
-                with open(p, "rb") as fh:
-                    h.update(hashlib.sha256(fh.read()).digest())
-        return "local-" + h.hexdigest()[:16]
-    return "unknown"
 
 
 def _seed_for(seed: int, key: str) -> int:

@@ -105,6 +105,21 @@ def converts_to_rgb(preprocess) -> bool:
     return any(is_rgb_conversion(step) for step in getattr(preprocess, "transforms", []))
 
 
+class Rescale:
+    """PIL image -> float tensor (C, H, W) of its 8-bit samples times ``scale`` (1/255: ToTensor's range)."""
+
+    def __init__(self, scale: float = 1 / 255):
+        self.scale = float(scale)
+
+    def __call__(self, image):
+        from torchvision.transforms import functional as F
+
+        return F.pil_to_tensor(image).float() * self.scale
+
+    def __repr__(self):
+        return f"Rescale({self.scale:.10g})"
+
+
 class HalfPixels:
     """Round the normalised pixel tensor to float16 (and back to float32)."""
 

@@ -58,3 +58,20 @@ def image_batches(images: list[Image_], transform, batch_size: int, workers: int
         prefetch_factor=4 if workers > 0 else None,
     )
     yield from loader
+
+
+def load_pixels(images: list[Image_], transform, squash_transform=None, device="cpu"):
+    """The pixel tensor (N, C, H, W) of a few images, decoded here (the references of one query batch);
+    an image that cannot be read is a DataError naming it."""
+    import torch
+
+    from cirbench.errors import DataError
+
+    files = ImageFiles(images, transform, squash_transform)
+    pixels = []
+    for i in range(len(files)):
+        _, tensor, error = files[i]
+        if error is not None:
+            raise DataError(f"image {images[i]}: cannot be read: {error}")
+        pixels.append(tensor)
+    return torch.stack(pixels).to(device) if pixels else torch.empty(0)

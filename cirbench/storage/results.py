@@ -55,6 +55,8 @@ class MethodRecord:
     weights: str = "loaded"  # the encoder's weights as loaded, or rounded through float16 ("fp16")
     protocol: dict = field(default_factory=dict)  # {"text", "notes"}: what the report shows about it
     display_order: float = 100.0  # where the method sits in tables (the method declares it)
+    text_length: int | None = None  # texts truncated at this many tokens (None: the encoder's own length)
+    own_model: bool = False  # the method brought its own model (the record's encoder)
 
     @property
     def train_dataset(self) -> str:

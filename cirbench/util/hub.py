@@ -4,12 +4,39 @@ and where its local cache is."""
 
 from __future__ import annotations
 
+import contextlib
+import hashlib
 import os
+from pathlib import Path
+
+from cirbench.errors import MissingResourceError
+
+
+_LOCAL_ONLY: list[bool] = []
 
 
 def offline_set() -> bool:
-    """HF_HUB_OFFLINE asks for the local cache only."""
-    return os.environ.get("HF_HUB_OFFLINE") in ("1", "true", "True")
+    """HF_HUB_OFFLINE asks for the local cache only (as does a :func:`local_only` block)."""
+    return bool(_LOCAL_ONLY) or os.environ.get("HF_HUB_OFFLINE") in ("1", "true", "True")
+
+
+@contextlib.contextmanager
+def local_only():
+    """Models are read from the local cache or folders only in this block: nothing is downloaded
+    (``--method all`` loads the models methods bring this way)."""
+    import sys
+
+    constants = getattr(sys.modules.get("huggingface_hub"), "constants", None)
+    before = getattr(constants, "HF_HUB_OFFLINE", None)
+    _LOCAL_ONLY.append(True)
+    if constants is not None:  # huggingface_hub reads HF_HUB_OFFLINE once, at import
+        constants.HF_HUB_OFFLINE = True
+    try:
+        yield
+    finally:
+        _LOCAL_ONLY.pop()
+        if constants is not None:
+            constants.HF_HUB_OFFLINE = before
 
 
 def hub_reachable(timeout: float = 3.0) -> bool:
@@ -28,3 +55,47 @@ def hub_reachable(timeout: float = 3.0) -> bool:
 def cache_place() -> str:
     """Where the hub's local cache is (for messages)."""
     return os.environ.get("HF_HUB_CACHE") or os.path.join(os.environ.get("HF_HOME") or "~/.cache/huggingface", "hub")
+
+
+def hub_offline() -> bool:
+    """Only the local cache can be read: HF_HUB_OFFLINE is set or the hub cannot be reached."""
+    return offline_set() or not hub_reachable()
+
+
+def load_pretrained(loaders, model_id: str, revision: str | None, what: str, **kwargs):
+    """``loaders[i].from_pretrained`` for the first loader that accepts the model; only the local cache
+    is read when offline; a missing model is one line naming it and the cache."""
+    local = Path(model_id).expanduser()
+    offline = not local.is_dir() and hub_offline()
+    last = None
+    for loader in loaders:
+        try:
+            return loader.from_pretrained(str(local) if local.is_dir() else model_id, revision=revision,
+                                          local_files_only=offline, **kwargs)
+        except (OSError, ValueError, KeyError) as exc:
+            last = exc
+            if offline or "does not appear to have" in str(exc) or "not a valid model identifier" in str(exc):
+                continue
+    why = ((" (only the local cache is read here)" if _LOCAL_ONLY else
+            " (offline: HF_HUB_OFFLINE is set or the hub cannot be reached)") if offline else "")
+    first = (str(last).strip().splitlines() or [type(last).__name__])[0] if last else "no loader accepted it"
+    raise MissingResourceError(f"cannot load the {what} {model_id!r}{why}: {first[:200]} "
+                               f"[looked in the local cache {cache_place()}]")
+
+
+def revision_of(model, model_id: str) -> str:
+    """The model's exact revision: the hub commit it was loaded from, or a hash of a local folder's files."""
+    commit = getattr(getattr(model, "config", None), "_commit_hash", None)
+    if commit:
+        return str(commit)
+    local = Path(model_id).expanduser()
+    if local.is_dir():
+        h = hashlib.sha256()
+        for p in sorted(local.rglob("*")):
+            if p.is_file():
+                h.update(p.name.encode())
+                h.update(str(p.stat().st_size).encode())
+                with open(p, "rb") as fh:
+                    h.update(hashlib.sha256(fh.read()).digest())
+        return "local-" + h.hexdigest()[:16]
+    return "unknown"
