@@ -402,6 +402,12 @@ def test_own_models_beside_clip_methods_in_one_report(tmp_path, hfclip_dir, magi
     assert (across.queries == 3).all()
     md = (tmp_path / "rep" / "results.md").read_text()
     assert "bge-vl" in md and "magiclens" in md and "hf-clip:" in md
+    compared = CliRunner().invoke(app, ["compare", "image-only", "bge-vl", "--results-dir", str(tmp_path / "r"),
+                                        "--json", "--bootstrap", "200"])
+    assert compared.exit_code == 0, compared.output
+    rows = json.loads(compared.stdout)
+    rows = rows["rows"] if isinstance(rows, dict) else rows
+    assert rows and all(" vs hf-clip:" in r["encoder"] and r["queries"] == 3 for r in rows)
 
 
 def test_a_joint_embedder_reads_the_reference_pixels(tmp_path, tiny_dir):

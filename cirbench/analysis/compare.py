@@ -42,26 +42,39 @@ def compare_methods(results_dir: Path, method_a: str, method_b: str, datasets: l
         label = ds_labels[dataset_key(r)]
         if wanted and not any(d in (label, r.dataset.name) and (not s or s == r.dataset.split) for d, _, s in wanted):
             continue
-        other = report.find(r.encoder.model_key, method_b, dataset_key(r), r.dataset.split)
-        if other is None or other.outcomes is None:
-            continue
-        groups.setdefault((r.encoder.model_key, dataset_key(r)), []).append(r)
+        for other_key in partners(report, r, method_b):
+            groups.setdefault((r.encoder.model_key, other_key, dataset_key(r)), []).append(r)
     if not groups:
         raise UsageError(f"{method_a} and {method_b} share no split with per-query outcomes under {results_dir}"
                          + (f" for {', '.join(datasets)}" if datasets else ""))
-    for (enc, ds), recs in sorted(groups.items()):
+    for (enc, enc_b, ds), recs in sorted(groups.items()):
         order = recs[0].dataset.split_order
         recs.sort(key=lambda r: order.index(r.dataset.split) if r.dataset.split in order else len(order))
         splits = [r.dataset.split for r in recs]
         scopes = [([s], s) for s in splits] + ([(splits, "average")] if len(splits) > 1 else [])
         for metric in recs[0].main_metrics:
             for scope, label in scopes:
-                result = report.paired(enc, method_a, method_b, ds, scope, metric)
+                result = report.paired(enc, method_a, method_b, ds, scope, metric, encoder_b=enc_b)
                 if result is None:
                     continue
                 a = sum(report.find(enc, method_a, ds, s).record.metrics[metric] for s in scope) / len(scope)
-                b = sum(report.find(enc, method_b, ds, s).record.metrics[metric] for s in scope) / len(scope)
-                rows.append({"encoder": enc_labels[enc], "dataset": ds_labels[ds], "split": label, "metric": metric,
+                b = sum(report.find(enc_b, method_b, ds, s).record.metrics[metric] for s in scope) / len(scope)
+                encoder = enc_labels[enc] if enc == enc_b else f"{enc_labels[enc]} vs {enc_labels[enc_b]}"
+                rows.append({"encoder": encoder, "dataset": ds_labels[ds], "split": label, "metric": metric,
                              "a": a, "b": b, "difference": result.difference, "low": result.low, "high": result.high,
                              "p": result.p, "queries": result.n_queries})
     return rows, report.warnings
+
+
+def partners(report, record, method_b: str) -> list[str]:
+    """The encoders whose ``method_b`` result to pair with ``record`` on its split: its own encoder's
+    when there is one; else every other encoder's (a method that brings its own model is compared with
+    the CLIP methods on the same queries, across encoders)."""
+    from cirbench.analysis.cells import dataset_key
+
+    ds, split = dataset_key(record), record.dataset.split
+    found = [c for c in report.cells if c.record.method.name == method_b and dataset_key(c.record) == ds
+             and c.record.dataset.split == split and c.outcomes is not None]
+    same = [c for c in found if c.record.encoder.model_key == record.encoder.model_key]
+    chosen = same or found
+    return list(dict.fromkeys(c.record.encoder.model_key for c in chosen))
