@@ -416,6 +416,55 @@ def data_check(
     typer.echo(f"{ds.root}: OK")
 
 
+@data_app.command("get")
+def data_get(
+    dataset: Annotated[str, typer.Argument(help="fashioniq, cirr, circo, imagenet-r, coco or genecis.")],
+    data_root: DataRoot = None,
+    data: DataPaths = [],
+    manifest: Annotated[Optional[Path], typer.Option("--manifest", help="Another manifest of the same format "
+                                                                          "(default: the one cirbench ships).")] = None,
+    mirror: Annotated[Optional[str], typer.Option("--mirror", help="Fetch https://HOST/PATH from URL/HOST/PATH "
+                                                                     "(a lab mirror or an offline copy).")] = None,
+    from_hub: Annotated[Optional[str], typer.Option("--from-hub", help="A Hugging Face dataset repository laid out "
+                                                                         "as the official folders, for images a dead "
+                                                                         "link no longer serves.")] = None,
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="Print what would be fetched and where; fetch "
+                                                            "nothing.")] = False,
+    quiet: Quiet = False,
+    plugin: Plugins = [],
+):
+    """Download a benchmark from its official sources into the layout cirbench reads (resumable,
+    verified), list the manual steps left, and check the result."""
+    try:
+        from cirbench.acquire import manifests
+        from cirbench.acquire.get import from_hub as hub_copy
+        from cirbench.acquire.get import get
+        from cirbench.contracts import plugins
+        from cirbench.contracts.dataset import resolve_root
+        from cirbench.contracts.registry import datasets
+        from cirbench.util.progress import Progress
+
+        plugins.load(plugin)
+        name = datasets.canonical(dataset) if dataset in datasets else dataset
+        chosen = manifests.read(manifest) if manifest else manifests.shipped(name)
+        folder = resolve_root(name, data_root, pairs(data, "--data"))
+        with Progress(enabled=not quiet) as progress:
+            outcome = get(chosen, folder, mirror=mirror, dry_run=dry_run, progress=progress)
+            hub_lines = hub_copy(from_hub, folder, progress) if from_hub and not dry_run else []
+    except CirbenchError as exc:
+        fail(exc)
+    for line in outcome.lines + hub_lines:
+        typer.echo(line)
+    if from_hub and dry_run:
+        typer.echo(f"would copy the files of the Hugging Face dataset repository {from_hub} into {folder}")
+    for step in outcome.manual:
+        typer.echo(f"manual: {step}")
+    if dry_run:
+        return
+    typer.echo(f"checking {folder} ...")
+    data_check(name, data_root, data, [], None, quiet, plugin)
+
+
 @data_app.command("prepare")
 def data_prepare(
     dataset: Annotated[str, typer.Argument(help="A dataset whose queries are built from raw data (coco).")],

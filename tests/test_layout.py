@@ -15,6 +15,7 @@ ROOT = Path(__file__).resolve().parents[1]
 LAYERS = [
     ["cirbench.errors"],
     ["cirbench.util"],
+    ["cirbench.acquire"],
     ["cirbench.protocol"],
     ["cirbench.contracts"],
     ["cirbench.storage"],

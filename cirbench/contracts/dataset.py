@@ -90,9 +90,14 @@ class Dataset:
     def check(self, progress=None) -> tuple[list[str], list[str]]:
         """(problems, summary lines) for the layout, without running a model: every split is loaded and
         every image it names is opened and decoded, as the engine will."""
+        from cirbench.acquire import record
         from cirbench.protocol.images import load_rgb, path_of
 
         problems, summary = [], []
+        try:  # files `cirbench data get` fetched: missing or changed since
+            problems += record.problems(self.root)
+        except DataError as exc:
+            problems.append(str(exc))
         for split in self.available_splits():
             where = f"{self.label}:{split}"
             try:

@@ -1,0 +1,339 @@
+"""`cirbench data get` against a local HTTP server serving small archives in the official layouts (zip
+and tar, with the official folder prefixes) under test manifests: get -> check -> run; an interrupted
+transfer resumed with a Range request; corrupted and truncated files refused with nothing half-done; a
+404 as one line; a second get transferring nothing; --mirror; --dry-run; --from-hub from the local
+Hugging Face cache; the shipped manifests."""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import re
+import tarfile
+import threading
+import zipfile
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+import pytest
+from typer.testing import CliRunner
+
+import real_fixtures as F
+from cirbench.cli import app
+
+
+class Server:
+    """Serves ``files`` {path: bytes}; honours Range; records (method, path, Range); ``cut`` {path: n}
+    sends only the first n bytes of the first full GET of that path, then drops the connection."""
+
+    def __init__(self):
+        self.files: dict[str, bytes] = {}
+        self.cut: dict[str, int] = {}
+        self.requests: list[tuple[str, str, str | None]] = []
+        server = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def log_message(self, *args):
+                pass
+
+            def _serve(self, body: bool):
+                server.requests.append((self.command, self.path, self.headers.get("Range")))
+                data = server.files.get(self.path)
+                if data is None:
+                    self.send_error(404, "Not Found")
+                    return
+                start = 0
+                match = re.fullmatch(r"bytes=(\d+)-", self.headers.get("Range") or "")
+                if match:
+                    start = int(match.group(1))
+                    if start >= len(data):
+                        self.send_error(416, "Range Not Satisfiable")
+                        return
+                    self.send_response(206)
+                    self.send_header("Content-Range", f"bytes {start}-{len(data) - 1}/{len(data)}")
+                else:
+                    self.send_response(200)
+                self.send_header("Content-Length", str(len(data) - start))
+                self.send_header("Accept-Ranges", "bytes")
+                self.end_headers()
+                if not body:
+                    return
+                if not match and self.path in server.cut:
+                    self.wfile.write(data[:server.cut.pop(self.path)])
+                    self.wfile.flush()
+                    self.close_connection = True
+                    return
+                self.wfile.write(data[start:])
+
+            def do_GET(self):
+                self._serve(True)
+
+            def do_HEAD(self):
+                self._serve(False)
+
+        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}"
+        threading.Thread(target=self.httpd.serve_forever, daemon=True).start()
+
+    def gets(self):
+        return [r for r in self.requests if r[0] == "GET"]
+
+
+@pytest.fixture
+def server():
+    s = Server()
+    yield s
+    s.httpd.shutdown()
+
+
+def zip_of(files: dict[str, bytes]) -> bytes:
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w") as zf:
+        for name, data in files.items():
+            zf.writestr(name, data)
+    return buf.getvalue()
+
+
+def tar_of(files: dict[str, bytes]) -> bytes:
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w") as tf:
+        for name, data in files.items():
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            tf.addfile(info, io.BytesIO(data))
+    return buf.getvalue()
+
+
+def sha(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def circo_sources(tmp_path, server, base=None):
+    """CIRCO as its sources ship it: two annotation files (raw), COCO's unlabeled images as a zip whose
+    members sit under unlabeled2017/, and the image info as a zip under annotations/."""
+    built = F.circo(tmp_path / "built")
+    base = base or server.url
+    unl = built / "COCO2017_unlabeled"
+    images = {f"unlabeled2017/{p.name}": p.read_bytes() for p in sorted((unl / "unlabeled2017").iterdir())}
+    info = {"annotations/image_info_unlabeled2017.json": (unl / "annotations" / "image_info_unlabeled2017.json").read_bytes()}
+    served = {"/circo/annotations/val.json": (built / "annotations" / "val.json").read_bytes(),
+              "/circo/annotations/test.json": (built / "annotations" / "test.json").read_bytes(),
+              "/coco/zips/unlabeled2017.zip": zip_of(images),
+              "/coco/annotations/image_info_unlabeled2017.zip": zip_of(info)}
+    server.files.update(served)
+    manifest = {"dataset": "circo", "files": [
+        {"url": f"{base}/circo/annotations/val.json", "sha256": sha(served["/circo/annotations/val.json"]),
+         "size": len(served["/circo/annotations/val.json"]), "archive": None, "to": "annotations"},
+        {"url": f"{base}/circo/annotations/test.json", "sha256": None, "size": None, "archive": None,
+         "to": "annotations"},
+        {"url": f"{base}/coco/annotations/image_info_unlabeled2017.zip", "sha256": None, "size": None,
+         "archive": "zip", "to": "COCO2017_unlabeled"},
+        {"url": f"{base}/coco/zips/unlabeled2017.zip", "sha256": sha(served["/coco/zips/unlabeled2017.zip"]),
+         "size": None, "archive": "zip", "to": "COCO2017_unlabeled", "name": "images"}],
+        "manual": ["nothing else: this is a test"]}
+    path = tmp_path / "circo-manifest.json"
+    path.write_text(json.dumps(manifest))
+    return path, served, built
+
+
+def get(*args):
+    return CliRunner().invoke(app, ["data", "get", *map(str, args), "--quiet"])
+
+
+def test_get_then_check_then_run_and_a_second_get_transfers_nothing(tmp_path, server, tiny_dir):
+    manifest, served, built = circo_sources(tmp_path, server)
+    data = tmp_path / "data"
+    result = get("circo", "--manifest", manifest, "--data-root", data)
+    assert result.exit_code == 0, result.output
+    assert "manual: nothing else: this is a test" in result.output and f"{data / 'circo'}: OK" in result.output
+    # exactly the layout cirbench reads, byte for byte
+    for rel in ("annotations/val.json", "COCO2017_unlabeled/annotations/image_info_unlabeled2017.json",
+                "COCO2017_unlabeled/unlabeled2017/000000000001.jpg"):
+        assert (data / "circo" / rel).read_bytes() == (built / rel).read_bytes()
+    assert not list((data / "circo").glob(".cirbench-*/"))  # no downloads or extraction folders left
+    run = CliRunner().invoke(app, ["run", "--method", "image-only", "--dataset", "circo:val", "--data-root", str(data),
+                                   "--encoder", f"local-dir:{tiny_dir}", "--results-dir", str(tmp_path / "r"),
+                                   "--cache-dir", str(tmp_path / "c"), "--workers", "0", "--quiet", "--json"])
+    assert run.exit_code == 0, run.output
+    assert json.loads(run.stdout)["cells"][0]["status"] == "computed"
+    before = len(server.gets())
+    again = get("circo", "--manifest", manifest, "--data-root", data)
+    assert again.exit_code == 0, again.output
+    assert len(server.gets()) == before and again.output.count("already there") == 4
+    # a file changed after the download is what `data check` reports
+    (data / "circo" / "annotations" / "val.json").write_text("[]")
+    check = CliRunner().invoke(app, ["data", "check", "circo", "--data-root", str(data), "--quiet"])
+    assert check.exit_code == 1 and "changed since it was fetched" in check.output
+
+
+def test_an_interrupted_transfer_resumes_with_a_range_request(tmp_path, server):
+    payload = bytes(range(256)) * 1000  # 256,000 bytes
+    server.files["/big.bin"] = payload
+    server.cut["/big.bin"] = 70_000
+    manifest = tmp_path / "m.json"
+    manifest.write_text(json.dumps({"dataset": "circo", "files": [
+        {"url": f"{server.url}/big.bin", "sha256": sha(payload), "size": len(payload), "archive": None, "to": "x"}]}))
+    data = tmp_path / "data"
+    first = get("circo", "--manifest", manifest, "--data-root", data)
+    assert first.exit_code == 1 and "run the same command again to resume" in first.output
+    partial = data / "circo" / ".cirbench-downloads" / "big.bin.part"
+    assert partial.stat().st_size == 70_000 and not (data / "circo" / "x" / "big.bin").exists()
+    second = get("circo", "--manifest", manifest, "--data-root", data)
+    assert "big.bin" in second.output and "fetched" in second.output
+    assert server.gets()[-1][2] == "bytes=70000-"
+    assert (data / "circo" / "x" / "big.bin").read_bytes() == payload and not partial.exists()
+
+
+def test_corrupt_or_truncated_files_are_refused_and_nothing_is_half_done(tmp_path, server):
+    good = zip_of({"unlabeled2017/000000000001.jpg": b"x" * 5000, "unlabeled2017/000000000002.jpg": b"y" * 5000})
+    server.files["/bad-sum.json"] = b"[1, 2, 3]"
+    server.files["/short.zip"] = good[: len(good) // 2]
+    data = tmp_path / "data"
+    mine = data / "circo" / "annotations" / "val.json"
+    mine.parent.mkdir(parents=True)
+    mine.write_text("the user's own file")
+    manifest = tmp_path / "m.json"
+    manifest.write_text(json.dumps({"dataset": "circo", "files": [
+        {"url": f"{server.url}/bad-sum.json", "sha256": "0" * 64, "size": None, "archive": None, "to": "annotations"}]}))
+    result = get("circo", "--manifest", manifest, "--data-root", data)
+    assert result.exit_code == 2
+    assert f"{server.url}/bad-sum.json: the download does not verify (sha256" in result.output
+    assert mine.read_text() == "the user's own file" and not (data / "circo" / "annotations" / "bad-sum.json").exists()
+    assert not list((data / "circo").rglob("*.part"))
+    manifest.write_text(json.dumps({"dataset": "circo", "files": [
+        {"url": f"{server.url}/short.zip", "sha256": None, "size": None, "archive": "zip", "to": "COCO2017_unlabeled"}]}))
+    result = get("circo", "--manifest", manifest, "--data-root", data)
+    assert result.exit_code == 2 and "is not a complete zip archive" in result.output and "/short.zip" in result.output
+    assert not (data / "circo" / "COCO2017_unlabeled").exists() or not any((data / "circo" / "COCO2017_unlabeled").rglob("*"))
+    assert mine.read_text() == "the user's own file"
+
+
+def test_a_missing_file_is_one_line_with_its_url(tmp_path, server):
+    manifest = tmp_path / "m.json"
+    manifest.write_text(json.dumps({"dataset": "circo", "files": [
+        {"url": f"{server.url}/gone.zip", "sha256": None, "size": None, "archive": "zip", "to": "."}]}))
+    result = get("circo", "--manifest", manifest, "--data-root", tmp_path / "data")
+    assert result.exit_code == 2
+    assert result.output.strip().splitlines() == [f"error: {server.url}/gone.zip: HTTP 404 Not Found"]
+
+
+def test_mirror_rewrites_hosts_and_dry_run_transfers_nothing(tmp_path, server):
+    manifest, served, _ = circo_sources(tmp_path, server, base="https://files.example.org")
+    server.files = {f"/files.example.org{k}": v for k, v in served.items()}
+    data = tmp_path / "data"
+    dry = get("circo", "--manifest", manifest, "--data-root", data, "--mirror", server.url, "--dry-run")
+    assert dry.exit_code == 0, dry.output
+    assert server.requests == [] and not (data / "circo").exists()
+    assert f"would fetch {server.url}/files.example.org/coco/zips/unlabeled2017.zip" in dry.output
+    assert "B)" in dry.output  # sizes where the manifest has them
+    result = get("circo", "--manifest", manifest, "--data-root", data, "--mirror", server.url)
+    assert result.exit_code == 0, result.output
+    assert {p for _, p, _ in server.gets()} == set(server.files)
+
+
+def test_a_tar_with_a_prefix_to_strip_and_a_tar_kept_whole(tmp_path, server):
+    """ImageNet-R's tar keeps its imagenet-r/ folder (the layout reads imagenet-r/imagenet-r/); a
+    repository archive's top folder is stripped."""
+    server.files["/imagenet-r.tar"] = tar_of({"imagenet-r/n01443537/cartoon_0.jpg": b"a" * 300,
+                                              "imagenet-r/README.txt": b"read me"})
+    server.files["/repo.zip"] = zip_of({"composed_image_retrieval-8c05/data/imgnet/imgnet_targets.txt": b"t 1\n",
+                                        "composed_image_retrieval-8c05/README.md": b"r"})
+    manifest = tmp_path / "m.json"
+    manifest.write_text(json.dumps({"dataset": "imagenet-r", "files": [
+        {"url": f"{server.url}/imagenet-r.tar", "archive": "tar", "to": "."},
+        {"url": f"{server.url}/repo.zip", "archive": "zip", "to": ".", "strip": "composed_image_retrieval-8c05/data/imgnet"}]}))
+    data = tmp_path / "data"
+    mine = data / "imagenet-r" / "imagenet-r" / "README.txt"
+    mine.parent.mkdir(parents=True)
+    mine.write_bytes(b"my notes")
+    result = get("imagenet-r", "--manifest", manifest, "--data-root", data)
+    assert "2 file(s) extracted" in result.output and "1 already there and kept" in result.output
+    root = data / "imagenet-r"
+    assert (root / "imagenet-r" / "n01443537" / "cartoon_0.jpg").read_bytes() == b"a" * 300
+    assert mine.read_bytes() == b"my notes"  # a user's file is never overwritten
+    assert (root / "imgnet_targets.txt").read_bytes() == b"t 1\n" and not (root / "README.md").exists()
+
+
+def test_an_archive_member_climbing_out_is_refused(tmp_path, server):
+    server.files["/evil.zip"] = zip_of({"../../outside.txt": b"no"})
+    manifest = tmp_path / "m.json"
+    manifest.write_text(json.dumps({"dataset": "circo", "files": [{"url": f"{server.url}/evil.zip", "archive": "zip"}]}))
+    result = get("circo", "--manifest", manifest, "--data-root", tmp_path / "data")
+    assert result.exit_code == 2 and "would land outside the dataset folder" in result.output
+    assert not (tmp_path / "outside.txt").exists()
+
+
+def test_not_enough_disk_space_is_said_before_downloading(tmp_path, server, monkeypatch):
+    import shutil
+    from collections import namedtuple
+
+    server.files["/huge.zip"] = b"z" * 1000
+    usage = namedtuple("usage", "total used free")
+    monkeypatch.setattr(shutil, "disk_usage", lambda path: usage(10_000, 9_900, 100))
+    manifest = tmp_path / "m.json"
+    manifest.write_text(json.dumps({"dataset": "circo", "files": [{"url": f"{server.url}/huge.zip", "archive": "zip"}]}))
+    result = get("circo", "--manifest", manifest, "--data-root", tmp_path / "data")
+    assert result.exit_code == 2 and "needs about 2.0 KiB" in result.output and "100 B is free" in result.output
+    assert server.gets() == []
+
+
+def test_malformed_manifests_are_named(tmp_path):
+    manifest = tmp_path / "m.json"
+    manifest.write_text(json.dumps({"dataset": "circo", "files": [{"url": "http://x/a.zip", "to": "../elsewhere"}]}))
+    result = get("circo", "--manifest", manifest, "--data-root", tmp_path / "data")
+    assert result.exit_code == 2 and "files[0]: 'to' must be a folder inside the dataset folder" in result.output
+    manifest.write_text(json.dumps({"dataset": "circo", "files": [{"url": "http://x/a", "sha256": "abc"}]}))
+    assert "sha256 must be 64 hex digits" in get("circo", "--manifest", manifest, "--data-root", tmp_path).output
+
+
+def test_the_shipped_manifests(tmp_path):
+    """One per real benchmark; annotation files pinned to a commit with their checksums where the
+    repository snapshot held them; every destination is a folder of the layout the dataset reads."""
+    from cirbench.acquire import manifests
+
+    assert manifests.shipped_names() == ["circo", "cirr", "coco", "fashioniq", "genecis", "imagenet-r"]
+    layout = {"fashioniq": {"captions", "image_splits"}, "cirr": {"captions", "image_splits"},
+              "circo": {"annotations", "COCO2017_unlabeled"}, "imagenet-r": {"."}, "coco": {"."},
+              "genecis": {"annotations", "coco", "vg"}}
+    for name in manifests.shipped_names():
+        m = manifests.shipped(name)
+        assert m.dataset == name and {p.to for p in m.parts} == layout[name]
+        for p in m.parts:
+            if "raw.githubusercontent.com" in p.url:
+                assert re.search(r"/[0-9a-f]{40}/", p.url), p.url
+        dry = get(name, "--data-root", tmp_path / "data", "--dry-run")
+        assert dry.exit_code == 0 and dry.output.count("would fetch") == len(m.parts)
+    pinned = [p for n in manifests.shipped_names() for p in manifests.shipped(n).parts if p.sha256]
+    assert len(pinned) == 29  # every annotation file whose bytes the snapshot held
+    assert any("NLVR2" in step for step in manifests.shipped("cirr").manual)
+    assert any("image-net.org" in step for step in manifests.shipped("imagenet-r").manual)
+
+
+def test_from_hub_copies_a_dataset_repository_from_the_local_cache(tmp_path, monkeypatch):
+    import huggingface_hub
+
+    hub = tmp_path / "hub"
+    snap = hub / "datasets--someone--fiq-images" / "snapshots" / ("a" * 40)
+    (snap / "images").mkdir(parents=True)
+    (snap / "images" / "B001.png").write_bytes(b"png bytes")
+    (snap / "README.md").write_text("card")
+    (hub / "datasets--someone--fiq-images" / "refs").mkdir()
+    (hub / "datasets--someone--fiq-images" / "refs" / "main").write_text("a" * 40)
+    monkeypatch.setenv("HF_HUB_CACHE", str(hub))
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", True)
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_CACHE", str(hub))
+    empty = tmp_path / "m.json"
+    empty.write_text(json.dumps({"dataset": "fashioniq", "files": []}))
+    data = tmp_path / "data"
+    (data / "fashioniq" / "images").mkdir(parents=True)
+    (data / "fashioniq" / "images" / "B002.png").write_bytes(b"mine")
+    result = get("fashioniq", "--manifest", empty, "--data-root", data, "--from-hub", "someone/fiq-images")
+    assert "someone/fiq-images: 1 file(s) copied" in result.output, result.output
+    assert (data / "fashioniq" / "images" / "B001.png").read_bytes() == b"png bytes"
+    assert (data / "fashioniq" / "images" / "B002.png").read_bytes() == b"mine"
+    assert not (data / "fashioniq" / "README.md").exists()
+    missing = get("fashioniq", "--manifest", empty, "--data-root", data, "--from-hub", "someone/nothing-here")
+    assert missing.exit_code == 2
+    line = [x for x in missing.output.splitlines() if "someone/nothing-here" in x][0]
+    assert "offline" in line and str(hub) in line
