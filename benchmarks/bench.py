@@ -28,12 +28,19 @@
    checkpoint (its CLIP, then every gallery image fused with the empty instruction) -- beside open_clip's
    ViT-B/16 on the same photos and batch size (random weights: the cost, not the numbers).
 
+8. firstrun (``--figures firstrun``, not in the default set): what a newcomer waits for -- a cold
+   ``cirbench run`` (fresh cache: render the world, train the small CLIP, Pic2Word and the Combiner,
+   encode, rank) and ``cirbench report``, broken down by stage in seconds and as a share, then the warm
+   rerun. ``--baseline REV`` measures the same for a git revision of this repository (checked out into a
+   temporary worktree) in the same sitting, so the two can be compared on one machine under one load.
+
 ``--figures sweep,pipeline,scale,keys,kill`` runs some of them only.
 """
 
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import json
 import os
 import platform
@@ -440,6 +447,114 @@ def model_figures(paths: list[Path], batch_size: int, workers: int, scratch: Pat
     return {"model_images_per_s": out, "model_ratio_to_open_clip": {k: v / base for k, v in out.items()}}
 
 
+# a progress task's description -> the first-run stage it belongs to (the first prefix that matches)
+STAGES = (("render world", "render"), ("train small CLIP", "small CLIP"), ("small CLIP", "small CLIP"),
+          ("train pic2word", "Pic2Word"),
+          ("train combiner", "Combiner"), ("encode", "encoding"), ("rank", "ranking"))
+
+
+def stage_worker(cache: str, out: str, argv: list[str]) -> None:
+    """Run one cirbench command in this process with every progress task timed (start to its last step)."""
+    from cirbench.util import progress as progress_module
+
+    tasks: list[dict] = []
+    original_task, original_advance = progress_module.Progress.task, progress_module._Task.advance
+
+    def task(self, description, total):
+        made = original_task(self, description, total)
+        made._timing = {"name": description, "start": time.perf_counter()}
+        made._timing["end"] = made._timing["start"]
+        tasks.append(made._timing)
+        return made
+
+    def advance(self, n=1, status=None):
+        original_advance(self, n, status)
+        if hasattr(self, "_timing"):
+            self._timing["end"] = time.perf_counter()
+
+    progress_module.Progress.task, progress_module._Task.advance = task, advance
+    os.environ["CIRBENCH_CACHE"] = cache
+    tree = Path(progress_module.__file__).resolve().parents[2]
+    for name in ("methods", "datasets"):  # the package maps cirbench.methods to <tree>/methods: this tree's
+        spec = importlib.util.spec_from_file_location(f"cirbench.{name}", tree / name / "__init__.py",
+                                                      submodule_search_locations=[str(tree / name)])
+        module = importlib.util.module_from_spec(spec)
+        sys.modules[spec.name] = module
+        spec.loader.exec_module(module)
+    from cirbench.cli import app
+
+    start = time.perf_counter()
+    try:
+        code = app(argv, standalone_mode=False) or 0
+    except SystemExit as exc:
+        code = exc.code or 0
+    wall = time.perf_counter() - start
+    Path(out).write_text(json.dumps({"wall_s": wall, "exit": code, "tasks": [
+        {"name": t["name"], "seconds": t["end"] - t["start"]} for t in tasks]}))
+
+
+def staged(tree: Path, cache: Path, cwd: Path, argv: list[str]) -> dict:
+    """One cirbench command from the source tree ``tree``, timed by stage in a fresh process."""
+    out = cwd / "stages.json"
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(tree), str(tree / "benchmarks")])}
+    subprocess.run([sys.executable, str(Path(__file__).resolve()), "--stage-worker", str(cache), str(out), *argv],
+                   cwd=cwd, env=env, check=True, stdout=subprocess.DEVNULL)
+    got = json.loads(out.read_text())
+    if got["exit"]:
+        raise SystemExit(f"cirbench {' '.join(argv)} from {tree} exited {got['exit']}")
+    return got
+
+
+def first_run(tree: Path, scratch: Path, label: str, settings: list[str] = ()) -> dict:
+    """Cold ``cirbench run`` + ``cirbench report`` from ``tree`` on a fresh cache, by stage; then the warm rerun."""
+    cache, cwd = scratch / "cache", scratch / "project"
+    cwd.mkdir(parents=True)
+    extra = [arg for kv in settings for arg in ("--set", kv)]
+    log(f"firstrun [{label}]: cold cirbench run (fresh cache) ...")
+    cold = staged(tree, cache, cwd, ["run", *extra])
+    report = staged(tree, cache, cwd, ["report"])
+    log(f"firstrun [{label}]: warm rerun ...")
+    warm = staged(tree, cache, cwd, ["run", *extra])
+    stages = by_stage(cold)
+    stages["report"] = report["wall_s"]
+    total = cold["wall_s"] + report["wall_s"]
+    return {"label": label, "cold_s": total, "warm_s": warm["wall_s"], "warm_over_cold": warm["wall_s"] / total,
+            "stages_s": stages, "stage_share": {k: v / total for k, v in stages.items()},
+            "warm_stages_s": by_stage(warm)}
+
+
+def by_stage(timed: dict) -> dict:
+    """Seconds per first-run stage of one timed command; "other" is the rest of its wall time (imports,
+    loading, writing results)."""
+    stages = {name: 0.0 for _, name in STAGES}
+    for task in timed["tasks"]:
+        stage = next((name for prefix, name in STAGES if task["name"].startswith(prefix)), None)
+        if stage:
+            stages[stage] += task["seconds"]
+    stages["other"] = max(0.0, timed["wall_s"] - sum(stages.values()))
+    return stages
+
+
+def firstrun_figures(args, work: Path) -> dict:
+    root = Path(__file__).resolve().parents[1]
+    out = {"load_before": os.getloadavg()[0]}
+    runs = []
+    if args.baseline:
+        tree = work / "baseline-tree"
+        subprocess.run(["git", "-C", str(root), "worktree", "add", "--detach", str(tree), args.baseline],
+                       check=True, capture_output=True)
+        try:
+            runs.append(first_run(tree, work / "baseline", f"baseline {args.baseline}", args.firstrun_set))
+        finally:
+            subprocess.run(["git", "-C", str(root), "worktree", "remove", "--force", str(tree)], capture_output=True)
+    runs.append(first_run(root, work / "current", "this tree", args.firstrun_set))
+    out["load_after"] = os.getloadavg()[0]
+    out["firstrun"] = runs
+    if len(runs) == 2:
+        out["firstrun_cold_ratio"] = runs[1]["cold_s"] / runs[0]["cold_s"]
+    return out
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--json", action="store_true", help="print one JSON object on stdout")
@@ -456,6 +571,12 @@ def main() -> None:
     parser.add_argument("--kill-after", type=float, default=35.0, help="seconds of encoding before the SIGKILL")
     parser.add_argument("--scale-worker", nargs=4, type=int, help=argparse.SUPPRESS)
     parser.add_argument("--kill-worker", nargs=4, help=argparse.SUPPRESS)
+    parser.add_argument("--baseline", help="firstrun: also measure this git revision (a commit or branch)")
+    parser.add_argument("--firstrun-set", action="append", default=[], metavar="KEY=VALUE",
+                        help="firstrun: a --set for both runs (e.g. world=tiny)")
+    if len(sys.argv) > 1 and sys.argv[1] == "--stage-worker":
+        stage_worker(sys.argv[2], sys.argv[3], sys.argv[4:])
+        return
     args = parser.parse_args()
     if args.scale_worker:
         print(json.dumps(scale_worker(*args.scale_worker)))
@@ -498,6 +619,8 @@ def main() -> None:
                 f"ViT-B/16 on {args.photos} photos")
             report.update(model_figures(photos(work / "photos", args.photos), args.batch_size, args.workers,
                                         work / "models"))
+        if "firstrun" in wanted:
+            report.update(firstrun_figures(args, work))
         if args.gpu:
             log("gpu: ViT-L/14 (random weights), bf16")
             report["gpu"] = gpu_figures(work / "gpu")
@@ -544,6 +667,14 @@ def main() -> None:
                      f"in the cache, {k['images_per_s']:.1f} images/s; flushes every {k['flush_interval_s']:.0f} s cost "
                      f"{100 * k['flush_cost']:+.1f}% ({k['encode_s_default_flushes']:.1f} s vs "
                      f"{k['encode_s_one_flush']:.1f} s)"))
+    for run in report.get("firstrun", []):
+        stages = ", ".join(f"{k} {v:.0f} s ({100 * run['stage_share'][k]:.0f}%)" for k, v in run["stages_s"].items())
+        rows.append((f"first run: cold [{run['label']}]", f"{run['cold_s']:.0f} s", "", stages))
+        rows.append((f"first run: warm / cold [{run['label']}]", f"{100 * run['warm_over_cold']:.1f}%", "warm < 15 s",
+                     f"warm {run['warm_s']:.1f} s"))
+    if "firstrun_cold_ratio" in report:
+        rows.append(("first run: cold, this tree / baseline", f"{100 * report['firstrun_cold_ratio']:.0f}%", "<= 40%",
+                     f"load average {report['load_before']:.2f} before, {report['load_after']:.2f} after"))
     for name, value, target, raw in rows:
         print(f"{name:40s} {value:>10s}   " + (f"target {target:10s}" if target else " " * 17) + f"   ({raw})")
     if args.gpu:

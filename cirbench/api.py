@@ -354,6 +354,7 @@ def run(settings: Settings) -> Evaluation:
     built: dict[tuple[str, str], object] = {}
     with progress:
         for ds, splits in opened:
+            ds.ready(progress)
             groups, refusals = encoder_groups(chosen, opts, ckpts, s.encoder or ds.default_encoder, ds)
             loaded = {}
 

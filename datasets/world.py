@@ -48,6 +48,9 @@ class WorldTask(Dataset):
     def folder(self) -> Path:
         return build(self.config, self.root)
 
+    def ready(self, progress=None) -> None:
+        build(self.config, self.root, progress)
+
     def world(self) -> dict:
         if self._world is None:
             self._world = load(self.folder)

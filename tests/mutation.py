@@ -33,20 +33,21 @@ ROOT = Path(__file__).resolve().parents[1]
 FAST = ["-m", "not slow"]
 # module (relative to the repository) -> the fast tests that guard it
 MODULES = {
-    "metrics": ("cirbench/metrics.py", ["tests/test_metrics.py", "tests/test_real_datasets.py",
+    "metrics": ("cirbench/protocol/metrics.py", ["tests/test_metrics.py", "tests/test_real_datasets.py",
                                         "tests/test_official_defaults.py"]),
-    "scoring": ("cirbench/scoring.py", ["tests/test_scoring.py", "tests/test_pinned_protocols.py"]),
-    "stats": ("cirbench/stats.py", ["tests/test_stats.py", "tests/test_pinned_protocols.py"]),
-    "transforms": ("cirbench/transforms.py", ["tests/test_pinned_protocols.py", "tests/test_official_defaults.py"]),
-    "prompts": ("cirbench/prompts.py", ["tests/test_pinned_protocols.py", "tests/test_protocols.py",
+    "scoring": ("cirbench/protocol/scoring.py", ["tests/test_scoring.py", "tests/test_pinned_protocols.py"]),
+    "stats": ("cirbench/analysis/stats.py", ["tests/test_stats.py", "tests/test_pinned_protocols.py"]),
+    "transforms": ("cirbench/protocol/transforms.py", ["tests/test_pinned_protocols.py", "tests/test_official_defaults.py"]),
+    "prompts": ("cirbench/protocol/prompts.py", ["tests/test_pinned_protocols.py", "tests/test_protocols.py",
                                         "tests/test_encoder.py"]),
-    "images": ("cirbench/images.py", ["tests/test_official_defaults.py", "tests/test_genecis.py",
+    "images": ("cirbench/protocol/images.py", ["tests/test_official_defaults.py", "tests/test_genecis.py",
                                       "tests/test_coco.py", "tests/test_hostile.py"]),
     **{f"method:{name}": (f"methods/{name}.py", ["tests/test_pinned_protocols.py", "tests/test_official_defaults.py",
                                                  "tests/test_contract.py", "tests/test_protocols.py",
-                                                 "tests/test_llm_methods.py", "tests/test_checkpoints.py"])
+                                                 "tests/test_llm_methods.py", "tests/test_checkpoints.py",
+                                                 "tests/test_own_models.py"])
        for name in ("image_only", "text_only", "image_text", "pic2word", "searle", "lincir", "combiner", "slerp",
-                    "weicom", "cirevl", "ldre", "seize")},
+                    "weicom", "cirevl", "ldre", "seize", "bge_vl", "magiclens", "_shared")},
     **{f"dataset:{name}": (f"datasets/{name}.py", ["tests/test_real_datasets.py", "tests/test_genecis.py",
                                                    "tests/test_coco.py", "tests/test_data_check.py",
                                                    "tests/test_official_defaults.py", "tests/test_hostile.py"])

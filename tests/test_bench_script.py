@@ -1,8 +1,10 @@
-"""The benchmark script's scale measurement works on a small gallery (its figures are not asserted:
-speed is shown by the script, not by timed tests)."""
+"""The benchmark script's scale and first-run measurements work on small cases (their figures are not
+asserted: speed is shown by the script, not by timed tests)."""
 
 import importlib.util
 from pathlib import Path
+
+import pytest
 
 
 def load_bench():
@@ -23,3 +25,23 @@ def test_scale_worker_reports_its_figures():
     assert out["gallery_mib"] == 5000 * 32 * 2 / 2**20
     assert out["ms_per_query"] == 1000 * out["seconds"] / 20
     assert out["scale_extra_mib"] < 64
+
+
+@pytest.mark.slow
+def test_first_run_figure_times_every_stage(tmp_path):
+    """The first-run figure, on the miniature world: a cold run from this tree timed stage by stage (the
+    tiny world has no shipped small CLIP, so it is trained), the report, then a warm rerun that trains
+    and renders nothing."""
+    bench = load_bench()
+    root = Path(__file__).resolve().parents[1]
+    run = bench.first_run(root, tmp_path, "this tree", ["world=tiny"])
+    stages = run["stages_s"]
+    assert set(stages) == {"render", "small CLIP", "Pic2Word", "Combiner", "encoding", "ranking", "other", "report"}
+    for stage in ("render", "small CLIP", "Pic2Word", "Combiner", "encoding", "ranking", "report"):
+        assert stages[stage] > 0, stage
+    assert sum(stages.values()) == pytest.approx(run["cold_s"])
+    assert sum(run["stage_share"].values()) == pytest.approx(1.0)
+    warm = run["warm_stages_s"]  # the rerun renders, trains and encodes nothing
+    assert warm["render"] == warm["small CLIP"] == warm["Pic2Word"] == warm["Combiner"] == warm["encoding"] == 0
+    assert run["warm_s"] == pytest.approx(sum(warm.values()))
+    assert (tmp_path / "project" / "reports" / "results.md").is_file()

@@ -355,15 +355,19 @@ def test_offline_missing_model_is_one_line_without_network(tmp_path, monkeypatch
 def test_method_all_skips_own_models_it_does_not_have_and_downloads_nothing(tmp_path, tiny_dir, monkeypatch):
     import cirbench.util.hub as hub
 
-    tried = []
-    real = hub.load_pretrained
+    checked, loaded = [], []
+    real_check, real_load = hub.require_cached, hub.load_pretrained
 
-    def recording(loaders, model_id, revision, what, **kw):
-        tried.append((model_id, hub.offline_set()))
-        return real(loaders, model_id, revision, what, **kw)
+    def checking(model_id, revision, what):
+        checked.append((model_id, hub.offline_set()))
+        return real_check(model_id, revision, what)
 
-    monkeypatch.setattr(hub, "load_pretrained", recording)
-    monkeypatch.setattr("cirbench.encoders.hfclip.load_pretrained", recording)
+    def loading(loaders, model_id, revision, what, **kw):
+        loaded.append(model_id)
+        return real_load(loaders, model_id, revision, what, **kw)
+
+    monkeypatch.setattr("cirbench.encoders.hfclip.require_cached", checking)
+    monkeypatch.setattr("cirbench.encoders.hfclip.load_pretrained", loading)
     monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "hub"))
     root, _ = circo_root(tmp_path / "circo", long_caption=False)
     # (pic2word and the combiner fail here: no trained weights for this encoder)
@@ -373,8 +377,30 @@ def test_method_all_skips_own_models_it_does_not_have_and_downloads_nothing(tmp_
     status = {c["method"]: c["status"] for c in out["cells"]}
     assert status["bge-vl"] == status["bge-vl-large"] == status["magiclens"] == "skipped"
     assert status["image-only"] == "computed"
-    assert tried and all(offline for _, offline in tried)  # only the local cache was read
-    assert "name the method to download it" in result.output
+    # only the local cache was read, and the missing models were known missing before any loading
+    assert {m for m, _ in checked} == {"BAAI/BGE-VL-base", "BAAI/BGE-VL-large"} and all(o for _, o in checked)
+    assert loaded == []
+    assert "name the method to download it" in result.output and "not in the local cache" in result.output
+
+
+def test_a_missing_hub_model_is_said_before_transformers_is_imported(tmp_path):
+    """`--method all` looks for every model a method brings; one that is not cached costs no import of
+    transformers' CLIP (seconds on every warm run)."""
+    import subprocess
+    import sys
+
+    code = ("import sys\n"
+            "from cirbench.contracts.encoder import load_encoder\n"
+            "from cirbench.errors import MissingResourceError\n"
+            "try:\n"
+            "    load_encoder('hf-clip:BAAI/BGE-VL-base', device='cpu', precision='fp32', transform='clip')\n"
+            "except MissingResourceError as exc:\n"
+            "    print('missing:', exc)\n"
+            "print('imported:', 'transformers.models.clip.modeling_clip' in sys.modules)\n")
+    env = {**__import__("os").environ, "HF_HUB_OFFLINE": "1", "HF_HUB_CACHE": str(tmp_path / "hub")}
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, check=True).stdout
+    assert "missing: cannot load the CLIP model 'BAAI/BGE-VL-base'" in out and "not in the local cache" in out
+    assert "imported: False" in out
 
 
 def test_own_models_beside_clip_methods_in_one_report(tmp_path, hfclip_dir, magiclens, tiny_dir):

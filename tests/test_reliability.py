@@ -279,6 +279,10 @@ def test_progress_without_a_terminal_prints_plain_lines():
     lines = stream.getvalue().splitlines()
     assert lines and all(line.startswith("encode x: ") for line in lines)
     assert lines[-1].startswith("encode x: 10/10 (100%)") and lines[-1].endswith("done")
+    # the time left, from the rate so far: 4 of 10 done after about 10 s -> about 15 s to go
+    fourth = next(line for line in lines if line.startswith("encode x: 4/10"))
+    assert ", about 15s left" in fourth
+    assert "left" not in lines[-1]
 
 
 def test_a_run_in_a_pipe_shows_progress_on_stderr(tmp_path, mydata):

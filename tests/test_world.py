@@ -89,3 +89,23 @@ def test_domain_task_positives_share_shape_and_colour_in_the_named_domain(tmp_pa
         for t in q.targets:
             assert by_file[t]["domain"] == "sketch"
             assert (by_file[t]["shape"], by_file[t]["color"]) == (ref["shape"], ref["color"])
+
+
+def test_compact_vocabulary_training_gives_the_dense_models_weights(tmp_path):
+    """Training on the captions' token ids only must end in the model dense training gives: the rows no
+    caption uses (Pic2Word's `*`, the methods' prompt words) decayed by AdamW exactly as in dense training,
+    the used rows and every other weight trained alike. A tiny world: two epochs, 16 px."""
+    import torch
+
+    from cirbench.world.encoder import train_small_clip
+
+    config = replace(PRESETS["tiny"], pretrain=300, clip_epochs=2, clip_batch=64)
+    world = build(config, tmp_path / "cache")
+    dense = torch.load(train_small_clip(config, world, tmp_path / "dense", compact=False)
+                       / "open_clip_pytorch_model.bin")
+    compact = torch.load(train_small_clip(config, world, tmp_path / "compact") / "open_clip_pytorch_model.bin")
+    assert dense.keys() == compact.keys()
+    table = dense["token_embedding.weight"]
+    assert table.shape[0] == 49408
+    for key in dense:
+        torch.testing.assert_close(compact[key], dense[key], rtol=1e-5, atol=1e-6, msg=key)

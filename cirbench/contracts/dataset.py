@@ -63,6 +63,11 @@ class Dataset:
     def load(self, split: str) -> Split:
         raise NotImplementedError
 
+    def ready(self, progress=None) -> None:
+        """Called once per run before any split is loaded, with the run's progress: a dataset that builds
+        its own files (the embedded world renders its images) does that here, so the user sees it.
+        Default: nothing."""
+
     def train_triplets(self) -> list[Triplet]:
         """Supervised training triplets (for the Combiner); image ids resolve through train_images()."""
         raise UsageError(f"dataset {self.label!r} has no training triplets")

@@ -22,7 +22,7 @@ from cirbench.contracts.encoder import Encoder, copy_with, register_encoder
 from cirbench.errors import MissingResourceError, UsageError
 from cirbench.protocol.transforms import FloorCenterCrop, Rescale, ToRGB
 from cirbench.protocol.transforms import build as build_transform
-from cirbench.util.hub import load_pretrained, revision_of
+from cirbench.util.hub import load_pretrained, require_cached, revision_of
 
 PIL_RESAMPLE = {0: "nearest", 1: "lanczos", 2: "bilinear", 3: "bicubic", 4: "box", 5: "hamming"}
 # what of the processor's config changes the pixels (recorded in the encoder's identity)
@@ -152,16 +152,16 @@ class HFClipEncoder(Encoder):
 def build_hf_clip(rest: str, *, spec: str, device: str, precision: str, transform: str, cache_dir=None,
                   progress=None):
     """A Hugging Face transformers CLIPModel (repository id or folder, optional @revision)."""
-
+    model_id, _, revision = rest.partition("@")
+    if not model_id:
+        raise UsageError(f"encoder {spec!r} names no model: hf-clip:REPO_OR_FOLDER[@REVISION]")
+    revision = revision or None
+    require_cached(model_id, revision, "CLIP model")  # seconds sooner than importing transformers' CLIP
     try:
         import transformers
     except ImportError:
         raise MissingResourceError('the hf-clip encoder needs Hugging Face transformers: pip install -e ".[llm]"') \
             from None
-    model_id, _, revision = rest.partition("@")
-    if not model_id:
-        raise UsageError(f"encoder {spec!r} names no model: hf-clip:REPO_OR_FOLDER[@REVISION]")
-    revision = revision or None
     import torch
 
     # float32, as transformers 4.x loads by default and the official evaluations ran (5.x's default,

@@ -62,6 +62,27 @@ def hub_offline() -> bool:
     return offline_set() or not hub_reachable()
 
 
+def _why_local(offline: bool) -> str:
+    return ((" (only the local cache is read here)" if _LOCAL_ONLY else
+             " (offline: HF_HUB_OFFLINE is set or the hub cannot be reached)") if offline else "")
+
+
+def require_cached(model_id: str, revision: str | None, what: str) -> None:
+    """When only the local cache can be read, a model that is not in it is the one-line error at once --
+    before a caller imports a heavy library to find out (``--method all`` checks every model it could run)."""
+    if Path(model_id).expanduser().is_dir() or not hub_offline():
+        return
+    try:
+        from huggingface_hub import try_to_load_from_cache
+
+        found = try_to_load_from_cache(model_id, "config.json", revision=revision)
+    except Exception:  # noqa: BLE001 -- an odd id or an old huggingface_hub: the loader will say what is wrong
+        return
+    if not isinstance(found, str):
+        raise MissingResourceError(f"cannot load the {what} {model_id!r}{_why_local(True)}: it is not in the local "
+                                   f"cache [looked in the local cache {cache_place()}]")
+
+
 def load_pretrained(loaders, model_id: str, revision: str | None, what: str, **kwargs):
     """``loaders[i].from_pretrained`` for the first loader that accepts the model; only the local cache
     is read when offline; a missing model is one line naming it and the cache."""
@@ -76,8 +97,7 @@ def load_pretrained(loaders, model_id: str, revision: str | None, what: str, **k
             last = exc
             if offline or "does not appear to have" in str(exc) or "not a valid model identifier" in str(exc):
                 continue
-    why = ((" (only the local cache is read here)" if _LOCAL_ONLY else
-            " (offline: HF_HUB_OFFLINE is set or the hub cannot be reached)") if offline else "")
+    why = _why_local(offline)
     first = (str(last).strip().splitlines() or [type(last).__name__])[0] if last else "no loader accepted it"
     raise MissingResourceError(f"cannot load the {what} {model_id!r}{why}: {first[:200]} "
                                f"[looked in the local cache {cache_place()}]")

@@ -37,7 +37,10 @@ class _Task:
         elapsed = time.monotonic() - self.started
         of = f"/{self.total}" if self.total else ""
         pct = f" ({100 * self.done_count / self.total:.0f}%)" if self.total else ""
-        return f"{self.description}: {self.done_count}{of}{pct} {elapsed:.0f}s{' ' + status if status else ''}"
+        left = ""
+        if self.total and 0 < self.done_count < self.total and status != "done":
+            left = f", about {elapsed / self.done_count * (self.total - self.done_count):.0f}s left"
+        return f"{self.description}: {self.done_count}{of}{pct} {elapsed:.0f}s{left}{' ' + status if status else ''}"
 
     def done(self) -> None:
         if self.owner.bars is not None:

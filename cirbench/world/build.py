@@ -58,10 +58,11 @@ class WorldConfig:
     CLIP_FIELDS = ("clip_epochs", "clip_batch", "clip_lr")
 
     def render_key(self) -> str:
-        return _hash({k: getattr(self, k) for k in self.RENDER_FIELDS})
+        return _hash({**{k: getattr(self, k) for k in self.RENDER_FIELDS}, "render_version": RENDER_VERSION})
 
     def clip_key(self) -> str:
-        return _hash({k: getattr(self, k) for k in self.RENDER_FIELDS + self.CLIP_FIELDS})
+        return _hash({**{k: getattr(self, k) for k in self.RENDER_FIELDS + self.CLIP_FIELDS},
+                      "render_version": RENDER_VERSION})
 
     def spec(self, names: tuple[str, ...] | None = None) -> str:
         """The non-default settings among ``names`` (default: all) as KEY=VALUE,..."""
@@ -239,33 +240,58 @@ def _items(config: WorldConfig) -> dict[str, list[dict]]:
     return parts
 
 
-def build(config: WorldConfig, cache_dir: Path, progress=None) -> Path:
-    """Render the world once into <cache>/world/<render key>/ (atomically) and return that folder."""
+RENDER_VERSION = 2  # 2: one random stream per part, the pretraining images rendered only when needed
+PART_ORDER = ("pretrain", "unlabeled", "train", "test")
+LAZY_PARTS = ("pretrain",)  # only the small CLIP's training reads them (not needed with shipped weights)
+
+
+def _render_part(config: WorldConfig, items: list[dict], part: str, into: Path, task=None) -> None:
     from PIL import Image
 
+    rng = np.random.default_rng(np.random.SeedSequence([config.seed, 99, PART_ORDER.index(part)]))
+    for item in items:
+        path = into / item["file"]
+        path.parent.mkdir(parents=True, exist_ok=True)
+        pixels = render(item["shape"], item["color"], item["domain"], item["identity"], item["position"],
+                        config.image_size, rng)
+        Image.fromarray(pixels).save(path, compress_level=1)
+        if task:
+            task.advance(1)
+
+
+def build(config: WorldConfig, cache_dir: Path, progress=None) -> Path:
+    """Render the world into <cache>/world/<render key>/ (atomically) and return that folder.
+
+    The pretraining images are left for ``render_lazy_part`` (the small CLIP's training asks for them)."""
     final = Path(cache_dir) / "world" / config.render_key()
     if (final / "world.json").is_file():
         return final
     with atomic_dir(final) as tmp:  # two runs rendering at once: the second keeps the first's folder
         parts = _items(config)
-        total = sum(len(v) for v in parts.values())
-        task = progress.task("render world", total=total) if progress else None
-        rng = np.random.default_rng(np.random.SeedSequence([config.seed, 99]))
-        for items in parts.values():
-            for item in items:
-                path = tmp / item["file"]
-                path.parent.mkdir(parents=True, exist_ok=True)
-                pixels = render(item["shape"], item["color"], item["domain"], item["identity"], item["position"],
-                                config.image_size, rng)
-                Image.fromarray(pixels).save(path, compress_level=1)
-                if task:
-                    task.advance(1)
-        meta = {"config": asdict(config), "render_key": config.render_key(), "counts": {k: len(v) for k, v in parts.items()},
-                "parts": parts}
+        now = [p for p in PART_ORDER if p not in LAZY_PARTS]
+        task = progress.task("render world", total=sum(len(parts[p]) for p in now)) if progress else None
+        for part in now:
+            _render_part(config, parts[part], part, tmp, task)
+        meta = {"config": asdict(config), "render_key": config.render_key(), "render_version": RENDER_VERSION,
+                "counts": {k: len(v) for k, v in parts.items()}, "parts": parts}
         (tmp / "world.json").write_text(json.dumps(meta))
         if task:
             task.done()
     return final
+
+
+def render_lazy_part(config: WorldConfig, world_dir: Path, part: str, progress=None) -> None:
+    """Render one of the parts ``build`` leaves out into the world's folder (atomically), once."""
+    world_dir = Path(world_dir)
+    if (world_dir / part).is_dir():
+        return
+    items = load(world_dir)["parts"][part]
+    with atomic_dir(world_dir / part) as tmp:
+        task = progress.task(f"render world ({part} images)", total=len(items)) if progress else None
+        # an item's file is "<part>/<name>": rendered as <name> into the part's temporary folder
+        _render_part(config, [{**it, "file": it["file"].split("/", 1)[1]} for it in items], part, tmp, task)
+        if task:
+            task.done()
 
 
 def load(folder: Path) -> dict:
