@@ -105,3 +105,13 @@ def test_world_rebuild_reproduces_the_shipped_weights(tmp_path):
     assert again["trained"]["steps"] == ours["trained"]["steps"]
     if same_place and all(torch.equal(again["state"][k], ours["state"][k]) for k in ours["state"]):
         assert torch.equal(again["used_rows"], ours["used_rows"])
+
+
+def test_rebuild_into_a_folder_it_cannot_write_says_so_before_training(tmp_path):
+    blocker = tmp_path / "file"
+    blocker.write_text("not a folder")
+    result = cirbench("world", "rebuild", "--set", "world=tiny", "--out", str(blocker / "ship"), "--quiet",
+                      env={"CIRBENCH_CACHE": str(tmp_path / "cache")}, cwd=tmp_path, check=False)
+    assert result.returncode == 2
+    assert "cannot write the folder for the small CLIP's weights file" in result.stderr and "--out" in result.stderr
+    assert not (tmp_path / "cache" / "world").exists()  # nothing rendered or trained first

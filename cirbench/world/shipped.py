@@ -22,7 +22,7 @@ import platform
 from pathlib import Path
 
 from cirbench.errors import DataError
-from cirbench.util.fsutil import atomic_write
+from cirbench.util.fsutil import atomic_write, ensure_writable
 from cirbench.world.build import WorldConfig, build
 from cirbench.world.small_clip import held_out_accuracy, train, write_clip
 
@@ -117,6 +117,7 @@ def rebuild(config: WorldConfig, cache_dir: Path, folder: Path | None = None, pr
     and what it records about the training."""
     import torch
 
+    ensure_writable(Path(folder or FOLDER), "folder for the small CLIP's weights file", "pass --out DIR")
     world_dir = build(config, cache_dir, progress)
     trained = train(config, world_dir, progress)
     accuracy = {k: v for k, v in held_out_accuracy(trained.model, world_dir).items() if k != "images"}
