@@ -266,3 +266,19 @@ def test_paired_test_by_hand():
     assert result.difference == pytest.approx(10.0)
     assert (result.low, result.high) == pytest.approx((np.percentile(diff, 2.5), np.percentile(diff, 97.5)))
     assert result.p == pytest.approx(min(1.0, 2 * (min((diff <= 0).sum(), (diff >= 0).sum()) + 1) / 1001))
+
+
+def test_prompt_errors_say_what_the_template_holds_and_what_the_query_has():
+    """A template naming a field the query lacks lists the fields it has (text, then the string fields in
+    order, not the non-string ones); a pseudo-word template says whether the word is missing or repeated."""
+    from cirbench.errors import UsageError
+    from cirbench.protocol.prompts import fill, split_pseudo
+
+    # field names on both sides of "text" in sort order are fields, not the query text
+    assert fill("{c1} {text} {width}", "x", {"c1": "red", "width": "wide"}) == "red x wide"
+    with pytest.raises(UsageError, match=r"names \{c3\}, which this query does not have \(it has: text, c1, c2\)"):
+        fill("{c3} and {text}", "x", {"c1": "red", "n": 3, "c2": "long"})
+    with pytest.raises(UsageError, match=r"holds no standalone pseudo-word '\*'"):
+        split_pseudo("a photo of *, {text}", "*")
+    with pytest.raises(UsageError, match=r"holds 2 standalone pseudo-word '\*'"):
+        split_pseudo("* and * , {text}", "*")
