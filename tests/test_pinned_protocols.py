@@ -282,3 +282,19 @@ def test_prompt_errors_say_what_the_template_holds_and_what_the_query_has():
         split_pseudo("a photo of *, {text}", "*")
     with pytest.raises(UsageError, match=r"holds 2 standalone pseudo-word '\*'"):
         split_pseudo("* and * , {text}", "*")
+
+
+def test_the_squash_variant_leaves_a_transform_without_resize_and_crop_alone():
+    """Pic2Word's COCO squash replaces CLIP's resize + centre crop; a transform lacking either has nothing
+    to replace and is returned as it is."""
+    from torchvision import transforms as T
+
+    from cirbench.protocol.transforms import squash_variant
+
+    only_crop = T.Compose([T.CenterCrop(8), T.ToTensor()])
+    only_resize = T.Compose([T.Resize(8), T.ToTensor()])
+    assert squash_variant(only_crop) is only_crop
+    assert squash_variant(only_resize) is only_resize
+    squashed = squash_variant(T.Compose([T.Resize(8), T.CenterCrop(8), T.ToTensor()]))
+    assert isinstance(squashed.transforms[0], T.Resize) and squashed.transforms[0].size == (8, 8)
+    assert len(squashed.transforms) == 2
