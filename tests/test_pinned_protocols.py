@@ -298,3 +298,27 @@ def test_the_squash_variant_leaves_a_transform_without_resize_and_crop_alone():
     squashed = squash_variant(T.Compose([T.Resize(8), T.CenterCrop(8), T.ToTensor()]))
     assert isinstance(squashed.transforms[0], T.Resize) and squashed.transforms[0].size == (8, 8)
     assert len(squashed.transforms) == 2
+
+
+def test_rescale_is_totensors_range_and_rgb_conversion_is_recognised_by_name():
+    """Rescale's default is ToTensor's 1/255 (a multiplication, not a floor division); a step counts as an
+    RGB conversion by type or by a name with both "convert" and "rgb" -- torchvision's ConvertImageDtype
+    is not one (the hf-clip transform would drop it)."""
+    import numpy as np
+    import torch
+    from PIL import Image
+    from torchvision import transforms as T
+
+    from cirbench.protocol.transforms import Rescale, ToRGB, is_rgb_conversion
+
+    image = Image.fromarray(np.array([[[0, 17, 255], [128, 3, 64]]], dtype=np.uint8))
+    torch.testing.assert_close(Rescale()(image), T.ToTensor()(image))  # x * (1/255) vs x / 255: last bit
+
+    def _convert_to_rgb(image):
+        return image.convert("RGB")
+
+    def rgb_jitter(image):
+        return image
+
+    assert is_rgb_conversion(ToRGB()) and is_rgb_conversion(_convert_to_rgb)
+    assert not is_rgb_conversion(T.ConvertImageDtype(torch.float32)) and not is_rgb_conversion(rgb_jitter)
