@@ -41,6 +41,17 @@ class Encoder:
     embed_dim: int
     token_width: int
     device: str = "cpu"
+    precision: str = "fp32"  # subclasses running fp16/bf16 set it and ``dtype``
+
+    def _autocast(self):
+        """The autocast context the encode methods run in: mixed precision on CUDA only."""
+        import contextlib
+
+        import torch
+
+        if self.precision == "fp32" or not str(self.device).startswith("cuda"):
+            return contextlib.nullcontext()
+        return torch.autocast("cuda", dtype=self.dtype)
 
     @property
     def squash_preprocess(self) -> Callable:

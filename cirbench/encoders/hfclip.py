@@ -111,15 +111,6 @@ class HFClipEncoder(Encoder):
         clone.identity["weights_rounding"] = "fp16"
         return clone
 
-    def _autocast(self):
-        import contextlib
-
-        import torch
-
-        if self.precision == "fp32" or not str(self.device).startswith("cuda"):
-            return contextlib.nullcontext()
-        return torch.autocast("cuda", dtype=self.dtype)
-
     def encode_images(self, pixels):
         with self._autocast():
             out = self.model.get_image_features(pixel_values=pixels.to(self.device, non_blocking=True))

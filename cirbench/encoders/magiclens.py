@@ -394,15 +394,6 @@ class MagicLensEncoder(Encoder):
             return self
         raise UsageError(f"encoder {self.label!r} has MagicLens's own image processing only (not {transform!r})")
 
-    def _autocast(self):
-        import contextlib
-
-        import torch
-
-        if self.precision == "fp32" or not str(self.device).startswith("cuda"):
-            return contextlib.nullcontext()
-        return torch.autocast("cuda", dtype=self.dtype)
-
     def tokenize(self, texts: list[str]):
         """scenic's CLIP tokenization: [SOT] + BPE + [EOT], zero-padded to the context; a longer text is
         refused (the official tokenizer raises rather than cut it)."""

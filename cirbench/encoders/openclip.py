@@ -108,15 +108,6 @@ class OpenClipEncoder(Encoder):
         return float(self.model.logit_scale.exp().item())
 
     # -- features -------------------------------------------------------------------------------
-    def _autocast(self):
-        import contextlib
-
-        import torch
-
-        if self.precision == "fp32" or not str(self.device).startswith("cuda"):
-            return contextlib.nullcontext()
-        return torch.autocast("cuda", dtype=self.dtype)
-
     def encode_images(self, pixels):
         with self._autocast():
             return self.model.encode_image(pixels.to(self.device, non_blocking=True)).float()
