@@ -51,6 +51,18 @@ def test_measured_values_meet_the_paper_only_where_everything_matches():
     assert abs(avg["value_measured"].item() - 25.0) < 1e-9 and abs(avg["difference"].item() - 0.3) < 1e-9
 
 
+def test_a_magiclens_file_meets_both_published_circo_numbers_of_its_size():
+    # a MagicLens checkpoint's spec is its path; its model name says base or large, and the official
+    # README publishes two CIRCO rows per size (the original model, and the released converted files)
+    rec = record("magiclens", "circo", "test", {"mAP@5": 22.0}, spec="/models/magic_lens_clip_base.pkl")
+    rec.encoder.identity["model_name"] = "magiclens-base"
+    table = paper_comparison(long_frame([rec]))
+    rows = table[table.metric == "mAP@5"].sort_values("value_paper")
+    assert list(rows["value_paper"]) == [22.3, 23.1] and set(rows["backbone"]) == {"magiclens-base"}
+    assert rows["source"].str.contains("converted").tolist() == [True, False]
+    assert abs(rows["difference"].iloc[0] - (-0.3)) < 1e-9
+
+
 def test_render_writes_tables_plots_and_comparison(tmp_path):
     recs = [record("pic2word", "fashioniq", s, {"R@10": 20.0, "R@50": 40.0}) for s in ("toptee", "dress", "shirt")]
     recs.append(record("combiner", "fashioniq", "dress", {"R@10": 30.0, "R@50": 50.0}, supervised=True,

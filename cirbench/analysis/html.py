@@ -249,10 +249,11 @@ def render_html(report, tables: dict, comp, paper, plots: dict, grid_files: list
     if not paper.empty:
         rows = "".join(f"<tr><td>{esc(r.method)}</td><td>{esc(r.dataset)}:{esc(r.split)}</td><td>{esc(r.metric)}</td>"
                        f"<td>{esc(fmt(r.value_measured, r.measured_low, r.measured_high))}</td><td>{r.value_paper:.2f}</td>"
-                       f"<td>{esc(r.paper_inside_interval)}</td><td>{esc(r.verified)}</td></tr>" for r in paper.itertuples())
+                       f"<td>{esc(r.paper_inside_interval)}</td><td>{esc(r.verified)}</td><td>{esc(r.source)}</td></tr>"
+                       for r in paper.itertuples())
         sections.append("<h2>Paper numbers beside measured ones</h2><table><thead><tr><th>method</th><th>split</th>"
                         "<th>metric</th><th>measured</th><th>paper</th><th>paper inside the interval</th><th>verified"
-                        f"</th></tr></thead><tbody>{rows}</tbody></table>")
+                        f"</th><th>source</th></tr></thead><tbody>{rows}</tbody></table>")
     sections.append("<h2>Methods and protocols</h2>" + _markdown_table_html(protocol_lines(report.records)))
     data = browser_data(report, out, browser_queries, seed)
     intro = (f"{len(report.cells)} result files. Scores are percentages with 95% bootstrap intervals over queries "

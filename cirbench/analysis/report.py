@@ -73,11 +73,11 @@ def render(results_dir: Path, out: Path, resamples: int = stats.DEFAULT_RESAMPLE
                   "and metric; see cirbench/resources/paper_numbers.csv).", ""]
     else:
         lines += ["| method | backbone | dataset | split | metric | measured | paper | difference | paper inside the "
-                  "interval | verified |", "|---|---|---|---|---|---|---|---|---|---|"]
+                  "interval | verified | source |", "|---|---|---|---|---|---|---|---|---|---|---|"]
         for row in paper.itertuples():
             lines.append(f"| {row.method} | {row.backbone} | {row.dataset} | {row.split} | {row.metric} | "
                          f"{fmt(row.value_measured, row.measured_low, row.measured_high)} | {row.value_paper:.2f} | "
-                         f"{row.difference:+.2f} | {row.paper_inside_interval} | {row.verified} |")
+                         f"{row.difference:+.2f} | {row.paper_inside_interval} | {row.verified} | {row.source} |")
         outside = paper[paper.paper_inside_interval == "no"]
         if len(outside):
             lines += ["", f"{len(outside)} published number(s) lie outside the measured interval: "
