@@ -33,9 +33,9 @@ def resamples(n_queries: int, n: int = DEFAULT_RESAMPLES, seed: int = 0, key: st
 def aggregate_rows(values: np.ndarray, agg: str) -> np.ndarray:
     """The aggregate of each row of an n x Q matrix of per-query values."""
     values = np.asarray(values, dtype=np.float64)
-    if agg == "percent":
-        return 100.0 * values.mean(axis=1)
-    with np.errstate(all="ignore"):
+    with np.errstate(all="ignore"):  # an empty split aggregates to nan (0 / 0): no interval
+        if agg == "percent":
+            return 100.0 * values.sum(axis=1) / values.shape[1]  # numpy's mean, without its empty warning
         if agg == "mean":
             return np.nanmean(values, axis=1)
         if agg == "median_rank":
@@ -92,6 +92,8 @@ def paired_draws(parts: list[tuple[np.ndarray, np.ndarray, str, str]], n: int, s
     observed, total = 0.0, np.zeros(n)
     for a, b, agg, key in parts:
         a, b = np.asarray(a, dtype=np.float64), np.asarray(b, dtype=np.float64)
+        if a.shape != b.shape:  # not the same queries: indexing both with one set of draws would mislead
+            raise ValueError(f"paired values of split {key!r} differ in length ({len(a)} and {len(b)}): align them")
         idx = resamples(len(a), n, seed, key)
         observed += float(aggregate_rows(a[None, :], agg)[0] - aggregate_rows(b[None, :], agg)[0])
         total += aggregate_rows(a[idx], agg) - aggregate_rows(b[idx], agg)
