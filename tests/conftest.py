@@ -39,3 +39,21 @@ def cache_env(tmp_path, monkeypatch) -> Path:
     cache = tmp_path / "cache"
     monkeypatch.setenv("CIRBENCH_CACHE", str(cache))
     return cache
+
+
+@pytest.fixture
+def network_attempts(monkeypatch) -> list:
+    """Offline as HF_HUB_OFFLINE=1 says, with every socket connection refused and recorded (the list): a
+    test asserts it stays empty, i.e. no download or retry loop was even tried."""
+    import socket
+
+    attempts = []
+
+    def no_network(*args, **kwargs):
+        attempts.append(args)
+        raise OSError("network disabled by the test")
+
+    monkeypatch.setattr(socket, "create_connection", no_network)
+    monkeypatch.setattr(socket.socket, "connect", lambda self, *a: no_network(*a))
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    return attempts

@@ -90,27 +90,16 @@ def test_unknown_architecture_and_missing_weights_are_usage_errors():
         load_encoder("ViT-B-32")
 
 
-def test_offline_model_not_in_cache_is_one_clear_error(tmp_path, monkeypatch):
+def test_offline_model_not_in_cache_is_one_clear_error(tmp_path, network_attempts):
     """With HF_HUB_OFFLINE set, a model missing from the cache fails without a single network attempt
     (no retry loop): every socket connection is recorded and must not happen."""
-    import socket
-
     from cirbench.contracts.encoder import load_encoder
 
-    attempts = []
-
-    def no_network(*args, **kwargs):
-        attempts.append(args)
-        raise OSError("network disabled by the test")
-
-    monkeypatch.setattr(socket, "create_connection", no_network)
-    monkeypatch.setattr(socket.socket, "connect", lambda self, *a: no_network(*a))
-    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     with pytest.raises(UsageError) as err:
         load_encoder("ViT-B-32:openai", cache_dir=tmp_path)
     message = str(err.value)
     assert "ViT-B-32:openai" in message and "HF_HUB_OFFLINE" in message and str(tmp_path / "models") in message
-    assert attempts == []
+    assert network_attempts == []
     with pytest.raises(UsageError, match="hf-hub:someone/missing"):
         load_encoder("hf-hub:someone/missing", cache_dir=tmp_path)
 

@@ -328,18 +328,7 @@ def test_bad_magiclens_files_are_refused_naming_the_file(tmp_path):
 
 # -- bringing a model through the run ---------------------------------------------------------------------
 
-def test_offline_missing_model_is_one_line_without_network(tmp_path, monkeypatch):
-    import socket
-
-    attempts = []
-
-    def no_network(*args, **kwargs):
-        attempts.append(args)
-        raise OSError("network disabled by the test")
-
-    monkeypatch.setattr(socket, "create_connection", no_network)
-    monkeypatch.setattr(socket.socket, "connect", lambda self, *a: no_network(*a))
-    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+def test_offline_missing_model_is_one_line_without_network(tmp_path, monkeypatch, network_attempts):
     monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "hub"))
     import huggingface_hub
 
@@ -349,7 +338,7 @@ def test_offline_missing_model_is_one_line_without_network(tmp_path, monkeypatch
     result = run_cli(tmp_path, "--method", "bge-vl", "--dataset", "circo:val", "--data", f"circo={root}", code=2)
     lines = [ln for ln in result.output.splitlines() if "BAAI/BGE-VL-base" in ln]
     assert lines and "HF_HUB_OFFLINE" in lines[0] and str(tmp_path / "hub") in lines[0]
-    assert attempts == []
+    assert network_attempts == []
 
 
 def test_method_all_skips_own_models_it_does_not_have_and_downloads_nothing(tmp_path, tiny_dir, monkeypatch):
@@ -481,3 +470,28 @@ def test_imagenet_r_hit_rate_setting(tmp_path):
     bad, _ = open_dataset("imagenet-r", overrides={"imagenet-r": root}, settings={"metric": "map"}, check_splits=False)
     with pytest.raises(UsageError, match="metric=map"):
         bad.load("cartoon")
+
+
+def test_both_clip_kinds_round_their_weights_through_fp16_alike(tiny_encoder, hfclip_dir):
+    """LinCIR's habit (fp16 weights used in float32) on either encoder kind: every floating weight is
+    exactly its float16 value, the loaded encoder is untouched, and anything else is refused."""
+    import torch
+
+    from cirbench.contracts.encoder import load_encoder
+    from cirbench.errors import UsageError
+
+    for enc in (tiny_encoder, load_encoder(f"hf-clip:{hfclip_dir}")):
+        before = {k: v.clone() for k, v in enc.model.state_dict().items()}
+        rounded = enc.with_weights("fp16")
+        assert rounded.identity["weights_rounding"] == "fp16" and "weights_rounding" not in enc.identity
+        assert rounded.key != enc.key and rounded.with_weights("fp16") is rounded and enc.with_weights("loaded") is enc
+        changed = 0
+        for name, tensor in rounded.model.state_dict().items():
+            if tensor.is_floating_point():
+                assert torch.equal(tensor, before[name].half().float()), name
+                changed += int(not torch.equal(tensor, before[name]))
+            assert torch.equal(enc.model.state_dict()[name], before[name])
+        assert changed > 0
+        for bad, source in (("bf16", enc), ("loaded", rounded)):
+            with pytest.raises(UsageError, match=f"cannot take weights '{bad}'"):
+                source.with_weights(bad)

@@ -134,6 +134,27 @@ def copy_with(encoder: Encoder, **changes) -> Encoder:
     return clone
 
 
+def with_weights_rounded(encoder: Encoder, weights: str) -> Encoder:
+    """``Encoder.with_weights`` for an encoder whose torch module is ``encoder.model``: "fp16" gives a copy
+    whose floating weights and buffers are rounded through float16 and used in float32 (what loading a
+    checkpoint with torch_dtype=float16 and calling .float() does); "loaded" is the encoder as loaded."""
+    import torch
+
+    current = encoder.identity.get("weights_rounding", "loaded")
+    if weights == current:
+        return encoder
+    if weights != "fp16" or current != "loaded":
+        raise UsageError(f"encoder {encoder.label!r} cannot take weights {weights!r} (from {current!r})")
+    model = copy.deepcopy(encoder.model)
+    with torch.no_grad():
+        for tensor in [*model.parameters(), *model.buffers()]:
+            if tensor.is_floating_point():
+                tensor.copy_(tensor.half().float())
+    clone = copy_with(encoder, model=model)
+    clone.identity["weights_rounding"] = "fp16"
+    return clone
+
+
 def parse_spec(spec: str) -> tuple[str, str]:
     """Split SPEC into (encoder kind, rest). ``random:ARCH`` -> random; ``hf-hub:``/``local-dir:``/
     ``ARCH:TAG``/``ARCH:FILE``/``ARCH`` -> openclip; any other registered kind ``KIND:REST`` -> KIND."""

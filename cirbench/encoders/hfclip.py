@@ -16,9 +16,8 @@ resolved to (or a hash of a local folder's files) is in the encoder's identity. 
 
 from __future__ import annotations
 
-import copy
 
-from cirbench.contracts.encoder import Encoder, copy_with, register_encoder
+from cirbench.contracts.encoder import Encoder, copy_with, register_encoder, with_weights_rounded
 from cirbench.errors import MissingResourceError, UsageError
 from cirbench.protocol.transforms import FloorCenterCrop, Rescale, ToRGB
 from cirbench.protocol.transforms import build as build_transform
@@ -96,20 +95,7 @@ class HFClipEncoder(Encoder):
         return clone
 
     def with_weights(self, weights: str) -> "HFClipEncoder":
-        import torch
-
-        if weights == self.identity.get("weights_rounding", "loaded"):
-            return self
-        if weights != "fp16":
-            raise UsageError(f"encoder {self.label!r} cannot take weights {weights!r}")
-        model = copy.deepcopy(self.model)
-        with torch.no_grad():
-            for tensor in [*model.parameters(), *model.buffers()]:
-                if tensor.is_floating_point():
-                    tensor.copy_(tensor.half().float())
-        clone = copy_with(self, model=model)
-        clone.identity["weights_rounding"] = "fp16"
-        return clone
+        return with_weights_rounded(self, weights)
 
     def encode_images(self, pixels):
         with self._autocast():

@@ -17,7 +17,7 @@ import os
 import zipfile
 from pathlib import Path
 
-from cirbench.contracts.encoder import Encoder, copy_with, register_encoder
+from cirbench.contracts.encoder import Encoder, copy_with, register_encoder, with_weights_rounded
 from cirbench.errors import UsageError, short
 from cirbench.util.fsutil import sha256_file
 from cirbench.util.hub import hub_reachable, offline_set
@@ -63,23 +63,7 @@ class OpenClipEncoder(Encoder):
     def with_weights(self, weights: str) -> "OpenClipEncoder":
         """The same model with its weights rounded through float16 and used in float32 (``"fp16"``: what
         loading a checkpoint with torch_dtype=float16 and calling .float() does), or as loaded."""
-        import copy
-
-        import torch
-
-        current = self.identity.get("weights_rounding", "loaded")
-        if weights == current:
-            return self
-        if weights not in ("loaded", "fp16") or current != "loaded":
-            raise UsageError(f"encoder {self.label!r} cannot take weights {weights!r} (from {current!r})")
-        model = copy.deepcopy(self.model)
-        with torch.no_grad():
-            for tensor in [*model.parameters(), *model.buffers()]:
-                if tensor.is_floating_point():
-                    tensor.copy_(tensor.half().float())
-        clone = copy_with(self, model=model)
-        clone.identity["weights_rounding"] = "fp16"
-        return clone
+        return with_weights_rounded(self, weights)
 
     @property
     def squash_preprocess(self):
