@@ -88,6 +88,8 @@ def test_circo_val_map_with_several_ground_truths(tmp_path):
     assert m["mAP@5"] == pytest.approx(100 * (5 / 12 + 1 / 2) / 2)
     assert m["mAP@50"] == pytest.approx(100 * (5 / 12 + 1 / 2) / 2)
     assert m["R@5"] == pytest.approx(100.0)  # target_img_id of both within the top 5
+    assert sorted(m, key=lambda k: (k[:2], int(k.split("@")[1]))) == [
+        "R@5", "R@10", "R@25", "R@50", "mAP@5", "mAP@10", "mAP@25", "mAP@50"]
 
 
 def test_circo_test_writes_the_server_file(tmp_path):
@@ -96,6 +98,18 @@ def test_circo_test_writes_the_server_file(tmp_path):
     submission = json.loads(open(record["submission"][0]).read())
     assert list(submission) == ["3"] and len(submission["3"]) == 7
     assert submission["3"][0] == 3 and all(isinstance(i, int) for i in submission["3"])
+
+
+def test_the_circo_server_file_lists_the_top_50_of_each_query(tmp_path):
+    """The evaluation server reads 50 ids per query: a longer ranking is cut at 50, in rank order. The
+    query row has only the fields the adapter needs (no shared_concept): that is enough."""
+    root = F.circo(tmp_path / "circo")
+    (root / "annotations" / "test.json").write_text(json.dumps(
+        [{"id": 3, "reference_img_id": 3, "relative_caption": "has two of them"}]))
+    split = datasets.get("circo")(root).load("test")
+    ranked = [[str(i) for i in range(100, 160)]]
+    path, = split.write_submission(ranked, None, tmp_path)
+    assert json.loads(path.read_text()) == {"3": list(range(100, 150))}
 
 
 def test_imagenet_r_domain_conversion(tmp_path):

@@ -28,3 +28,15 @@ def test_name_collision_is_an_error():
         @reg.register("a")
         class B:
             pass
+
+
+def test_the_baselines_lead_every_table_in_their_own_places():
+    """Tables list methods by display_order: image-only, text-only, image+text first, each in a place no
+    other built-in method shares (a tie would fall back to the name and could reorder them)."""
+    from cirbench.contracts.registry import methods
+
+    orders = {name: methods.get(name).display_order for name in methods.names()}
+    first = sorted(orders, key=lambda n: (orders[n], n))[:3]
+    assert first == ["image-only", "text-only", "image+text"]
+    for name in first:
+        assert [n for n, o in orders.items() if o == orders[name]] == [name]
