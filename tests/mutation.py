@@ -46,7 +46,7 @@ MODULES = {
     **{f"method:{name}": (f"methods/{name}.py", tests) for names, tests in (
         (("image_only", "text_only", "image_text", "searle", "lincir", "pic2word", "combiner"),
          ["tests/test_pinned_protocols.py", "tests/test_protocols.py", "tests/test_checkpoints.py",
-          "tests/test_official_defaults.py"]),
+          "tests/test_official_defaults.py", "tests/test_registry.py"]),
         (("slerp", "weicom"), ["tests/test_protocols.py", "tests/test_official_defaults.py", "tests/test_hostile.py",
                                "tests/test_contract.py"]),
         (("cirevl", "ldre", "seize"), ["tests/test_official_defaults.py", "tests/test_llm_methods.py",

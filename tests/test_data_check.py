@@ -55,6 +55,8 @@ BREAKS = {
         ("missing image", lambda r: (r / "COCO2017_unlabeled" / "unlabeled2017" / "000000000006.jpg").unlink(),
          "'6' is missing"),
         ("malformed json", lambda r: (r / "annotations" / "val.json").write_text("{"), "val.json: invalid JSON"),
+        ("image list not a list", lambda r: (r / "COCO2017_unlabeled" / "annotations" / "image_info_unlabeled2017.json")
+         .write_text('{"images": {"1": "000000000001.jpg"}}'), "expected {'images': [...]}"),
     ],
     "imagenet-r": [
         ("bad list line", lambda r: (r / "imgnet_targets.txt").write_text("imgnet/a.jpg\n"), "imgnet_targets.txt:1"),
