@@ -152,15 +152,18 @@ def test_genecis_image_plus_text_averages_the_raw_features():
     from cirbench.contracts.registry import methods
 
     cls = methods.get("image+text")
-    for info, expected in (({"image_text": "raw"}, [0.99504, 0.09950]), ({}, [0.70711, 0.70711])):
+    raw, normalised = [0.99504, 0.09950], [0.70711, 0.70711]
+    # (the split's own baseline, --option image+text.combine, expected): the option overrides the split
+    for info, chosen, expected in (({"image_text": "raw"}, "split", raw), ({}, "split", normalised),
+                                   ({"image_text": "raw"}, "normalized", normalised), ({}, "raw", raw)):
         ctx = MethodContext(encoder=None, text_features=lambda texts: torch.tensor([[0.0, 1.0]]),
-                            options=resolve_options("image+text", cls.options, {}))
+                            options=resolve_options("image+text", cls.options, {"combine": chosen}))
         method = cls(ctx)
         method.split = split_view()
         method.split.info = info
         method.prepare(method.split)
         out = method.encode_queries(query_batch(method, torch.tensor([[10.0, 0.0]]), ["x"]))
-        assert out[0].tolist() == pytest.approx(expected, abs=1e-4), info
+        assert out[0].tolist() == pytest.approx(expected, abs=1e-4), (info, chosen)
 
 
 # -- ties ----------------------------------------------------------------------------------------------
