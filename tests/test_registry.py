@@ -33,6 +33,7 @@ def test_name_collision_is_an_error():
 def test_the_baselines_lead_every_table_in_their_own_places():
     """Tables list methods by display_order: image-only, text-only, image+text first, each in a place no
     other built-in method shares (a tie would fall back to the name and could reorder them)."""
+    from cirbench.contracts.method import Method
     from cirbench.contracts.registry import methods
 
     orders = {name: methods.get(name).display_order for name in methods.names()}
@@ -40,3 +41,6 @@ def test_the_baselines_lead_every_table_in_their_own_places():
     assert first == ["image-only", "text-only", "image+text"]
     for name in first:
         assert [n for n, o in orders.items() if o == orders[name]] == [name]
+    # every method placed on purpose has a place of its own (those left at the default sort by name)
+    placed = [o for o in orders.values() if o != Method.display_order]
+    assert len(placed) == len(set(placed)) >= 10
