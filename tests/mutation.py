@@ -4,11 +4,14 @@
     python tests/mutation.py                     # every module below (hours on 2 cores)
     python tests/mutation.py metrics scoring     # some of them (names from MODULES)
     python tests/mutation.py --list              # the modules and the tests that guard each
+    python tests/mutation.py --recheck WORK stats  # an earlier run's survivors against today's tests
 
 Each module is mutated in a scratch copy of the working tree (never in the tree itself), one mutant at
 a time, and the fast tests that exercise it are run (-x: a killed mutant stops at its first failing
 test). The surviving mutants are printed as diffs and written to <work>/survivors.txt: each must be
-killed by a test or explained as equivalent (it cannot change a result).
+killed by a test or explained as equivalent (it cannot change a result). The explained ones are listed
+in tests/mutation_equivalent.txt (module, the line and its mutant, why), matched by content so that a
+moved line stays explained; they are counted apart and not printed again.
 
 Operators: arithmetic (+ - * / //) and comparison (< <= > >= == !=) swaps, numbers, `not`, and/or,
 True/False, break/continue, zero-iteration loops and exception replacement. Bitwise, shift, power and
@@ -106,6 +109,34 @@ def run_module(name: str, tree: Path, work: Path, timeout: float) -> list[dict]:
     return survivors(session)
 
 
+EQUIVALENT = Path(__file__).with_name("mutation_equivalent.txt")
+
+
+def _squeeze(line: str) -> str:
+    return "".join(line.split())
+
+
+def equivalents(path: Path = EQUIVALENT) -> dict[tuple[str, str, str], str]:
+    """(module, original line, mutated line) -> why, from blocks of 'module:', '-', '+' and 'why:' lines."""
+    known = {}
+    for block in path.read_text(encoding="utf-8").split("\n\n"):
+        fields = {}
+        for line in block.strip().splitlines():
+            if line.startswith("#"):
+                continue
+            key, _, value = line.partition(" ")
+            fields[key.rstrip(":")] = value.strip()
+        if {"module", "-", "+", "why"} <= set(fields):
+            known[(fields["module"], _squeeze(fields["-"]), _squeeze(fields["+"]))] = fields["why"]
+    return known
+
+
+def explained(survivor: dict, module: str, known: dict) -> str | None:
+    """Why a surviving mutant is equivalent, if tests/mutation_equivalent.txt says so."""
+    old, new = _lines(survivor["diff"])
+    return known.get((module, _squeeze(old), _squeeze(new)))
+
+
 def survivors(session: Path) -> list[dict]:
     """The mutants the tests did not kill (test outcome 'survived'), with their diffs."""
     out = []
@@ -118,12 +149,56 @@ def survivors(session: Path) -> list[dict]:
     return out
 
 
+def _lines(diff: str) -> tuple[str, str]:
+    lines = [ln for ln in diff.splitlines() if not ln.startswith(("---", "+++"))]
+    return (next((ln[1:] for ln in lines if ln.startswith("-")), ""),
+            next((ln[1:] for ln in lines if ln.startswith("+")), ""))
+
+
+def recheck(earlier: Path, names: list[str], work: Path) -> int:
+    """Plant each surviving mutant of an earlier run (found by its line's content) in a scratch copy of
+    today's tree and run the module's tests: what survives still and is not explained is printed."""
+    tree, known, left = scratch_copy(work), equivalents(), 0
+    env = {**os.environ, "PYTHONPATH": str(tree)}
+    for name in names:
+        session = earlier / f"{name.replace(':', '-')}.sqlite"
+        if not session.is_file():
+            print(f"{name}: no earlier run in {earlier}")
+            continue
+        path, tests = MODULES[name]
+        target = tree / path
+        source = target.read_text(encoding="utf-8")
+        argv = [sys.executable, "-m", "pytest", "-x", "-q", "-p", "no:cacheprovider", *FAST, *[str(tree / t) for t in tests]]
+        counts = {"killed": 0, "explained": 0, "gone": 0, "surviving": 0}
+        for s in survivors(session):
+            old, new = _lines(s["diff"])
+            if explained(s, path, known) is not None:
+                counts["explained"] += 1
+                continue
+            if not old or old not in source:
+                counts["gone"] += 1  # the line was rewritten since
+                continue
+            target.write_text(source.replace(old, new, 1), encoding="utf-8")
+            try:
+                caught = subprocess.run(argv, env=env, cwd=tree, capture_output=True).returncode != 0
+            finally:
+                target.write_text(source, encoding="utf-8")
+            counts["killed" if caught else "surviving"] += 1
+            if not caught:
+                left += 1
+                print(f"## {name} line {s['line']} {s['operator']}\n-{old}\n+{new}", flush=True)
+        print(f"{name}: " + ", ".join(f"{v} {k}" for k, v in counts.items()), flush=True)
+    return left
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("modules", nargs="*", help="names from MODULES (default: all)")
     parser.add_argument("--list", action="store_true", help="list the modules and their tests")
     parser.add_argument("--work", type=Path, help="scratch folder (default: a new temporary one, kept)")
     parser.add_argument("--timeout", type=float, default=300.0, help="seconds per mutant's test run")
+    parser.add_argument("--recheck", type=Path, metavar="WORK",
+                        help="re-run the survivors of an earlier run (its --work folder) against today's tests")
     args = parser.parse_args()
     if args.list:
         for name, (path, tests) in MODULES.items():
@@ -134,16 +209,23 @@ def main() -> None:
         parser.error(f"unknown module {unknown[0]!r}; see --list")
     work = args.work or Path(tempfile.mkdtemp(prefix="cirbench-mutation-"))
     work.mkdir(parents=True, exist_ok=True)
+    if args.recheck:
+        left = recheck(args.recheck, args.modules or list(MODULES), work)
+        print(f"{left} surviving mutant(s) neither killed nor explained")
+        return
     tree = scratch_copy(work)
     report = work / "survivors.txt"
-    total = []
+    total, known = [], equivalents()
     for name in args.modules or list(MODULES):
         found = run_module(name, tree, work, args.timeout)
-        total += found
+        module = MODULES[name][0]
+        open_ones = [s for s in found if explained(s, module, known) is None]
+        total += open_ones
         with open(report, "a", encoding="utf-8") as fh:
-            for s in found:
+            for s in open_ones:
                 fh.write(f"## {name} line {s['line']} {s['operator']} #{s['occurrence']}\n{s['diff']}\n")
-        print(f"{name}: {len(found)} surviving mutant(s)", flush=True)
+        print(f"{name}: {len(open_ones)} surviving mutant(s) to kill or explain, "
+              f"{len(found) - len(open_ones)} explained in {EQUIVALENT.name}", flush=True)
     print(f"{len(total)} surviving mutant(s) in all; diffs in {report}")
 
 

@@ -325,3 +325,16 @@ def test_rescale_is_totensors_range_and_rgb_conversion_is_recognised_by_name():
 
     assert is_rgb_conversion(ToRGB()) and is_rgb_conversion(_convert_to_rgb)
     assert not is_rgb_conversion(T.ConvertImageDtype(torch.float32)) and not is_rgb_conversion(rgb_jitter)
+
+
+def test_lincirs_encoder_view_without_options_is_the_official_one():
+    """A caller that passes no options (a plugin, the API with a bare class) gets LinCIR's official
+    preprocessing, as with the resolved default options."""
+    from cirbench.contracts.method import resolve_options
+    from cirbench.contracts.registry import methods
+
+    cls = methods.get("lincir")
+    official = cls.encoder_view(resolve_options("lincir", cls.options, {}))
+    assert cls.encoder_view({}) == official
+    assert (official.transform, official.references, official.weights) == ("hf-clip", "hf-clip+fp16", "fp16")
+    assert cls.encoder_view({"official_preprocessing": False}).transform == "clip"
