@@ -338,3 +338,18 @@ def test_lincirs_encoder_view_without_options_is_the_official_one():
     assert cls.encoder_view({}) == official
     assert (official.transform, official.references, official.weights) == ("hf-clip", "hf-clip+fp16", "fp16")
     assert cls.encoder_view({"official_preprocessing": False}).transform == "clip"
+
+
+def test_pic2word_training_on_the_cpu_runs_without_autocast(tmp_path, tiny_encoder, monkeypatch):
+    """Mixed precision (bf16 autocast) is for CUDA only: a CPU run must not enter torch.autocast at all."""
+    from cirbench.contracts.method import TrainRequest
+    from cirbench.contracts.registry import methods
+
+    entered = []
+    real = torch.autocast
+    monkeypatch.setattr(torch, "autocast", lambda *a, **k: entered.append(a) or real(*a, **k))
+    features = torch.randn(10, tiny_encoder.embed_dim, generator=torch.Generator().manual_seed(0))
+    methods.get("pic2word").train(TrainRequest(
+        encoder=tiny_encoder, out=tmp_path / "p.pt", images=list(range(10)), image_features=lambda _p: features,
+        epochs=1, batch_size=5, lr=1e-3, options={"middle_dim": "16", "warmup": "1"}))
+    assert (tmp_path / "p.pt").is_file() and entered == []
