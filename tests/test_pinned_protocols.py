@@ -353,3 +353,28 @@ def test_pic2word_training_on_the_cpu_runs_without_autocast(tmp_path, tiny_encod
         encoder=tiny_encoder, out=tmp_path / "p.pt", images=list(range(10)), image_features=lambda _p: features,
         epochs=1, batch_size=5, lr=1e-3, options={"middle_dim": "16", "warmup": "1"}))
     assert (tmp_path / "p.pt").is_file() and entered == []
+
+
+def test_pic2word_training_records_its_epochs_and_uses_the_official_optimizer(tmp_path, tiny_encoder, monkeypatch):
+    """Pic2Word's AdamW (betas 0.9, 0.98, eps 1e-6, as its ViT recipe); each epoch's batch order comes
+    from a generator seeded seed * 100003 + epoch, as is its dropout (what makes an interrupted epoch resumable), and the
+    checkpoint says how many epochs it holds. Seed 2 and 2 epochs: the generators are 200006, 200007."""
+    import importlib
+
+    from cirbench.contracts.method import TrainRequest
+    from cirbench.contracts.registry import methods
+
+    module = importlib.import_module(methods.get("pic2word").__module__)
+    seeds, torch_seeds = [], []
+    real, real_seed = module.batches, torch.manual_seed
+    monkeypatch.setattr(module, "batches", lambda n, size, gen: seeds.append(gen.initial_seed()) or real(n, size, gen))
+    monkeypatch.setattr(torch, "manual_seed", lambda s: torch_seeds.append(s) or real_seed(s))
+    features = torch.randn(10, tiny_encoder.embed_dim, generator=torch.Generator().manual_seed(0))
+    methods.get("pic2word").train(TrainRequest(
+        encoder=tiny_encoder, out=tmp_path / "p.pt", images=list(range(10)), image_features=lambda _p: features,
+        epochs=2, batch_size=5, lr=1e-3, seed=2, options={"middle_dim": "16", "warmup": "1"}))
+    assert seeds == [200006, 200007] and torch_seeds == [2, 200006, 200007]  # the model's init, then dropout
+    ckpt = torch.load(tmp_path / "p.pt", weights_only=False)
+    assert ckpt["epoch"] == 2 and ckpt["cirbench"]["epochs"] == 2
+    groups = ckpt["optimizer"]["param_groups"]
+    assert {(tuple(g["betas"]), g["eps"]) for g in groups} == {((0.9, 0.98), 1e-6)}
