@@ -121,6 +121,8 @@ def test_k_is_cut_to_what_the_gallery_holds():
         assert ranker(k=10, exclude=torch.tensor([-1, -1]))[1].tolist() == [[0, 1, 2], [2, 1, 0]]
         assert ranker(k=10, exclude=torch.tensor([0, 0]))[1].tolist() == [[1, 2], [2, 1]]
         assert ranker(k=10, exclude=torch.tensor([0, -1]))[1].tolist() == [[1, 2], [2, 1]]
+        # a reference elsewhere than item 0 shortens the list alike (it never trails at the end)
+        assert ranker(k=10, exclude=torch.tensor([1, -1]))[1].tolist() == [[0, 2], [2, 1]]
         assert tuple(ranker(k=0)[1].shape) == (2, 0)
 
 
