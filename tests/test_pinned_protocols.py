@@ -378,3 +378,60 @@ def test_pic2word_training_records_its_epochs_and_uses_the_official_optimizer(tm
     assert ckpt["epoch"] == 2 and ckpt["cirbench"]["epochs"] == 2
     groups = ckpt["optimizer"]["param_groups"]
     assert {(tuple(g["betas"]), g["eps"]) for g in groups} == {((0.9, 0.98), 1e-6)}
+
+
+def test_pic2word_training_defaults_are_the_papers_recipe(tmp_path, tiny_encoder, monkeypatch):
+    """Without settings: 30 epochs of batches of 128 per process, a 512-wide mapping, warm-up over a
+    tenth of the steps capped at 10,000, progress shown by rank 0. Ten features make one step an epoch
+    (30 steps, warm-up 3); with 5,000 steps an epoch (150,000 in all) the warm-up is the cap."""
+    import importlib
+
+    from cirbench.contracts.method import TrainRequest
+    from cirbench.contracts.registry import methods
+
+    module = importlib.import_module(methods.get("pic2word").__module__)
+    sizes, schedules, tasks = [], [], []
+    real_batches, real_schedule = module.batches, module.warmup_cosine
+    monkeypatch.setattr(module, "batches", lambda n, size, gen: sizes.append(size) or real_batches(n, size, gen))
+    monkeypatch.setattr(module, "warmup_cosine", lambda opt, lr, warm, total: schedules.append((warm, total))
+                        or real_schedule(opt, lr, warm, total))
+
+    class Progress:
+        def task(self, name, total):
+            tasks.append((name, total))
+            return self
+
+        def advance(self, *_args):
+            pass
+
+    features = torch.randn(10, tiny_encoder.embed_dim, generator=torch.Generator().manual_seed(0))
+
+    def train(out, **kw):
+        methods.get("pic2word").train(TrainRequest(encoder=tiny_encoder, out=out, images=list(range(10)),
+                                                   image_features=lambda _p: features, **kw))
+
+    train(tmp_path / "p.pt", progress=Progress())
+    ckpt = torch.load(tmp_path / "p.pt", weights_only=False)
+    assert ckpt["epoch"] == 30 and set(sizes) == {128} and len(sizes) == 30
+    assert ckpt["state_dict_img2text"]["fc_out.weight"].shape == (tiny_encoder.token_width, 512)
+    assert schedules == [(3, 30)] and tasks == [("train pic2word", 30)]
+    monkeypatch.setattr(module, "steps_per_epoch", lambda n, size: 5000)
+    train(tmp_path / "q.pt")
+    assert schedules[-1] == (10000, 150000)
+
+
+def test_pic2word_refuses_to_resume_a_mapping_of_another_width(tmp_path, tiny_encoder):
+    from cirbench.contracts.method import TrainRequest
+    from cirbench.contracts.registry import methods
+    from cirbench.errors import UsageError
+
+    features = torch.randn(10, tiny_encoder.embed_dim, generator=torch.Generator().manual_seed(0))
+
+    def request(middle, resume):
+        return TrainRequest(encoder=tiny_encoder, out=tmp_path / "p.pt", images=list(range(10)),
+                            image_features=lambda _p: features, epochs=1, batch_size=5, resume=resume,
+                            options={"middle_dim": str(middle), "warmup": "1"})
+
+    methods.get("pic2word").train(request(16, False))
+    with pytest.raises(UsageError, match="cannot resume"):  # the same encoder, another width
+        methods.get("pic2word").train(request(8, True))

@@ -100,6 +100,34 @@ def test_circo_test_writes_the_server_file(tmp_path):
     assert submission["3"][0] == 3 and all(isinstance(i, int) for i in submission["3"])
 
 
+def test_the_cirr_server_files_list_the_top_50_and_the_top_3(tmp_path):
+    """The CIRR server reads 50 ids per query for recall and 3 for the subset recall; a run without
+    subset rankings still writes every pair id (with no subset ids). The train split's images and
+    triplets are read from its own files."""
+    root = F.cirr(tmp_path / "cirr")
+    ds = datasets.get("cirr")(root)
+    split = ds.load("test1")
+    pairids = [q.qid for q in split.queries]
+    ranked = [[f"img{i}" for i in range(60)] for _ in pairids]
+    subset = [[f"s{i}" for i in range(5)] for _ in pairids]
+    recall_path, subset_path = split.write_submission(ranked, subset, tmp_path)
+    recall, sub = json.loads(recall_path.read_text()), json.loads(subset_path.read_text())
+    assert all(recall[p] == ranked[0][:50] and sub[p] == ["s0", "s1", "s2"] for p in pairids)
+    recall_path, subset_path = split.write_submission(ranked, None, tmp_path)
+    assert {p: v for p, v in json.loads(subset_path.read_text()).items() if p in pairids} == {p: [] for p in pairids}
+    images = ds.train_images()
+    assert sorted(images) == ["train-0-img0", "train-0-img1", "train-1-img0", "train-1-img1"]
+    assert all(path.is_file() for path in images.values())
+    assert [(t.reference, t.target) for t in ds.train_triplets()] == [("train-0-img0", "train-0-img1"),
+                                                                      ("train-1-img0", "train-1-img1")]
+
+
+def test_cirr_reports_its_recall_cut_offs(tmp_path):
+    m = run(tmp_path, "cirr", F.cirr(tmp_path / "cirr"), "image-only")[("val", "image-only")]["metrics"]
+    assert sorted(m, key=lambda k: (k[:2], int(k.split("@")[1]))) == ["R@1", "R@5", "R@10", "R@50",
+                                                                     "Rs@1", "Rs@2", "Rs@3"]
+
+
 def test_the_circo_server_file_lists_the_top_50_of_each_query(tmp_path):
     """The evaluation server reads 50 ids per query: a longer ranking is cut at 50, in rank order. The
     query row has only the fields the adapter needs (no shared_concept): that is enough."""
