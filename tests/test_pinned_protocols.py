@@ -393,16 +393,17 @@ def test_pic2word_training_defaults_are_the_papers_recipe(tmp_path, tiny_encoder
     sizes, schedules, tasks = [], [], []
     real_batches, real_schedule = module.batches, module.warmup_cosine
     monkeypatch.setattr(module, "batches", lambda n, size, gen: sizes.append(size) or real_batches(n, size, gen))
-    monkeypatch.setattr(module, "warmup_cosine", lambda opt, lr, warm, total: schedules.append((warm, total))
+    monkeypatch.setattr(module, "warmup_cosine", lambda opt, lr, warm, total: schedules.append((warm, total, lr))
                         or real_schedule(opt, lr, warm, total))
+    texts = []
 
     class Progress:
         def task(self, name, total):
             tasks.append((name, total))
             return self
 
-        def advance(self, *_args):
-            pass
+        def advance(self, _n=1, text=None):
+            texts.append(text)
 
     features = torch.randn(10, tiny_encoder.embed_dim, generator=torch.Generator().manual_seed(0))
 
@@ -414,10 +415,13 @@ def test_pic2word_training_defaults_are_the_papers_recipe(tmp_path, tiny_encoder
     ckpt = torch.load(tmp_path / "p.pt", weights_only=False)
     assert ckpt["epoch"] == 30 and set(sizes) == {128} and len(sizes) == 30
     assert ckpt["state_dict_img2text"]["fc_out.weight"].shape == (tiny_encoder.token_width, 512)
-    assert schedules == [(3, 30)] and tasks == [("train pic2word", 30)]
+    assert schedules == [(3, 30, 1e-4)] and tasks == [("train pic2word", 30)]
+    assert texts[-1].startswith("epoch 30/30 loss ")
+    decays = sorted(g["weight_decay"] for g in ckpt["optimizer"]["param_groups"])
+    assert decays == [0.0, 0.1]  # biases (and norms) are not decayed
     monkeypatch.setattr(module, "steps_per_epoch", lambda n, size: 5000)
     train(tmp_path / "q.pt")
-    assert schedules[-1] == (10000, 150000)
+    assert schedules[-1] == (10000, 150000, 1e-4)
 
 
 def test_pic2word_refuses_to_resume_a_mapping_of_another_width(tmp_path, tiny_encoder):
@@ -435,3 +439,19 @@ def test_pic2word_refuses_to_resume_a_mapping_of_another_width(tmp_path, tiny_en
     methods.get("pic2word").train(request(16, False))
     with pytest.raises(UsageError, match="cannot resume"):  # the same encoder, another width
         methods.get("pic2word").train(request(8, True))
+
+
+def test_a_pic2word_mapping_for_wider_features_is_refused(tmp_path, tiny_encoder):
+    """A checkpoint whose mapping reads wider image features than the encoder gives is another
+    backbone's: refused with the widths named (not a shape error deep inside torch)."""
+    import importlib
+
+    from cirbench.contracts.registry import methods
+    from cirbench.errors import DataError
+
+    module = importlib.import_module(methods.get("pic2word").__module__)
+    for in_dim in (tiny_encoder.embed_dim + 8, tiny_encoder.embed_dim - 8):
+        net = module.build_mapping(in_dim, 16, tiny_encoder.token_width)
+        torch.save({"state_dict_img2text": net.state_dict()}, tmp_path / "p.pt")
+        with pytest.raises(DataError, match=f"takes {in_dim}-d image features"):
+            module.load_mapping(tmp_path / "p.pt", tiny_encoder)
