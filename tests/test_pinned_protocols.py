@@ -393,8 +393,14 @@ def test_pic2word_training_defaults_are_the_papers_recipe(tmp_path, tiny_encoder
     sizes, schedules, tasks = [], [], []
     real_batches, real_schedule = module.batches, module.warmup_cosine
     monkeypatch.setattr(module, "batches", lambda n, size, gen: sizes.append(size) or real_batches(n, size, gen))
-    monkeypatch.setattr(module, "warmup_cosine", lambda opt, lr, warm, total: schedules.append((warm, total, lr))
-                        or real_schedule(opt, lr, warm, total))
+    steps = []
+
+    def schedule(opt, lr, warm, total):
+        schedules.append((warm, total, lr))
+        set_lr = real_schedule(opt, lr, warm, total)
+        return lambda step: steps.append(step) or set_lr(step)
+
+    monkeypatch.setattr(module, "warmup_cosine", schedule)
     texts = []
 
     class Progress:
@@ -416,7 +422,7 @@ def test_pic2word_training_defaults_are_the_papers_recipe(tmp_path, tiny_encoder
     assert ckpt["epoch"] == 30 and set(sizes) == {128} and len(sizes) == 30
     assert ckpt["state_dict_img2text"]["fc_out.weight"].shape == (tiny_encoder.token_width, 512)
     assert schedules == [(3, 30, 1e-4)] and tasks == [("train pic2word", 30)]
-    assert texts[-1].startswith("epoch 30/30 loss ")
+    assert texts[-1].startswith("epoch 30/30 loss ") and steps == list(range(30))
     decays = sorted(g["weight_decay"] for g in ckpt["optimizer"]["param_groups"])
     assert decays == [0.0, 0.1]  # biases (and norms) are not decayed
     monkeypatch.setattr(module, "steps_per_epoch", lambda n, size: 5000)
@@ -455,3 +461,13 @@ def test_a_pic2word_mapping_for_wider_features_is_refused(tmp_path, tiny_encoder
         torch.save({"state_dict_img2text": net.state_dict()}, tmp_path / "p.pt")
         with pytest.raises(DataError, match=f"takes {in_dim}-d image features"):
             module.load_mapping(tmp_path / "p.pt", tiny_encoder)
+
+
+def test_a_bare_checkpoint_belongs_to_pic2word_when_it_alone_takes_weights():
+    from pathlib import Path
+
+    from cirbench.api import checkpoint_map
+    from cirbench.contracts.registry import methods
+
+    run = [(n, methods.get(n)) for n in ("image-only", "pic2word", "text-only")]
+    assert checkpoint_map("p2w.pt", run) == {"pic2word": Path("p2w.pt")}
