@@ -58,6 +58,9 @@ BREAKS = {
         ("missing image", lambda r: (r / "COCO2017_unlabeled" / "unlabeled2017" / "000000000006.jpg").unlink(),
          "'6' is missing"),
         ("malformed json", lambda r: (r / "annotations" / "val.json").write_text("{"), "val.json: invalid JSON"),
+        ("row without its caption", lambda r: edit_json(r / "annotations" / "val.json",
+                                                        lambda o: o[0].pop("relative_caption")),
+         "expected fields id, reference_img_id, relative_caption"),
         ("target not the first ground truth", lambda r: edit_json(r / "annotations" / "val.json",
                                                                   lambda o: o[0].update(target_img_id=7, gt_img_ids=[5, 7])),
          "target_img_id must be gt_img_ids[0]"),  # "7" sorts after "5": an order test would let it pass

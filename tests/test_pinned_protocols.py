@@ -471,3 +471,29 @@ def test_a_bare_checkpoint_belongs_to_pic2word_when_it_alone_takes_weights():
 
     run = [(n, methods.get(n)) for n in ("image-only", "pic2word", "text-only")]
     assert checkpoint_map("p2w.pt", run) == {"pic2word": Path("p2w.pt")}
+
+
+def test_pic2word_under_torchrun_takes_its_slice_of_a_global_batch(tmp_path, tiny_encoder, monkeypatch):
+    """With 2 processes of batch 5, a global batch is 10 images and rank 1 trains on the second half of
+    each (the two-process loss and gradient themselves are compared in tests/test_training.py)."""
+    import importlib
+
+    from cirbench.contracts.method import TrainRequest
+    from cirbench.contracts.registry import methods
+    from cirbench.util import distributed
+
+    module = importlib.import_module(methods.get("pic2word").__module__)
+    sizes, seen = [], []
+    real_batches, real_loss = module.batches, module.contrastive_loss
+    monkeypatch.setattr(distributed, "world", lambda: (1, 2))
+    monkeypatch.setattr(module, "batches", lambda n, size, gen: sizes.append(size) or real_batches(n, size, gen))
+    monkeypatch.setattr(module, "contrastive_loss", lambda net, enc, f, scale: seen.append(f.clone()) or
+                        real_loss(net, enc, f, scale))
+    features = torch.randn(10, tiny_encoder.embed_dim, generator=torch.Generator().manual_seed(0))
+    methods.get("pic2word").train(TrainRequest(
+        encoder=tiny_encoder, out=tmp_path / "p.pt", images=list(range(10)), image_features=lambda _p: features,
+        epochs=1, batch_size=5, lr=1e-3, options={"middle_dim": "16", "warmup": "1"}))
+    assert sizes == [10] and len(seen) == 1 and seen[0].shape[0] == 5
+    order = real_batches(10, 10, torch.Generator().manual_seed(0 * 100003 + 0))
+    first = next(iter(order))
+    assert torch.equal(seen[0], features[first.tensor_split(2)[1]])
