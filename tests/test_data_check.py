@@ -64,6 +64,9 @@ BREAKS = {
         ("target not the first ground truth", lambda r: edit_json(r / "annotations" / "val.json",
                                                                   lambda o: o[0].update(target_img_id=7, gt_img_ids=[5, 7])),
          "target_img_id must be gt_img_ids[0]"),  # "7" sorts after "5": an order test would let it pass
+        ("target not the first ground truth, sorting before it", lambda r: edit_json(
+            r / "annotations" / "val.json", lambda o: o[0].update(target_img_id=3, gt_img_ids=[5, 3])),
+         "target_img_id must be gt_img_ids[0]"),
         ("image id not a number", lambda r: edit_json(r / "COCO2017_unlabeled" / "annotations" / "image_info_unlabeled2017.json",
                                                       lambda o: o["images"][0].update(id="1")), "images[0]"),
         ("image list not a list", lambda r: (r / "COCO2017_unlabeled" / "annotations" / "image_info_unlabeled2017.json")
