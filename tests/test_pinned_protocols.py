@@ -422,6 +422,7 @@ def test_pic2word_training_defaults_are_the_papers_recipe(tmp_path, tiny_encoder
     assert ckpt["epoch"] == 30 and set(sizes) == {128} and len(sizes) == 30
     assert ckpt["state_dict_img2text"]["fc_out.weight"].shape == (tiny_encoder.token_width, 512)
     assert schedules == [(3, 30, 1e-4)] and tasks == [("train pic2word", 30)]
+    assert isinstance(schedules[0][0], int)  # warm-up counts whole steps
     assert texts[-1].startswith("epoch 30/30 loss ") and steps == list(range(30))
     decays = sorted(g["weight_decay"] for g in ckpt["optimizer"]["param_groups"])
     assert decays == [0.0, 0.1]  # biases (and norms) are not decayed
@@ -456,10 +457,11 @@ def test_a_pic2word_mapping_for_wider_features_is_refused(tmp_path, tiny_encoder
     from cirbench.errors import DataError
 
     module = importlib.import_module(methods.get("pic2word").__module__)
-    for in_dim in (tiny_encoder.embed_dim + 8, tiny_encoder.embed_dim - 8):
-        net = module.build_mapping(in_dim, 16, tiny_encoder.token_width)
+    d, w = tiny_encoder.embed_dim, tiny_encoder.token_width
+    for in_dim, out_dim in ((d + 8, w), (d - 8, w), (d, w + 8), (d, w - 8)):
+        net = module.build_mapping(in_dim, 16, out_dim)
         torch.save({"state_dict_img2text": net.state_dict()}, tmp_path / "p.pt")
-        with pytest.raises(DataError, match=f"takes {in_dim}-d image features"):
+        with pytest.raises(DataError, match=f"takes {in_dim}-d image features to {out_dim}-d token embeddings"):
             module.load_mapping(tmp_path / "p.pt", tiny_encoder)
 
 
@@ -490,10 +492,21 @@ def test_pic2word_under_torchrun_takes_its_slice_of_a_global_batch(tmp_path, tin
     monkeypatch.setattr(module, "contrastive_loss", lambda net, enc, f, scale: seen.append(f.clone()) or
                         real_loss(net, enc, f, scale))
     features = torch.randn(10, tiny_encoder.embed_dim, generator=torch.Generator().manual_seed(0))
+    tasks = []
+
+    class Progress:
+        def task(self, *args, **kwargs):
+            tasks.append(args)
+            return self
+
+        def advance(self, *_args):
+            pass
+
     methods.get("pic2word").train(TrainRequest(
         encoder=tiny_encoder, out=tmp_path / "p.pt", images=list(range(10)), image_features=lambda _p: features,
-        epochs=1, batch_size=5, lr=1e-3, options={"middle_dim": "16", "warmup": "1"}))
+        epochs=1, batch_size=5, lr=1e-3, options={"middle_dim": "16", "warmup": "1"}, progress=Progress()))
     assert sizes == [10] and len(seen) == 1 and seen[0].shape[0] == 5
+    assert tasks == []  # only rank 0 shows progress
     order = real_batches(10, 10, torch.Generator().manual_seed(0 * 100003 + 0))
     first = next(iter(order))
     assert torch.equal(seen[0], features[first.tensor_split(2)[1]])
