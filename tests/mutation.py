@@ -87,12 +87,21 @@ def scratch_copy(work: Path) -> Path:
     return tree
 
 
+def pytest_argv(tree: Path, tests: list[str]) -> list[str]:
+    """The fast tests that guard a module, run in the scratch tree, stopping at the first failure."""
+    return [sys.executable, "-m", "pytest", "-x", "-q", "-p", "no:cacheprovider", *FAST, *[str(tree / t) for t in tests]]
+
+
+def session_path(work: Path, name: str) -> Path:
+    """The cosmic-ray session database of a module's run in a work folder."""
+    return work / f"{name.replace(':', '-')}.sqlite"
+
+
 def run_module(name: str, tree: Path, work: Path, timeout: float) -> list[dict]:
     path, tests = MODULES[name]
-    slug = name.replace(":", "-")
-    config = work / f"{slug}.toml"
-    session = work / f"{slug}.sqlite"
-    argv = [sys.executable, "-m", "pytest", "-x", "-q", "-p", "no:cacheprovider", *FAST, *[str(tree / t) for t in tests]]
+    session = session_path(work, name)
+    config = session.with_suffix(".toml")
+    argv = pytest_argv(tree, tests)
     command = shlex.join(argv)
     excluded = ", ".join(json.dumps(x) for x in EXCLUDED_OPERATORS)
     config.write_text(f'[cosmic-ray]\nmodule-path = "{tree / path}"\ntimeout = {timeout}\nexcluded-modules = []\n'
@@ -161,14 +170,14 @@ def recheck(earlier: Path, names: list[str], work: Path) -> int:
     tree, known, left = scratch_copy(work), equivalents(), 0
     env = {**os.environ, "PYTHONPATH": str(tree)}
     for name in names:
-        session = earlier / f"{name.replace(':', '-')}.sqlite"
+        session = session_path(earlier, name)
         if not session.is_file():
             print(f"{name}: no earlier run in {earlier}")
             continue
         path, tests = MODULES[name]
         target = tree / path
         source = target.read_text(encoding="utf-8")
-        argv = [sys.executable, "-m", "pytest", "-x", "-q", "-p", "no:cacheprovider", *FAST, *[str(tree / t) for t in tests]]
+        argv = pytest_argv(tree, tests)
         counts = {"killed": 0, "explained": 0, "gone": 0, "surviving": 0}
         for s in survivors(session):
             old, new = _lines(s["diff"])

@@ -16,7 +16,6 @@ resolved to (or a hash of a local folder's files) is in the encoder's identity. 
 
 from __future__ import annotations
 
-
 from cirbench.contracts.encoder import Encoder, copy_with, register_encoder, with_weights_rounded
 from cirbench.errors import MissingResourceError, UsageError
 from cirbench.protocol.transforms import FloorCenterCrop, Rescale, ToRGB
