@@ -149,3 +149,26 @@ def rankings(tmp_path, method: str) -> list[list[str]]:
     out = results.load_outcomes(record)
     top = out.views["gallery"][0]
     return [[out.gallery[g] for g in row if g >= 0] for row in top.tolist()]
+
+
+def pic2word_request(encoder, out, features, **fields):
+    """A Pic2Word TrainRequest over precomputed image features (the frozen encoder's, as the feature
+    cache hands them to training); ``fields`` are the request's other settings."""
+    from cirbench.contracts.method import TrainRequest
+
+    return TrainRequest(encoder=encoder, out=out, images=list(range(len(features))),
+                        image_features=lambda _paths: features, **fields)
+
+
+class RecordingProgress:
+    """A progress display that records the tasks it is asked for and the text of every advance."""
+
+    def __init__(self):
+        self.tasks, self.texts = [], []
+
+    def task(self, name, total=None):
+        self.tasks.append((name, total))
+        return self
+
+    def advance(self, _n=1, text=None):
+        self.texts.append(text)

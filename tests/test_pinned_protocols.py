@@ -14,7 +14,7 @@ from PIL import Image
 
 from cirbench.analysis import stats
 from cirbench.storage import results
-from helpers import method_for, query_batch, split_view
+from helpers import RecordingProgress, method_for, pic2word_request, query_batch, split_view
 
 normalize = torch.nn.functional.normalize
 
@@ -340,39 +340,47 @@ def test_lincirs_encoder_view_without_options_is_the_official_one():
     assert cls.encoder_view({"official_preprocessing": False}).transform == "clip"
 
 
-def test_pic2word_training_on_the_cpu_runs_without_autocast(tmp_path, tiny_encoder, monkeypatch):
-    """Mixed precision (bf16 autocast) is for CUDA only: a CPU run must not enter torch.autocast at all."""
-    from cirbench.contracts.method import TrainRequest
+def pic2word():
+    """Pic2Word's method class and its module (what its training calls is patched there)."""
+    import importlib
+
     from cirbench.contracts.registry import methods
 
+    cls = methods.get("pic2word")
+    return cls, importlib.import_module(cls.__module__)
+
+
+def ten_features(encoder):
+    """Ten random image features: one batch of 10, or two of 5."""
+    return torch.randn(10, encoder.embed_dim, generator=torch.Generator().manual_seed(0))
+
+
+def quick(**fields):
+    """Short training settings: batches of 5, a 16-wide mapping, warm-up over one step."""
+    return {"epochs": 1, "batch_size": 5, "lr": 1e-3, "options": {"middle_dim": "16", "warmup": "1"}, **fields}
+
+
+def test_pic2word_training_on_the_cpu_runs_without_autocast(tmp_path, tiny_encoder, monkeypatch):
+    """Mixed precision (bf16 autocast) is for CUDA only: a CPU run must not enter torch.autocast at all."""
+    cls, _ = pic2word()
     entered = []
     real = torch.autocast
     monkeypatch.setattr(torch, "autocast", lambda *a, **k: entered.append(a) or real(*a, **k))
-    features = torch.randn(10, tiny_encoder.embed_dim, generator=torch.Generator().manual_seed(0))
-    methods.get("pic2word").train(TrainRequest(
-        encoder=tiny_encoder, out=tmp_path / "p.pt", images=list(range(10)), image_features=lambda _p: features,
-        epochs=1, batch_size=5, lr=1e-3, options={"middle_dim": "16", "warmup": "1"}))
+    cls.train(pic2word_request(tiny_encoder, tmp_path / "p.pt", ten_features(tiny_encoder), **quick()))
     assert (tmp_path / "p.pt").is_file() and entered == []
 
 
 def test_pic2word_training_records_its_epochs_and_uses_the_official_optimizer(tmp_path, tiny_encoder, monkeypatch):
     """Pic2Word's AdamW (betas 0.9, 0.98, eps 1e-6, as its ViT recipe); each epoch's batch order comes
-    from a generator seeded seed * 100003 + epoch, as is its dropout (what makes an interrupted epoch resumable), and the
-    checkpoint says how many epochs it holds. Seed 2 and 2 epochs: the generators are 200006, 200007."""
-    import importlib
-
-    from cirbench.contracts.method import TrainRequest
-    from cirbench.contracts.registry import methods
-
-    module = importlib.import_module(methods.get("pic2word").__module__)
+    from a generator seeded seed * 100003 + epoch, as is its dropout (what makes an interrupted epoch
+    resumable), and the checkpoint says how many epochs it holds. Seed 2 and 2 epochs: the generators
+    are 200006, 200007."""
+    cls, module = pic2word()
     seeds, torch_seeds = [], []
     real, real_seed = module.batches, torch.manual_seed
     monkeypatch.setattr(module, "batches", lambda n, size, gen: seeds.append(gen.initial_seed()) or real(n, size, gen))
     monkeypatch.setattr(torch, "manual_seed", lambda s: torch_seeds.append(s) or real_seed(s))
-    features = torch.randn(10, tiny_encoder.embed_dim, generator=torch.Generator().manual_seed(0))
-    methods.get("pic2word").train(TrainRequest(
-        encoder=tiny_encoder, out=tmp_path / "p.pt", images=list(range(10)), image_features=lambda _p: features,
-        epochs=2, batch_size=5, lr=1e-3, seed=2, options={"middle_dim": "16", "warmup": "1"}))
+    cls.train(pic2word_request(tiny_encoder, tmp_path / "p.pt", ten_features(tiny_encoder), **quick(epochs=2, seed=2)))
     assert seeds == [200006, 200007] and torch_seeds == [2, 200006, 200007]  # the model's init, then dropout
     ckpt = torch.load(tmp_path / "p.pt", weights_only=False)
     assert ckpt["epoch"] == 2 and ckpt["cirbench"]["epochs"] == 2
@@ -384,16 +392,10 @@ def test_pic2word_training_defaults_are_the_papers_recipe(tmp_path, tiny_encoder
     """Without settings: 30 epochs of batches of 128 per process, a 512-wide mapping, warm-up over a
     tenth of the steps capped at 10,000, progress shown by rank 0. Ten features make one step an epoch
     (30 steps, warm-up 3); with 5,000 steps an epoch (150,000 in all) the warm-up is the cap."""
-    import importlib
-
-    from cirbench.contracts.method import TrainRequest
-    from cirbench.contracts.registry import methods
-
-    module = importlib.import_module(methods.get("pic2word").__module__)
-    sizes, schedules, tasks = [], [], []
+    cls, module = pic2word()
+    sizes, schedules, steps = [], [], []
     real_batches, real_schedule = module.batches, module.warmup_cosine
     monkeypatch.setattr(module, "batches", lambda n, size, gen: sizes.append(size) or real_batches(n, size, gen))
-    steps = []
 
     def schedule(opt, lr, warm, total):
         schedules.append((warm, total, lr))
@@ -401,62 +403,43 @@ def test_pic2word_training_defaults_are_the_papers_recipe(tmp_path, tiny_encoder
         return lambda step: steps.append(step) or set_lr(step)
 
     monkeypatch.setattr(module, "warmup_cosine", schedule)
-    texts = []
-
-    class Progress:
-        def task(self, name, total):
-            tasks.append((name, total))
-            return self
-
-        def advance(self, _n=1, text=None):
-            texts.append(text)
-
-    features = torch.randn(10, tiny_encoder.embed_dim, generator=torch.Generator().manual_seed(0))
-
-    def train(out, **kw):
-        methods.get("pic2word").train(TrainRequest(encoder=tiny_encoder, out=out, images=list(range(10)),
-                                                   image_features=lambda _p: features, **kw))
-
-    train(tmp_path / "p.pt", progress=Progress())
+    progress = RecordingProgress()
+    features = ten_features(tiny_encoder)
+    cls.train(pic2word_request(tiny_encoder, tmp_path / "p.pt", features, progress=progress))
     ckpt = torch.load(tmp_path / "p.pt", weights_only=False)
     assert ckpt["epoch"] == 30 and set(sizes) == {128} and len(sizes) == 30
     assert ckpt["state_dict_img2text"]["fc_out.weight"].shape == (tiny_encoder.token_width, 512)
-    assert schedules == [(3, 30, 1e-4)] and tasks == [("train pic2word", 30)]
+    assert schedules == [(3, 30, 1e-4)] and progress.tasks == [("train pic2word", 30)]
     assert isinstance(schedules[0][0], int)  # warm-up counts whole steps
-    assert texts[-1].startswith("epoch 30/30 loss ") and steps == list(range(30))
+    assert progress.texts[-1].startswith("epoch 30/30 loss ") and steps == list(range(30))
     decays = sorted(g["weight_decay"] for g in ckpt["optimizer"]["param_groups"])
     assert decays == [0.0, 0.1]  # biases (and norms) are not decayed
     monkeypatch.setattr(module, "steps_per_epoch", lambda n, size: 5000)
-    train(tmp_path / "q.pt")
+    cls.train(pic2word_request(tiny_encoder, tmp_path / "q.pt", features))
     assert schedules[-1] == (10000, 150000, 1e-4)
 
 
 def test_pic2word_refuses_to_resume_a_mapping_of_another_width(tmp_path, tiny_encoder):
-    from cirbench.contracts.method import TrainRequest
-    from cirbench.contracts.registry import methods
     from cirbench.errors import UsageError
 
-    features = torch.randn(10, tiny_encoder.embed_dim, generator=torch.Generator().manual_seed(0))
+    cls, _ = pic2word()
+    features = ten_features(tiny_encoder)
 
     def request(middle, resume):
-        return TrainRequest(encoder=tiny_encoder, out=tmp_path / "p.pt", images=list(range(10)),
-                            image_features=lambda _p: features, epochs=1, batch_size=5, resume=resume,
-                            options={"middle_dim": str(middle), "warmup": "1"})
+        return pic2word_request(tiny_encoder, tmp_path / "p.pt", features, resume=resume,
+                                **quick(options={"middle_dim": str(middle), "warmup": "1"}))
 
-    methods.get("pic2word").train(request(16, False))
+    cls.train(request(16, False))
     with pytest.raises(UsageError, match="cannot resume"):  # the same encoder, another width
-        methods.get("pic2word").train(request(8, True))
+        cls.train(request(8, True))
 
 
 def test_a_pic2word_mapping_for_wider_features_is_refused(tmp_path, tiny_encoder):
     """A checkpoint whose mapping reads wider image features than the encoder gives is another
     backbone's: refused with the widths named (not a shape error deep inside torch)."""
-    import importlib
-
-    from cirbench.contracts.registry import methods
     from cirbench.errors import DataError
 
-    module = importlib.import_module(methods.get("pic2word").__module__)
+    _, module = pic2word()
     d, w = tiny_encoder.embed_dim, tiny_encoder.token_width
     for in_dim, out_dim in ((d + 8, w), (d - 8, w), (d, w + 8), (d, w - 8)):
         net = module.build_mapping(in_dim, 16, out_dim)
@@ -478,35 +461,20 @@ def test_a_bare_checkpoint_belongs_to_pic2word_when_it_alone_takes_weights():
 def test_pic2word_under_torchrun_takes_its_slice_of_a_global_batch(tmp_path, tiny_encoder, monkeypatch):
     """With 2 processes of batch 5, a global batch is 10 images and rank 1 trains on the second half of
     each (the two-process loss and gradient themselves are compared in tests/test_training.py)."""
-    import importlib
-
-    from cirbench.contracts.method import TrainRequest
-    from cirbench.contracts.registry import methods
     from cirbench.util import distributed
 
-    module = importlib.import_module(methods.get("pic2word").__module__)
+    cls, module = pic2word()
     sizes, seen = [], []
     real_batches, real_loss = module.batches, module.contrastive_loss
     monkeypatch.setattr(distributed, "world", lambda: (1, 2))
     monkeypatch.setattr(module, "batches", lambda n, size, gen: sizes.append(size) or real_batches(n, size, gen))
     monkeypatch.setattr(module, "contrastive_loss", lambda net, enc, f, scale: seen.append(f.clone()) or
                         real_loss(net, enc, f, scale))
-    features = torch.randn(10, tiny_encoder.embed_dim, generator=torch.Generator().manual_seed(0))
-    tasks = []
-
-    class Progress:
-        def task(self, *args, **kwargs):
-            tasks.append(args)
-            return self
-
-        def advance(self, *_args):
-            pass
-
-    methods.get("pic2word").train(TrainRequest(
-        encoder=tiny_encoder, out=tmp_path / "p.pt", images=list(range(10)), image_features=lambda _p: features,
-        epochs=1, batch_size=5, lr=1e-3, options={"middle_dim": "16", "warmup": "1"}, progress=Progress()))
+    features = ten_features(tiny_encoder)
+    progress = RecordingProgress()
+    cls.train(pic2word_request(tiny_encoder, tmp_path / "p.pt", features, progress=progress, **quick()))
     assert sizes == [10] and len(seen) == 1 and seen[0].shape[0] == 5
-    assert tasks == []  # only rank 0 shows progress
+    assert progress.tasks == []  # only rank 0 shows progress
     order = real_batches(10, 10, torch.Generator().manual_seed(0 * 100003 + 0))
     first = next(iter(order))
     assert torch.equal(seen[0], features[first.tensor_split(2)[1]])

@@ -5,14 +5,13 @@ from pathlib import Path
 import pytest
 import torch
 
-from cirbench.contracts.method import TrainRequest
 from cirbench.contracts.registry import methods
+from helpers import pic2word_request
 
 
 def request(encoder, out, features, epochs, resume=False):
-    return TrainRequest(encoder=encoder, out=out, images=list(range(len(features))),
-                        image_features=lambda _paths: features, epochs=epochs, batch_size=8, lr=1e-3,
-                        options={"middle_dim": "16", "warmup": "2"}, resume=resume)
+    return pic2word_request(encoder, out, features, epochs=epochs, batch_size=8, lr=1e-3,
+                            options={"middle_dim": "16", "warmup": "2"}, resume=resume)
 
 
 class Interrupt:
