@@ -107,9 +107,10 @@ class FashionIQ(Dataset):
             ref, target = row["candidate"], row.get("target")
             images.setdefault(ref, self._resolve(ref, where))
             expect(target in in_gallery, where, f"target {target!r} is not in the {split} val image split")
-            c1, c2 = row["captions"] if isinstance(row["captions"], list) and len(row["captions"]) == 2 else ("", "")
+            text = self._text(row["captions"], where)  # refuses anything but a list of two strings
+            c1, c2 = row["captions"]
             extra = {k: v for k, v in row.items() if k not in ("candidate", "target", "captions")}
-            queries.append(Query(qid=str(i), reference=ref, text=self._text(row["captions"], where),
+            queries.append(Query(qid=str(i), reference=ref, text=text,
                                  targets=(target,), fields={**extra, "captions": [c1, c2], "c1": c1, "c2": c2}))
         return Split(
             dataset=self.name, split=split, root=self.root, images=images, gallery=gallery, queries=queries,
@@ -126,7 +127,7 @@ class FashionIQ(Dataset):
     def train_triplets(self) -> list[Triplet]:
         out = []
         for category in CATEGORIES:
-            path = self.root / "captions" / f"cap.{category}.train.json"
+            path = self.caption_file(category, "train")
             for i, row in enumerate(self._captions(category, "train")):
                 out.append(Triplet(row["candidate"], self._text(row["captions"], f"{path}[{i}]"), row["target"]))
         return out

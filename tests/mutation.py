@@ -54,7 +54,7 @@ MODULES = {
                                "tests/test_contract.py"]),
         (("cirevl", "ldre", "seize"), ["tests/test_official_defaults.py", "tests/test_llm_methods.py",
                                        "tests/test_hostile.py"]),
-        (("bge_vl", "magiclens"), ["tests/test_own_models.py"]),
+        (("bge_vl", "magiclens"), ["tests/test_own_models.py", "tests/test_registry.py"]),
         (("_shared",), ["tests/test_pinned_protocols.py", "tests/test_protocols.py", "tests/test_checkpoints.py",
                         "tests/test_official_defaults.py", "tests/test_llm_methods.py"]),
     ) for name in names},

@@ -38,6 +38,14 @@ BREAKS = {
          "cap.toptee.val.json: invalid JSON"),
         ("name escapes", lambda r: edit_json(r / "image_splits" / "split.dress.val.json",
                                              lambda o: o.append("../../secret")), "not a plain file name"),
+        # a slash alone (no "..", no backslash): each of the three tests of a plain name must refuse by itself
+        ("name in a folder", lambda r: edit_json(r / "image_splits" / "split.dress.val.json",
+                                                 lambda o: o.append("sub/dress0")), "'sub/dress0' is not a plain file name"),
+        ("three captions", lambda r: edit_json(r / "captions" / "cap.shirt.val.json",
+                                               lambda o: o[1].update(captions=["is red", "is long", "has a bow"])),
+         "cap.shirt.val.json[1]: 'captions' must be a list of two strings"),
+        ("caption file in neither folder", lambda r: (r / "captions" / "cap.toptee.val.json").unlink(),
+         "captions/cap.toptee.val.json"),
     ],
     "cirr": [
         ("path escapes", lambda r: edit_json(r / "cirr" / "image_splits" / "split.rc2.val.json",

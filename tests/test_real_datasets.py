@@ -15,6 +15,7 @@ import colour_encoder
 import real_fixtures as F
 from cirbench.cli import app
 from cirbench.contracts.registry import datasets
+from cirbench.errors import DataError
 
 colour_encoder.register()
 
@@ -51,6 +52,24 @@ def test_fashioniq_protocol(tmp_path):
     assert split.images["dress0"].suffix == ".png"
     assert datasets.get("fashioniq")(root).load("toptee").images["toptee1"].suffix == ".jpg"
     assert len(datasets.get("fashioniq")(root).train_triplets()) == 12
+
+
+
+def test_fashioniq_captions_in_pic2words_json_folder(tmp_path):
+    """Pic2Word keeps the caption files in json/ (SEARLE in captions/): both load alike, and a broken
+    training row is named by the file it is in."""
+    root = F.fashioniq(tmp_path / "fashioniq")
+    before = datasets.get("fashioniq")(root).load("shirt")
+    (root / "captions").rename(root / "json")
+    after = datasets.get("fashioniq")(root).load("shirt")
+    assert [(q.reference, q.text, q.targets) for q in after.queries] == \
+        [(q.reference, q.text, q.targets) for q in before.queries]
+    assert after.info["captions_file"] == str(root / "json" / "cap.shirt.val.json")
+    rows = json.loads((root / "json" / "cap.toptee.train.json").read_text())
+    rows[2]["captions"] = "is different"
+    (root / "json" / "cap.toptee.train.json").write_text(json.dumps(rows))
+    with pytest.raises(DataError, match=r"json/cap\.toptee\.train\.json\[2\]: 'captions' must be a list"):
+        datasets.get("fashioniq")(root).train_triplets()
 
 
 @pytest.mark.parametrize("nested", [True, False])
