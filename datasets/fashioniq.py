@@ -86,7 +86,7 @@ class FashionIQ(Dataset):
         rows = read_json(path, "FashionIQ caption file")
         expect(isinstance(rows, list), path, "expected a list of {candidate, target, captions}")
         for i, row in enumerate(rows):
-            expect(isinstance(row, dict) and {"candidate", "captions"} <= set(row), f"{path}[{i}]",
+            expect(isinstance(row, dict) and {"candidate", "target", "captions"} <= set(row), f"{path}[{i}]",
                    "expected fields candidate, target, captions")
         return rows
 
@@ -104,7 +104,7 @@ class FashionIQ(Dataset):
         queries = []
         for i, row in enumerate(self._captions(split, "val")):
             where = f"{cap_path}[{i}]"
-            ref, target = row["candidate"], row.get("target")
+            ref, target = row["candidate"], row["target"]
             images.setdefault(ref, self._resolve(ref, where))
             expect(target in in_gallery, where, f"target {target!r} is not in the {split} val image split")
             text = self._text(row["captions"], where)  # refuses anything but a list of two strings

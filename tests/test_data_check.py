@@ -40,10 +40,15 @@ BREAKS = {
                                              lambda o: o.append("../../secret")), "not a plain file name"),
         # a slash alone (no "..", no backslash): each of the three tests of a plain name must refuse by itself
         ("name in a folder", lambda r: edit_json(r / "image_splits" / "split.dress.val.json",
-                                                 lambda o: o.append("sub/dress0")), "'sub/dress0' is not a plain file name"),
+                                                 lambda o: o.append("sub/dress0")),
+         "'sub/dress0' is not a plain file name"),
         ("three captions", lambda r: edit_json(r / "captions" / "cap.shirt.val.json",
                                                lambda o: o[1].update(captions=["is red", "is long", "has a bow"])),
          "cap.shirt.val.json[1]: 'captions' must be a list of two strings"),
+        # a row lacking one needed field, its other two present (a test of the fields as one set would let it by)
+        ("row without its captions", lambda r: edit_json(r / "captions" / "cap.dress.val.json",
+                                                         lambda o: o[1].pop("captions")),
+         "cap.dress.val.json[1]: expected fields candidate, target, captions"),
         ("caption file in neither folder", lambda r: (r / "captions" / "cap.toptee.val.json").unlink(),
          "captions/cap.toptee.val.json"),
     ],

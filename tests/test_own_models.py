@@ -340,6 +340,11 @@ def test_offline_missing_model_is_one_line_without_network(tmp_path, monkeypatch
     assert lines and "HF_HUB_OFFLINE" in lines[0] and str(tmp_path / "hub") in lines[0]
     assert network_attempts == []
 
+    # a pinned revision travels from the option to the lookup, and the error names it
+    result = run_cli(tmp_path, "--method", "bge-vl", "--dataset", "circo:val", "--data", f"circo={root}",
+                     "--option", "bge-vl.revision=0a1b2c3d", code=2)
+    assert "'BAAI/BGE-VL-base' at revision 0a1b2c3d" in result.output
+
 
 def test_method_all_skips_own_models_it_does_not_have_and_downloads_nothing(tmp_path, tiny_dir, monkeypatch):
     import cirbench.util.hub as hub

@@ -67,6 +67,10 @@ def _why_local(offline: bool) -> str:
              " (offline: HF_HUB_OFFLINE is set or the hub cannot be reached)") if offline else "")
 
 
+def _named(model_id: str, revision: str | None) -> str:
+    return repr(model_id) + (f" at revision {revision}" if revision else "")
+
+
 def require_cached(model_id: str, revision: str | None, what: str) -> None:
     """When only the local cache can be read, a model that is not in it is the one-line error at once --
     before a caller imports a heavy library to find out (``--method all`` checks every model it could run)."""
@@ -79,8 +83,8 @@ def require_cached(model_id: str, revision: str | None, what: str) -> None:
     except Exception:  # noqa: BLE001 -- an odd id or an old huggingface_hub: the loader will say what is wrong
         return
     if not isinstance(found, str):
-        raise MissingResourceError(f"cannot load the {what} {model_id!r}{_why_local(True)}: it is not in the local "
-                                   f"cache [looked in the local cache {cache_place()}]")
+        raise MissingResourceError(f"cannot load the {what} {_named(model_id, revision)}{_why_local(True)}: it is not "
+                                   f"in the local cache [looked in the local cache {cache_place()}]")
 
 
 def load_pretrained(loaders, model_id: str, revision: str | None, what: str, **kwargs):
@@ -99,7 +103,7 @@ def load_pretrained(loaders, model_id: str, revision: str | None, what: str, **k
                 continue
     why = _why_local(offline)
     first = (str(last).strip().splitlines() or [type(last).__name__])[0] if last else "no loader accepted it"
-    raise MissingResourceError(f"cannot load the {what} {model_id!r}{why}: {first[:200]} "
+    raise MissingResourceError(f"cannot load the {what} {_named(model_id, revision)}{why}: {first[:200]} "
                                f"[looked in the local cache {cache_place()}]")
 
 
