@@ -49,6 +49,11 @@ def test_fashioniq_protocol(tmp_path):
     assert split.queries[0].text == "has short sleeves and is green"
     assert datasets.get("fashioniq")(root, {"caption_order": "natural"}).load("dress").queries[0].text == \
         "is green and has short sleeves"
+    # the feature-fusion methods (slerp, weicom, ...) read the captions in the file's order unless the
+    # official order is forced on every method
+    assert split.prompts["caption"] == "{c1} and {c2}"
+    assert datasets.get("fashioniq")(root, {"caption_order": "official"}).load("dress").prompts["caption"] == \
+        "{c2} and {c1}"
     assert split.images["dress0"].suffix == ".png"
     assert datasets.get("fashioniq")(root).load("toptee").images["toptee1"].suffix == ".jpg"
     assert len(datasets.get("fashioniq")(root).train_triplets()) == 12
