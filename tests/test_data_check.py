@@ -42,6 +42,11 @@ BREAKS = {
         ("name in a folder", lambda r: edit_json(r / "image_splits" / "split.dress.val.json",
                                                  lambda o: o.append("sub/dress0")),
          "'sub/dress0' is not a plain file name"),
+        # CIRR's split files map names to paths: a FashionIQ split file in that shape is refused, not read
+        # as its keys
+        ("split file of another shape", lambda r: (r / "image_splits" / "split.dress.val.json").write_text(
+            json.dumps({f"dress{i}": f"./images/dress{i}.png" for i in range(4)})),
+         "split.dress.val.json: expected a list of image names"),
         ("three captions", lambda r: edit_json(r / "captions" / "cap.shirt.val.json",
                                                lambda o: o[1].update(captions=["is red", "is long", "has a bow"])),
          "cap.shirt.val.json[1]: 'captions' must be a list of two strings"),

@@ -260,7 +260,8 @@ def official_magiclens(module, variables, root, rows):
 def test_magiclens_ranks_as_the_official_inference(tmp_path, magiclens):
     module, variables, path = magiclens
     root, rows = circo_root(tmp_path / "circo", long_caption=False)
-    run_cli(tmp_path, "--method", "magiclens", "--checkpoint", f"magiclens={path}", "--dataset", "circo:val",
+    # a bare --checkpoint FILE belongs to the one method of the run that takes weights
+    run_cli(tmp_path, "--method", "magiclens", "--checkpoint", str(path), "--dataset", "circo:val",
             "--data", f"circo={root}", "--feature-dtype", "fp32")
     query, index, ids = official_magiclens(module, variables, root, rows)
     assert rankings(tmp_path, "magiclens") == official_top(query, index, ids)

@@ -55,6 +55,11 @@ def test_fashioniq_protocol(tmp_path):
     assert datasets.get("fashioniq")(root, {"caption_order": "official"}).load("dress").prompts["caption"] == \
         "{c2} and {c1}"
     assert split.images["dress0"].suffix == ".png"
+    # an image name is everything before the last dot; a file without a known image suffix is not an image
+    F.flat(root / "images" / "dress.v2.png", "white", "PNG")
+    (root / "images" / "README").write_text("not an image")
+    files = datasets.get("fashioniq")(root).image_files()
+    assert files["dress.v2"] == root / "images" / "dress.v2.png" and "README" not in files
     assert datasets.get("fashioniq")(root).load("toptee").images["toptee1"].suffix == ".jpg"
     assert len(datasets.get("fashioniq")(root).train_triplets()) == 12
 
