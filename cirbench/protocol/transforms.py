@@ -42,7 +42,7 @@ class TargetPad:
     """CLIP4Cir/SEARLE preprocessing: pad an elongated image towards a square before CLIP's resize/crop
     (fill 0, in the image's own mode, as the official ``FT.pad(image, padding, 0, 'constant')``)."""
 
-    def __init__(self, target_ratio: float = 1.25):
+    def __init__(self, target_ratio: float = 1.25):  # CLIP4Cir's and SEARLE's ratio
         self.target_ratio = target_ratio
 
     def __call__(self, image):
@@ -137,7 +137,7 @@ def build(preprocess, name: str):
     base, mods = parse(name)
     steps = list(getattr(preprocess, "transforms", [preprocess]))
     if base == "targetpad":
-        steps = [TargetPad(1.25), *steps]
+        steps = [TargetPad(), *steps]
     elif base == "hf-clip":
         crops = [i for i, t in enumerate(steps) if isinstance(t, T.CenterCrop)]
         if not crops:
