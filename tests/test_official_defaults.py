@@ -386,6 +386,9 @@ def test_hf_clip_transform_is_hugging_faces_clip_image_processor(tmp_path, tiny_
     assert not torch.allclose(clip, transform(load_image(tmp_path / "wide.png", keep_mode=True)), atol=1e-3)
     half = build(tiny_encoder.base_preprocess, "hf-clip+fp16")(load_image(tmp_path / "wide.png", keep_mode=True))
     assert torch.equal(half, transform(load_image(tmp_path / "wide.png", keep_mode=True)).half().float())
+    # +fp16 on the encoder's own transform keeps its crop (rounded to nearest): only the pixels are rounded
+    clip_half = build(tiny_encoder.base_preprocess, "clip+fp16")(load_image(tmp_path / "wide.png", keep_mode=True))
+    assert torch.equal(clip_half, clip.half().float())
 
 
 def test_lincir_by_default_runs_as_its_official_validate(tmp_path, tiny_dir, tiny_encoder, monkeypatch):
