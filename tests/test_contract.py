@@ -185,6 +185,11 @@ def test_options_are_validated_recorded_and_part_of_the_cell_key(tmp_path):
     assert changed["cells"][0]["status"] == "computed"
     default = json.loads(CliRunner().invoke(app, base).stdout)
     assert default["results"][0]["method"]["config"]["t"] == 0.8  # no paper value for a folder dataset
+    for edge in ("0", "1"):  # the two ends (image only, text only) are allowed; beyond them is refused
+        assert CliRunner().invoke(app, base + ["--option", f"slerp.t={edge}"]).exit_code == 0
+    for beyond in ("-0.01", "1.01"):
+        refused = CliRunner().invoke(app, base + ["--option", f"slerp.t={beyond}"])
+        assert refused.exit_code == 2 and "must lie between 0 and 1" in refused.output, refused.output
 
 
 # -- the built-in training-free methods on hand-computed cases ----------------------------------
@@ -203,6 +208,16 @@ def test_slerp_formula():
     assert torch.allclose(out[1], lin / lin.norm(), atol=1e-6)
     assert torch.allclose(slerp(v, w, 0.0)[0], torch.tensor([1.0, 0.0, 0.0]), atol=1e-6)
     assert torch.allclose(slerp(v, w, 1.0)[0], torch.tensor([0.0, 1.0, 0.0]), atol=1e-6)
+    # at pi/2, sin((1+t) theta) = sin((1-t) theta), and a negative dot never occurs: angles of 60 and 120
+    # degrees (rows of other norms) make both visible. The query lies t of the way along the great circle:
+    # at angle t * theta from v, i.e. (cos(t theta), sin(t theta)) in the plane of v and w.
+    for degrees in (60.0, 120.0):
+        theta = np.radians(degrees)
+        v = torch.tensor([[2.0, 0.0, 0.0]])
+        w = 0.5 * torch.tensor([[np.cos(theta), np.sin(theta), 0.0]]).float()
+        for t in (0.25, 0.8):
+            want = torch.tensor([np.cos(t * theta), np.sin(t * theta), 0.0]).float()
+            assert torch.allclose(slerp(v, w, t)[0], want, atol=1e-5), (degrees, t)
 
 
 def test_slerp_on_a_query(tmp_path):

@@ -5,6 +5,7 @@ images, asymmetric captions, skewed samples, 40 tied items, raw features of diff
 
 from __future__ import annotations
 
+import re
 import zlib
 
 import numpy as np
@@ -285,6 +286,19 @@ def test_prompt_errors_say_what_the_template_holds_and_what_the_query_has():
         split_pseudo("a photo of *, {text}", "*")
     with pytest.raises(UsageError, match=r"holds 2 standalone pseudo-word '\*'"):
         split_pseudo("* and * , {text}", "*")
+
+
+def test_transform_names_are_a_known_base_and_known_modifiers():
+    """An unknown base alone (no modifier) is refused as surely as an unknown modifier: build() would
+    otherwise fall through to the encoder's own transform under a name that says something else."""
+    from cirbench.errors import UsageError
+    from cirbench.protocol.transforms import parse
+
+    assert parse("targetpad+fp16") == ("targetpad", ("fp16",)) and parse("hf-clip") == ("hf-clip", ())
+    for bad in ("squash", "CLIP", "clip+fp32", "squash+fp16"):
+        with pytest.raises(UsageError, match=rf"unknown image transform '{re.escape(bad)}'; choose one of clip, "
+                                             r"targetpad, hf-clip \(optionally with \+fp16\)"):
+            parse(bad)
 
 
 def test_the_squash_variant_leaves_a_transform_without_resize_and_crop_alone():
