@@ -391,6 +391,22 @@ def test_hf_clip_transform_is_hugging_faces_clip_image_processor(tmp_path, tiny_
     assert torch.equal(clip_half, clip.half().float())
 
 
+def test_the_floor_centre_crop_pads_a_short_side_as_transformers_does():
+    """An image shorter than the crop on one side or both (odd differences: 32 - 21 = 11 rows, 5 and 6)
+    is padded as transformers' center_crop pads it, the larger half first; torchvision's centre crop
+    would put it last, shifting the image by a row."""
+    from transformers.image_transforms import center_crop
+
+    from cirbench.protocol.transforms import FloorCenterCrop
+
+    rng = np.random.default_rng(5)
+    for height, width in ((21, 40), (40, 21), (21, 19), (50, 45)):
+        pixels = rng.integers(1, 255, (height, width, 3), dtype=np.uint8)  # no zero: the padding shows
+        want = center_crop(pixels, (32, 32), data_format="channels_last")
+        got = np.asarray(FloorCenterCrop(32)(Image.fromarray(pixels)))
+        assert got.shape == (32, 32, 3) and np.array_equal(got, want), (height, width)
+
+
 def test_lincir_by_default_runs_as_its_official_validate(tmp_path, tiny_dir, tiny_encoder, monkeypatch):
     """The official pipeline re-implemented here: CLIPImageProcessor pixels; the CLIP loaded as float16
     and cast to float32 (its state dict rounded by hand); the gallery from float32 pixels, phi's input

@@ -61,7 +61,9 @@ class TargetPad:
 
 class FloorCenterCrop:
     """A centre crop whose offsets are rounded down, as transformers' image_transforms.center_crop:
-    top = (height - crop) // 2, left = (width - crop) // 2."""
+    top = (height - crop) // 2, left = (width - crop) // 2. A side shorter than the crop is padded with
+    zeros as transformers pads it, the larger half before it (PIL's crop beyond the edges does exactly
+    that; torchvision's centre crop puts the larger half after it)."""
 
     def __init__(self, size: int):
         self.size = int(size)
@@ -69,10 +71,6 @@ class FloorCenterCrop:
     def __call__(self, image):
         w, h = image.size
         n = self.size
-        if w < n or h < n:  # pad as torchvision would (an image smaller than the crop)
-            from torchvision.transforms import functional as F
-
-            return F.center_crop(image, [n, n])
         top, left = (h - n) // 2, (w - n) // 2
         return image.crop((left, top, left + n, top + n))
 
