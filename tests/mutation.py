@@ -51,7 +51,7 @@ MODULES = {
          ["tests/test_pinned_protocols.py", "tests/test_protocols.py", "tests/test_checkpoints.py",
           "tests/test_official_defaults.py", "tests/test_registry.py"]),
         (("slerp", "weicom"), ["tests/test_protocols.py", "tests/test_official_defaults.py", "tests/test_hostile.py",
-                               "tests/test_contract.py"]),
+                               "tests/test_contract.py", "tests/test_registry.py"]),
         (("cirevl", "ldre", "seize"), ["tests/test_official_defaults.py", "tests/test_llm_methods.py",
                                        "tests/test_hostile.py"]),
         (("bge_vl", "magiclens"), ["tests/test_own_models.py", "tests/test_registry.py"]),
