@@ -220,6 +220,19 @@ def test_slerp_formula():
             assert torch.allclose(slerp(v, w, t)[0], want, atol=1e-5), (degrees, t)
 
 
+def test_slerp_t_by_default_per_dataset(tiny_encoder):
+    """The paper's t per dataset (0.9 on CIRR, 0.8 on CIRCO and FashionIQ), 0.8 elsewhere, and the source
+    of each recorded; an option wins over every default."""
+    from helpers import method_for
+
+    got = {d: (m.t, m.t_source) for d in ("cirr", "circo", "fashioniq", "genecis")
+           for m in [method_for("slerp", tiny_encoder, dataset=d)]}
+    assert got == {"cirr": (0.9, "paper default for cirr"), "circo": (0.8, "paper default for circo"),
+                   "fashioniq": (0.8, "paper default for fashioniq"),
+                   "genecis": (0.8, "no paper value for this dataset: the CIRCO/FashionIQ value")}
+    assert method_for("slerp", tiny_encoder, dataset="cirr", options={"t": "0.3"}).t == 0.3
+
+
 def test_slerp_on_a_query(tmp_path):
     # red image, "blue" text: t = 0.1 stays near the image (red first), t = 0.9 reaches the text (blue first)
     root = flat_dataset(tmp_path / "ds", [{"reference": G("red"), "text": "blue", "target": G("blue")}])
