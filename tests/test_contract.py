@@ -218,6 +218,12 @@ def test_slerp_formula():
         for t in (0.25, 0.8):
             want = torch.tensor([np.cos(t * theta), np.sin(t * theta), 0.0]).float()
             assert torch.allclose(slerp(v, w, t)[0], want, atol=1e-5), (degrees, t)
+    # the fallback far enough from parallel to see it (cos = 0.9996, about 1.6 degrees): t = 0.5 lands
+    # halfway, about 0.8 degrees from v (a fallback that stayed at v would be 0.014 away)
+    theta = np.arccos(0.9996)
+    v, w = torch.tensor([[3.0, 0.0, 0.0]]), 0.5 * torch.tensor([[np.cos(theta), np.sin(theta), 0.0]]).float()
+    mid = torch.tensor([1.0 + np.cos(theta), np.sin(theta), 0.0]).float()
+    assert torch.allclose(slerp(v, w, 0.5)[0], mid / mid.norm(), atol=1e-6)
 
 
 def test_slerp_t_by_default_per_dataset(tiny_encoder):
