@@ -51,6 +51,9 @@ BREAKS = {
                                                lambda o: o[1].update(captions=["is red", "is long", "has a bow"])),
          "cap.shirt.val.json[1]: 'captions' must be a list of two strings"),
         # a row lacking one needed field, its other two present (a test of the fields as one set would let it by)
+        ("one caption", lambda r: edit_json(r / "captions" / "cap.dress.val.json",
+                                            lambda o: o[0].update(captions=["is red"])),
+         "cap.dress.val.json[0]: 'captions' must be a list of two strings"),
         ("row without its captions", lambda r: edit_json(r / "captions" / "cap.dress.val.json",
                                                          lambda o: o[1].pop("captions")),
          "cap.dress.val.json[1]: expected fields candidate, target, captions"),
