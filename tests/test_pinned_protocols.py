@@ -35,6 +35,10 @@ def test_targetpad_pads_the_short_side_with_black_by_hand():
     tall = np.asarray(TargetPad(1.25)(Image.new("RGB", (10, 40), (255, 255, 255))))
     assert tall.shape == (40, 32, 3) and (tall[:, :11] == 0).all() and (tall[:, 11:21] == 255).all()
     assert TargetPad(1.25)(Image.new("RGB", (12, 10))).size == (12, 10)
+    # a ratio between 1.25 and 2 (30 x 20: 1.5, whose whole part 1 is below 1.25): 30 / 1.25 = 24, two
+    # black rows above and below
+    mild = np.asarray(TargetPad(1.25)(Image.new("RGB", (30, 20), (255, 255, 255))))
+    assert mild.shape == (24, 30, 3) and (mild[:2] == 0).all() and (mild[-2:] == 0).all() and (mild[2:22] == 255).all()
 
 
 def test_targetpad_transform_gives_the_padded_images_pixels(tiny_encoder):
