@@ -81,14 +81,15 @@ class FashionIQ(Dataset):
                 return self.root / folder / name
         return self.root / "captions" / name
 
-    def _captions(self, category: str, split: str) -> list[dict]:
+    def _captions(self, category: str, split: str) -> tuple[Path, list[dict]]:
+        """The caption file found (captions/ or json/) and its validated rows."""
         path = self.caption_file(category, split)
         rows = read_json(path, "FashionIQ caption file")
         expect(isinstance(rows, list), path, "expected a list of {candidate, target, captions}")
         for i, row in enumerate(rows):
             expect(isinstance(row, dict) and {"candidate", "target", "captions"} <= set(row), f"{path}[{i}]",
                    "expected fields candidate, target, captions")
-        return rows
+        return path, rows
 
     def load(self, split: str) -> Split:
         self.require_root()
@@ -100,9 +101,9 @@ class FashionIQ(Dataset):
         images = {n: self._resolve(n, names_path) for n in names}
         gallery = list(dict.fromkeys(names))
         in_gallery = set(gallery)
-        cap_path = self.caption_file(split, "val")
+        cap_path, rows = self._captions(split, "val")
         queries = []
-        for i, row in enumerate(self._captions(split, "val")):
+        for i, row in enumerate(rows):
             where = f"{cap_path}[{i}]"
             ref, target = row["candidate"], row["target"]
             images.setdefault(ref, self._resolve(ref, where))
@@ -127,8 +128,8 @@ class FashionIQ(Dataset):
     def train_triplets(self) -> list[Triplet]:
         out = []
         for category in CATEGORIES:
-            path = self.caption_file(category, "train")
-            for i, row in enumerate(self._captions(category, "train")):
+            path, rows = self._captions(category, "train")
+            for i, row in enumerate(rows):
                 out.append(Triplet(row["candidate"], self._text(row["captions"], f"{path}[{i}]"), row["target"]))
         return out
 

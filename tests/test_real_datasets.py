@@ -64,7 +64,6 @@ def test_fashioniq_protocol(tmp_path):
     assert len(datasets.get("fashioniq")(root).train_triplets()) == 12
 
 
-
 def test_fashioniq_captions_in_pic2words_json_folder(tmp_path):
     """Pic2Word keeps the caption files in json/ (SEARLE in captions/): both load alike, and a broken
     training row is named by the file it is in."""
