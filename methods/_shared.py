@@ -9,7 +9,7 @@ an underscore).
 from __future__ import annotations
 
 from cirbench.contracts.method import Method
-from cirbench.contracts.split import DEFAULT_PROMPTS
+from cirbench.contracts.split import DEFAULT_PROMPTS, relative_captions
 from cirbench.protocol.prompts import fill_pseudo, split_pseudo, with_token
 from cirbench.protocol.scoring import normalize
 from cirbench.storage import checkpoints
@@ -59,10 +59,9 @@ def searle_prompt(split_prompt: str, own: str = SEARLE_PROMPT) -> str:
 
 
 def two_captions(fields) -> list[str] | None:
-    captions = fields.get("captions") if hasattr(fields, "get") else None
-    if isinstance(captions, (list, tuple)) and len(captions) >= 2 and all(isinstance(c, str) for c in captions):
-        return [c.strip(".?, ") for c in captions[:2]]
-    return None
+    """The two relative captions stripped of '.?, ' as the feature-fusion methods' code does, else None."""
+    captions = relative_captions(fields)
+    return None if captions is None else [c.strip(".?, ") for c in captions]
 
 
 class PhiMethod(Method):

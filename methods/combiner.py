@@ -13,6 +13,7 @@ from __future__ import annotations
 
 from cirbench.storage import checkpoints
 from cirbench.contracts.method import Method, TrainRequest, register_method
+from cirbench.contracts.split import relative_captions
 from cirbench.training.loop import batches, option, steps_per_epoch
 
 KEYS = {f"{layer}.{p}" for layer in ("text_projection_layer", "image_projection_layer", "combiner_layer",
@@ -97,7 +98,7 @@ class Combiner(Method):
 
     def texts(self, batch) -> list[str]:
         prompts = batch.prompts("text")
-        return [clip4cir_caption(f["captions"], batch.split.caption_order) if _two_captions(f) else p
+        return [clip4cir_caption(f["captions"], batch.split.caption_order) if relative_captions(f) else p
                 for f, p in zip(batch.fields, prompts)]
 
     def encode_queries(self, batch):
@@ -160,7 +161,3 @@ class Combiner(Method):
                          "epochs": epochs, "encoder": enc.identity, "batch_size": batch_size, "lr": lr,
                          "seed": request.seed, "final_loss": last}})
 
-
-def _two_captions(fields) -> bool:
-    captions = fields.get("captions") if hasattr(fields, "get") else None
-    return isinstance(captions, (list, tuple)) and len(captions) >= 2 and all(isinstance(c, str) for c in captions)

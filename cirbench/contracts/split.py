@@ -32,6 +32,15 @@ class Query:
     fields: Mapping[str, Any] = field(default_factory=dict, hash=False)
 
 
+def relative_captions(fields: Mapping[str, Any]) -> list[str] | None:
+    """A query's first two relative captions as the annotation wrote them (FashionIQ's ``captions``
+    field, a list of strings), else None. The methods that fuse or join the two read them from here."""
+    captions = fields.get("captions") if hasattr(fields, "get") else None
+    if isinstance(captions, (list, tuple)) and len(captions) >= 2 and all(isinstance(c, str) for c in captions):
+        return list(captions[:2])
+    return None
+
+
 @dataclass(frozen=True)
 class Triplet:
     """A supervised training example: reference image, modification text, target image."""

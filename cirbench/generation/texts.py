@@ -11,6 +11,7 @@ from pathlib import Path
 
 from cirbench.errors import MissingResourceError, UsageError
 from cirbench.contracts.method import Method, Option
+from cirbench.contracts.split import relative_captions
 
 TEXT_SOURCES = ("auto", "released", "generate")
 # the local instruction model used when no --option METHOD.llm is given (the papers used OpenAI's API)
@@ -81,17 +82,9 @@ def field_text(fields, name: str, where: str) -> str:
     return value
 
 
-def two_captions(batch, i: int) -> list[str] | None:
-    """FashionIQ's two relative captions of query i (its ``captions`` field), else None."""
-    captions = batch.fields[i].get("captions") if hasattr(batch.fields[i], "get") else None
-    if isinstance(captions, (list, tuple)) and len(captions) >= 2 and all(isinstance(c, str) for c in captions):
-        return list(captions[:2])
-    return None
-
-
 def relative_text(batch, i: int) -> str:
     """The relative caption as CIReVL's code joins FashionIQ's two: "{c1} and {c2}", each stripped of '.?, '."""
-    captions = two_captions(batch, i)
+    captions = relative_captions(batch.fields[i])
     if captions:
         return f"{captions[0].strip('.?, ')} and {captions[1].strip('.?, ')}"
     return batch.texts[i]
@@ -100,7 +93,7 @@ def relative_text(batch, i: int) -> str:
 def concatenated_text(batch, i: int) -> str:
     """The relative caption as SEIZE's FashionIQ reasoner joins the two: ``rel_caps[0] + rel_caps[1]``, no
     separator and no stripping (src/LLM-based_editing_reasoner_fashioniq.py)."""
-    captions = two_captions(batch, i)
+    captions = relative_captions(batch.fields[i])
     return captions[0] + captions[1] if captions else batch.texts[i]
 
 
