@@ -93,6 +93,16 @@ def test_a_method_reads_extra_annotation_fields(tmp_path):
     assert evaluate(root, "text-only", tmp_path).results[0].metrics["R@1"] == 0.0
 
 
+def test_relative_captions_reads_the_first_two_strings_as_written():
+    # three captions with stray punctuation and spaces: the first two come back unchanged (the stripping
+    # is each method's own habit); anything that is not two or more strings is no pair of captions
+    assert cirbench.relative_captions({"captions": ["is red. ", " has sleeves?", "third"]}) == [
+        "is red. ", " has sleeves?"]
+    assert cirbench.relative_captions({"captions": ("a", "b")}) == ["a", "b"]
+    for fields in ({"captions": ["only one"]}, {"captions": ["a", 2]}, {"captions": "ab"}, {}, ("a", "b")):
+        assert cirbench.relative_captions(fields) is None, fields
+
+
 class CaptionGallery(Method):
     """Represents each gallery image by its file name's colour word encoded as text (a gallery-side hook)."""
 
