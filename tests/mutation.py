@@ -1,6 +1,6 @@
 """Mutation testing of cirbench's protocol-critical modules with cosmic-ray (not run in CI).
 
-    pip install cosmic-ray
+    pip install cosmic-ray pytest-cov
     python tests/mutation.py                     # every module below (hours on 2 cores)
     python tests/mutation.py metrics scoring     # some of them (names from MODULES)
     python tests/mutation.py --list              # the modules and the tests that guard each
@@ -8,7 +8,12 @@
 
 Each module is mutated in a scratch copy of the working tree (never in the tree itself), one mutant at
 a time, and the fast tests that exercise it are run (-x: a killed mutant stops at its first failing
-test). The surviving mutants are printed as diffs and written to <work>/survivors.txt: each must be
+test). To spend the time on tests that can matter, one coverage run first records which of the module's
+tests reach each of its functions (pytest-cov, a context per test): a mutant inside a function runs only
+those tests, one outside every function (a constant, a class attribute) runs them all, and each mutant
+that survives is planted again and run against all the module's tests before it is counted (a test that
+reaches the function only in a subprocess is never missed). ``--all-tests`` runs every mutant against
+all of them. The surviving mutants are printed as diffs and written to <work>/survivors.txt: each must be
 killed by a test or explained as equivalent (it cannot change a result). The explained ones are listed
 in tests/mutation_equivalent.txt (module, the line and its mutant, why), matched by content so that a
 moved line stays explained; they are counted apart and not printed again.
@@ -22,6 +27,8 @@ killed) and would multiply the run time.
 from __future__ import annotations
 
 import argparse
+import ast
+import difflib
 import json
 import os
 import shlex
@@ -97,25 +104,134 @@ def session_path(work: Path, name: str) -> Path:
     return work / f"{name.replace(':', '-')}.sqlite"
 
 
-def run_module(name: str, tree: Path, work: Path, timeout: float) -> list[dict]:
+def reach_map(name: str, tree: Path, work: Path) -> Path:
+    """Run the module's fast tests once under coverage with a context per test (this is also the check
+    that the unmutated copy passes) and write, for each function of the module, the tests that execute
+    any line of its body. Written to <work>/<module>.reach.json for --run-mutant."""
+    path, tests = MODULES[name]
+    target = tree / path
+    stem = session_path(work, name).with_suffix("")
+    rc, data = stem.with_suffix(".coveragerc"), stem.with_suffix(".coverage")
+    rc.write_text(f"[run]\ndata_file = {data}\ninclude = *{target.name}\n", encoding="utf-8")
+    argv = [*pytest_argv(tree, tests), "--cov", f"--cov-config={rc}", "--cov-context=test", "--cov-report="]
+    argv.remove("-x")
+    run = subprocess.run(argv, env={**os.environ, "PYTHONPATH": str(tree)}, cwd=tree, capture_output=True, text=True)
+    if run.returncode != 0:
+        raise SystemExit(f"{name}: the tests fail on the unmutated copy:\n{run.stdout[-2000:]}")
+    from coverage import CoverageData
+
+    cov = CoverageData(basename=str(data))
+    cov.read()
+    measured = [f for f in cov.measured_files() if os.path.realpath(f) == os.path.realpath(target)]
+    reached: dict[int, set[str]] = {}
+    for f in measured:
+        for line, contexts in cov.contexts_by_lineno(f).items():
+            reached.setdefault(line, set()).update(c.rpartition("|")[0] for c in contexts if "|" in c)
+    source = target.read_text(encoding="utf-8")
+    functions = []
+    for node in ast.walk(ast.parse(source)):
+        if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
+            start = min([node.lineno, *(d.lineno for d in node.decorator_list)])
+            body = set().union(*(reached.get(n, set()) for n in range(node.body[0].lineno, node.end_lineno + 1)))
+            functions.append([start, node.end_lineno, sorted(body)])
+    out = stem.with_suffix(".reach.json")
+    out.write_text(json.dumps({"tree": str(tree), "file": str(target), "original": source, "tests": tests,
+                               "functions": functions}), encoding="utf-8")
+    return out
+
+
+def changed_lines(original: str, mutated: str) -> set[int]:
+    """The lines (1-based, of the original) that a mutant changed."""
+    a, b = original.splitlines(), mutated.splitlines()
+    out = set()
+    for tag, i1, i2, _, _ in difflib.SequenceMatcher(None, a, b, autojunk=False).get_opcodes():
+        if tag != "equal":
+            out.update(range(i1 + 1, max(i2, i1 + 1) + 1))
+    return out
+
+
+def tests_for_mutant(reach: dict, mutated: str) -> list[str]:
+    """The tests that reach the functions holding a mutant's changed lines (innermost function of each);
+    the module's whole test list when a line lies outside every function."""
+    chosen: set[str] = set()
+    for line in changed_lines(reach["original"], mutated):
+        spans = [f for f in reach["functions"] if f[0] <= line <= f[1]]
+        if not spans:
+            return list(reach["tests"])
+        chosen.update(min(spans, key=lambda f: f[1] - f[0])[2])
+    return sorted(chosen)
+
+
+def run_mutant(reach_file: Path) -> int:
+    """cosmic-ray's test command: run the tests that reach the mutated function (0 when none does)."""
+    reach = json.loads(reach_file.read_text(encoding="utf-8"))
+    tests = tests_for_mutant(reach, Path(reach["file"]).read_text(encoding="utf-8"))
+    if not tests:
+        print("no test reaches the mutated lines")
+        return 0
+    return subprocess.run([sys.executable, "-m", "pytest", "-x", "-q", "-p", "no:cacheprovider", *FAST, *tests],
+                          cwd=reach["tree"]).returncode
+
+
+def run_module(name: str, tree: Path, work: Path, timeout: float, all_tests: bool = False) -> list[dict]:
     path, tests = MODULES[name]
     session = session_path(work, name)
     config = session.with_suffix(".toml")
     argv = pytest_argv(tree, tests)
-    command = shlex.join(argv)
+    env = {**os.environ, "PYTHONPATH": str(tree)}
+    if all_tests:
+        command = shlex.join(argv)
+        # the unmutated copy must pass, or every mutant would count as killed
+        baseline = subprocess.run(argv, env=env, cwd=tree, capture_output=True, text=True)
+        if baseline.returncode != 0:
+            raise SystemExit(f"{name}: the tests fail on the unmutated copy:\n{baseline.stdout[-2000:]}")
+    else:
+        reach = reach_map(name, tree, work)
+        command = shlex.join([sys.executable, str(tree / "tests" / "mutation.py"), "--run-mutant", str(reach)])
     excluded = ", ".join(json.dumps(x) for x in EXCLUDED_OPERATORS)
     config.write_text(f'[cosmic-ray]\nmodule-path = "{tree / path}"\ntimeout = {timeout}\nexcluded-modules = []\n'
                       f"test-command = {json.dumps(command)}\n\n[cosmic-ray.distributor]\nname = \"local\"\n\n"
                       f"[cosmic-ray.filters.operators-filter]\nexclude-operators = [{excluded}]\n")
-    env = {**os.environ, "PYTHONPATH": str(tree)}
-    # the unmutated copy must pass, or every mutant would count as killed
-    baseline = subprocess.run(argv, env=env, cwd=tree, capture_output=True, text=True)
-    if baseline.returncode != 0:
-        raise SystemExit(f"{name}: the tests fail on the unmutated copy:\n{baseline.stdout[-2000:]}")
     subprocess.run(["cosmic-ray", "init", str(config), str(session)], check=True, env=env, cwd=tree)
     subprocess.run(["cr-filter-operators", str(session), str(config)], check=True, env=env, cwd=tree)
     subprocess.run(["cosmic-ray", "exec", str(config), str(session)], check=True, env=env, cwd=tree)
+    if not all_tests:
+        confirm(session, tree, path, argv, env)
     return survivors(session)
+
+
+def plant(source: str, survivor: dict) -> str | None:
+    """The module's source with a recorded mutant put back (at its own line when that line still reads
+    the same, else at the first line that does); None when no line reads as the mutant's original."""
+    old, new = _lines(survivor["diff"])
+    lines = source.splitlines(keepends=True)
+    row = survivor["line"] - 1
+    candidates = [row] if 0 <= row < len(lines) and lines[row].rstrip("\n") == old else \
+        [i for i, ln in enumerate(lines) if ln.rstrip("\n") == old][:1]
+    if not old or not candidates:
+        return None
+    i = candidates[0]
+    return "".join([*lines[:i], new + "\n", *lines[i + 1:]])
+
+
+def confirm(session: Path, tree: Path, path: str, argv: list[str], env: dict) -> None:
+    """Plant each survivor of a narrowed run again and run all the module's tests; a mutant they kill is
+    recorded as killed (with the note 'killed by the full test list')."""
+    target = tree / path
+    source = target.read_text(encoding="utf-8")
+    for s in survivors(session):
+        mutated = plant(source, s)
+        if mutated is None:
+            continue
+        target.write_text(mutated, encoding="utf-8")
+        try:
+            caught = subprocess.run(argv, env=env, cwd=tree, capture_output=True).returncode != 0
+        finally:
+            target.write_text(source, encoding="utf-8")
+        if caught:
+            with sqlite3.connect(session) as db:
+                db.execute("UPDATE work_results SET test_outcome = 'KILLED', output = 'killed by the full test list' "
+                           "WHERE job_id = ?", (s["job_id"],))
 
 
 EQUIVALENT = Path(__file__).with_name("mutation_equivalent.txt")
@@ -150,11 +266,11 @@ def survivors(session: Path) -> list[dict]:
     """The mutants the tests did not kill (test outcome 'survived'), with their diffs."""
     out = []
     with sqlite3.connect(session) as db:
-        rows = db.execute("SELECT m.module_path, m.operator_name, m.occurrence, m.start_pos_row, r.diff "
+        rows = db.execute("SELECT m.job_id, m.module_path, m.operator_name, m.occurrence, m.start_pos_row, r.diff "
                           "FROM mutation_specs m JOIN work_results r ON m.job_id = r.job_id "
                           "WHERE r.test_outcome = 'SURVIVED'").fetchall()
-    for module, operator, occurrence, line, diff in rows:
-        out.append({"module": module, "operator": operator, "occurrence": occurrence, "line": line, "diff": diff})
+    for job, module, operator, occurrence, line, diff in rows:
+        out.append({"job_id": job, "module": module, "operator": operator, "occurrence": occurrence, "line": line, "diff": diff})
     return out
 
 
@@ -184,10 +300,11 @@ def recheck(earlier: Path, names: list[str], work: Path) -> int:
             if explained(s, path, known) is not None:
                 counts["explained"] += 1
                 continue
-            if not old or old not in source:
+            mutated = plant(source, s)
+            if mutated is None:
                 counts["gone"] += 1  # the line was rewritten since
                 continue
-            target.write_text(source.replace(old, new, 1), encoding="utf-8")
+            target.write_text(mutated, encoding="utf-8")
             try:
                 caught = subprocess.run(argv, env=env, cwd=tree, capture_output=True).returncode != 0
             finally:
@@ -206,9 +323,14 @@ def main() -> None:
     parser.add_argument("--list", action="store_true", help="list the modules and their tests")
     parser.add_argument("--work", type=Path, help="scratch folder (default: a new temporary one, kept)")
     parser.add_argument("--timeout", type=float, default=300.0, help="seconds per mutant's test run")
+    parser.add_argument("--all-tests", action="store_true",
+                        help="run every mutant against all the module's tests (no coverage map)")
+    parser.add_argument("--run-mutant", type=Path, metavar="REACH", help=argparse.SUPPRESS)
     parser.add_argument("--recheck", type=Path, metavar="WORK",
                         help="re-run the survivors of an earlier run (its --work folder) against today's tests")
     args = parser.parse_args()
+    if args.run_mutant:
+        raise SystemExit(run_mutant(args.run_mutant))
     if args.list:
         for name, (path, tests) in MODULES.items():
             print(f"{name:22s} {path:28s} {' '.join(tests)}")
@@ -226,7 +348,7 @@ def main() -> None:
     report = work / "survivors.txt"
     total, known = [], equivalents()
     for name in args.modules or list(MODULES):
-        found = run_module(name, tree, work, args.timeout)
+        found = run_module(name, tree, work, args.timeout, args.all_tests)
         module = MODULES[name][0]
         open_ones = [s for s in found if explained(s, module, known) is None]
         total += open_ones

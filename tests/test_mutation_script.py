@@ -1,0 +1,45 @@
+"""The mutation script's own bookkeeping (tests/mutation.py): which tests a mutant runs, and how a
+recorded survivor is planted again. A wrong choice here would count mutants as surviving (or killed)
+for the wrong reason, so the cases are the ones where a naive choice goes wrong."""
+
+import mutation as M
+
+SOURCE = """LIMIT = 3
+
+
+def outer(x):
+    def inner(y):
+        return y + 1
+    return inner(x) * 2
+
+
+def other(x):
+    return x - 1
+"""
+REACH = {"original": SOURCE, "tests": ["tests/test_all.py"],
+         # [first line, last line, tests reaching the body]: inner lies inside outer
+         "functions": [[4, 7, ["t_outer"]], [5, 6, ["t_inner"]], [10, 11, ["t_other"]]]}
+
+
+def test_a_mutant_runs_the_tests_of_its_innermost_function_and_all_of_them_outside_every_function():
+    assert M.tests_for_mutant(REACH, SOURCE.replace("y + 1", "y - 1")) == ["t_inner"]
+    assert M.tests_for_mutant(REACH, SOURCE.replace("* 2", "* 3")) == ["t_outer"]
+    assert M.tests_for_mutant(REACH, SOURCE.replace("y + 1", "y - 1").replace("x - 1", "x + 1")) == [
+        "t_inner", "t_other"]
+    # a module constant is read wherever: every test of the module
+    assert M.tests_for_mutant(REACH, SOURCE.replace("LIMIT = 3", "LIMIT = 4")) == ["tests/test_all.py"]
+    assert M.tests_for_mutant({**REACH, "functions": [[10, 11, []]]}, SOURCE.replace("x - 1", "x + 1")) == []
+
+
+def test_changed_lines_are_numbered_in_the_original():
+    assert M.changed_lines(SOURCE, SOURCE.replace("x - 1", "x + 1")) == {11}
+    assert M.changed_lines(SOURCE, SOURCE) == set()
+
+
+def test_a_survivor_is_planted_at_its_own_line_when_the_same_line_occurs_twice():
+    source = "a = 1\nb = x + 1\nc = 2\nb = x + 1\n"
+    diff = "--- mutation diff ---\n--- a\n+++ b\n@@ -4 +4 @@\n-b = x + 1\n+b = x - 1\n"
+    assert M.plant(source, {"diff": diff, "line": 4}) == "a = 1\nb = x + 1\nc = 2\nb = x - 1\n"
+    # moved since the run: the first line that still reads the same
+    assert M.plant("b = x + 1\n", {"diff": diff, "line": 4}) == "b = x - 1\n"
+    assert M.plant("b = y + 1\n", {"diff": diff, "line": 1}) is None
