@@ -128,7 +128,9 @@ class Combiner(Method):
         import torch.nn.functional as F
 
         enc, opts = request.encoder, request.options
-        epochs, batch_size, lr = request.epochs or 100, request.batch_size or 4096, request.lr or 2e-5
+        # CLIP4Cir's README training command: 300 epochs (combiner_train.py's default too), batches of
+        # 4096 (the script's own default is 1024), lr 2e-5, projection 2560, hidden 5120
+        epochs, batch_size, lr = request.epochs or 300, request.batch_size or 4096, request.lr or 2e-5
         projection = option(opts, "projection_dim", 2560)
         hidden = option(opts, "hidden_dim", 5120)
         refs = request.image_features([t[0] for t in request.triplets])

@@ -150,6 +150,82 @@ def test_the_combiners_dynamic_scalar_weighs_text_by_lambda(tmp_path, tiny_encod
     assert torch.allclose(out, normalize(expected), atol=1e-5)
 
 
+def combiner_triplets(encoder, scale_targets=5.0):
+    """Six triplets over twelve images whose raw features have norms far from 1 (targets about 5 times
+    the references'), and texts of different lengths, so that swapping reference and target, reading the
+    wrong text or leaving the targets unnormalised each moves the trained weights."""
+    from cirbench.contracts.method import TrainRequest
+
+    g = torch.Generator().manual_seed(3)
+    feats = {f"r{i}": torch.randn(encoder.embed_dim, generator=g) for i in range(6)}
+    feats.update({f"t{i}": scale_targets * torch.randn(encoder.embed_dim, generator=g) for i in range(6)})
+    triplets = [(f"r{i}", "a" + " longer" * i + " dress", f"t{i}") for i in range(6)]
+
+    def request(out, **fields):
+        return TrainRequest(encoder=encoder, out=out, triplets=triplets, train_dataset="mydata",
+                            image_features=lambda names: torch.stack([feats[n] for n in names]), **fields)
+
+    return feats, triplets, request
+
+
+def test_combiner_training_is_clip4cirs_step(tmp_path, tiny_encoder):
+    """Two epochs of two batches of three, against the steps written out here: the Combiner's output
+    (dropout on, from torch's seed) against the normalised target features, in-batch cross-entropy at
+    logit scale 100 (CLIP4Cir's Combiner.logit_scale), Adam at the given lr, each epoch's order from a
+    generator seeded with the seed. Progress counts the four steps."""
+    import torch.nn.functional as F
+
+    from cirbench.methods.combiner import Combiner, build_combiner
+    from cirbench.training.loop import batches
+
+    feats, triplets, request = combiner_triplets(tiny_encoder)
+    progress = RecordingProgress()
+    Combiner.train(request(tmp_path / "c.pt", epochs=2, batch_size=3, lr=1e-3, seed=4, progress=progress,
+                           options={"projection_dim": "8", "hidden_dim": "16"}))
+    refs = torch.stack([feats[r] for r, _, _ in triplets])
+    targets = F.normalize(torch.stack([feats[t] for _, _, t in triplets]), dim=-1)
+    texts = tiny_encoder.encode_texts([t for _, t, _ in triplets])
+    torch.manual_seed(4)
+    net = build_combiner(tiny_encoder.embed_dim, 8, 16)
+    optim = torch.optim.Adam(net.parameters(), lr=1e-3)
+    order = torch.Generator().manual_seed(4)
+    for _ in range(2):
+        for idx in batches(6, 3, order):
+            loss = F.cross_entropy(100.0 * net(refs[idx], texts[idx]) @ targets[idx].T, torch.arange(3))
+            optim.zero_grad()
+            loss.backward()
+            optim.step()
+    ckpt = torch.load(tmp_path / "c.pt", weights_only=False)
+    assert ckpt["epoch"] == 2 and ckpt["cirbench"]["train_dataset"] == "mydata"
+    got = ckpt["Combiner"]
+    assert set(got) == set(net.state_dict())
+    for key, value in net.state_dict().items():
+        assert torch.allclose(got[key], value, atol=1e-6), key
+    assert progress.tasks == [("train combiner", 4)] and len(progress.texts) == 4
+    assert progress.texts[-1].startswith("epoch 2/2 loss ")
+    assert ckpt["cirbench"]["final_loss"] == pytest.approx(loss.item(), abs=1e-5)
+
+
+def test_combiner_training_defaults_are_clip4cirs_command(tmp_path, tiny_encoder, monkeypatch):
+    """Without settings, CLIP4Cir's README training command: 300 epochs (also combiner_train.py's
+    --num-epochs default), batches of 4096, Adam lr 2e-5, projection 2560 and hidden 5120 (the code's
+    640 * 4 and 640 * 8). The batches are recorded and none is trained (a 2560-wide net stays cheap);
+    the run's own auto-training scales the sizes with the encoder (4x and 8x the feature width)."""
+    from cirbench.methods import combiner as module
+
+    sizes, lrs, built = [], [], []
+    real_build, real_adam = module.build_combiner, torch.optim.Adam
+    monkeypatch.setattr(module, "batches", lambda n, size, gen: sizes.append(size) or iter(()))
+    monkeypatch.setattr(module, "build_combiner", lambda *a: built.append(a) or real_build(a[0], 4, 4))
+    monkeypatch.setattr(torch.optim, "Adam", lambda params, lr: lrs.append(lr) or real_adam(params, lr=lr))
+    _, _, request = combiner_triplets(tiny_encoder)
+    module.Combiner.train(request(tmp_path / "c.pt"))
+    assert sizes == [4096] * 300 and lrs == [2e-5] and built == [(tiny_encoder.embed_dim, 2560, 5120)]
+    assert torch.load(tmp_path / "c.pt", weights_only=False)["epoch"] == 300
+    d = tiny_encoder.embed_dim
+    assert module.Combiner.training_defaults(tiny_encoder) == {"projection_dim": 4 * d, "hidden_dim": 8 * d}
+
+
 def test_genecis_image_plus_text_averages_the_raw_features():
     """GeneCIS's FeatureComb: normalise(0.5 image + 0.5 text) of the raw features. Raw image (10, 0) and
     text (0, 1): (5, .5) -> (.995, .0995); averaging normalised features would give (.7071, .7071)."""
