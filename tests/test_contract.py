@@ -271,9 +271,15 @@ def test_weicom_norm_cdf_and_fusions_by_hand():
     # the official "Minimum Similarity" ranks by the maximum, ascending: the item neither likes comes first
     assert fuse(ni, nt, "minimum", 0.3).argmax().item() == 2
     assert torch.allclose(fuse(ni, nt, "minimum-clean", 0.3), torch.tensor([[0.2819, 0.2819, 0.2819]]), atol=1e-4)
+    # the unnormalised fusions of the same file, each by hand on ni and nt
+    assert torch.allclose(fuse(ni, nt, "average", 0.3), torch.tensor([[0.5789, 0.5789, 0.2819]]), atol=1e-4)
+    assert torch.allclose(fuse(ni, nt, "add", 0.3), torch.tensor([[1.1578, 1.1578, 0.5638]]), atol=1e-4)
+    assert torch.allclose(fuse(ni, nt, "multiply", 0.3), torch.tensor([[0.2469, 0.2469, 0.0795]]), atol=1e-4)
     # standardised over a mask: only the first two columns count (mean 1/2, std sqrt(1/2))
     masked = norm_cdf(s_img, torch.tensor([[True, True, False]]))
     assert torch.allclose(masked[0, :2], torch.tensor([0.7602, 0.2398]), atol=1e-4)
+    # a gallery of two images has a spread (the same values as the mask of two)
+    assert torch.allclose(norm_cdf(torch.tensor([[1.0, 0.0]])), torch.tensor([[0.7602, 0.2398]]), atol=1e-4)
 
 
 def test_weicom_on_a_query(tmp_path):

@@ -350,6 +350,16 @@ def test_weicom_defaults_are_the_official_ones():
         gallery = Gallery(ids=list("abc"), images=[None] * 3, features=torch.tensor([[1.0, 0], [0, 1.0], [0.6, 0.8]]),
                           split=method.split)
         assert method.score(batch, gallery)[0].tolist() == pytest.approx(expected, abs=1e-5), given
+        if not given:
+            # CIRR's queries carry their img_set, but its split ranks the whole gallery: the spread is
+            # still the gallery's; only a subset-scoped split (GeneCIS) standardises over the candidates
+            batch.subsets = [[0, 2]]
+            assert method.score(batch, gallery)[0].tolist() == pytest.approx(expected, abs=1e-5)
+            method.split.scope = "subset"
+            two = [0.5 * (1 + erf(z / sqrt(2))) for z in (0.70711, -0.70711)]  # (1, .6) and (0, .8): z = +-1/sqrt(2)
+            scored = method.score(batch, gallery)[0].tolist()
+            assert [scored[0], scored[2]] == pytest.approx([0.5 * two[0] + 0.5 * two[1]] * 2, abs=1e-5)
+            method.split.scope = "gallery"
 
 
 # -- LinCIR --------------------------------------------------------------------------------------------

@@ -169,10 +169,10 @@ def combiner_triplets(encoder, scale_targets=5.0):
 
 
 def test_combiner_training_is_clip4cirs_step(tmp_path, tiny_encoder):
-    """Two epochs of two batches of three, against the steps written out here: the Combiner's output
+    """Two epochs of three batches of two, against the steps written out here: the Combiner's output
     (dropout on, from torch's seed) against the normalised target features, in-batch cross-entropy at
     logit scale 100 (CLIP4Cir's Combiner.logit_scale), Adam at the given lr, each epoch's order from a
-    generator seeded with the seed. Progress counts the four steps."""
+    generator seeded with the seed. Progress counts the six steps (2 x 3: neither 2 + 3 nor 2 + 2)."""
     import torch.nn.functional as F
 
     from cirbench.methods.combiner import Combiner, build_combiner
@@ -180,7 +180,7 @@ def test_combiner_training_is_clip4cirs_step(tmp_path, tiny_encoder):
 
     feats, triplets, request = combiner_triplets(tiny_encoder)
     progress = RecordingProgress()
-    Combiner.train(request(tmp_path / "c.pt", epochs=2, batch_size=3, lr=1e-3, seed=4, progress=progress,
+    Combiner.train(request(tmp_path / "c.pt", epochs=2, batch_size=2, lr=1e-3, seed=4, progress=progress,
                            options={"projection_dim": "8", "hidden_dim": "16"}))
     refs = torch.stack([feats[r] for r, _, _ in triplets])
     targets = F.normalize(torch.stack([feats[t] for _, _, t in triplets]), dim=-1)
@@ -190,8 +190,8 @@ def test_combiner_training_is_clip4cirs_step(tmp_path, tiny_encoder):
     optim = torch.optim.Adam(net.parameters(), lr=1e-3)
     order = torch.Generator().manual_seed(4)
     for _ in range(2):
-        for idx in batches(6, 3, order):
-            loss = F.cross_entropy(100.0 * net(refs[idx], texts[idx]) @ targets[idx].T, torch.arange(3))
+        for idx in batches(6, 2, order):
+            loss = F.cross_entropy(100.0 * net(refs[idx], texts[idx]) @ targets[idx].T, torch.arange(2))
             optim.zero_grad()
             loss.backward()
             optim.step()
@@ -201,7 +201,7 @@ def test_combiner_training_is_clip4cirs_step(tmp_path, tiny_encoder):
     assert set(got) == set(net.state_dict())
     for key, value in net.state_dict().items():
         assert torch.allclose(got[key], value, atol=1e-6), key
-    assert progress.tasks == [("train combiner", 4)] and len(progress.texts) == 4
+    assert progress.tasks == [("train combiner", 6)] and len(progress.texts) == 6
     assert progress.texts[-1].startswith("epoch 2/2 loss ")
     assert ckpt["cirbench"]["final_loss"] == pytest.approx(loss.item(), abs=1e-5)
 
