@@ -329,6 +329,7 @@ def test_weicom_defaults_are_the_official_ones():
 
     from cirbench.contracts.method import Gallery, MethodContext, resolve_options
     from cirbench.contracts.registry import methods
+    from cirbench.errors import RunError
 
     def cdf(values):
         mean = sum(values) / 3
@@ -359,6 +360,11 @@ def test_weicom_defaults_are_the_official_ones():
             two = [0.5 * (1 + erf(z / sqrt(2))) for z in (0.70711, -0.70711)]  # (1, .6) and (0, .8): z = +-1/sqrt(2)
             scored = method.score(batch, gallery)[0].tolist()
             assert [scored[0], scored[2]] == pytest.approx([0.5 * two[0] + 0.5 * two[1]] * 2, abs=1e-5)
+            batch.subsets = [[0, 1, 2]]  # three candidates: the whole gallery's spread again
+            assert method.score(batch, gallery)[0].tolist() == pytest.approx(expected, abs=1e-5)
+            batch.subsets = [[1]]
+            with pytest.raises(RunError, match="fewer than two"):
+                method.score(batch, gallery)
             method.split.scope = "gallery"
 
 
