@@ -74,6 +74,24 @@ def test_official_combiner_checkpoint_sizes_from_weights(tmp_path, tiny_encoder)
     assert torch.allclose(out, net(ref, text), atol=1e-6)
 
 
+def test_a_bare_combiner_head_loads_and_another_methods_file_is_refused_by_section(tmp_path, tiny_encoder):
+    """GeneCIS releases the Combiner head as the state dict itself, saved from DataParallel ("module."
+    keys): it loads as {'Combiner': ...}. A file that is neither (a Pic2Word checkpoint) is refused
+    for lacking the 'Combiner' section, not read as a head with missing keys."""
+    from cirbench.errors import DataError
+    from cirbench.methods.combiner import build_combiner
+
+    net = build_combiner(tiny_encoder.embed_dim, 8, 16)
+    torch.save({f"module.{k}": v for k, v in net.state_dict().items()}, tmp_path / "head.pt")
+    method = method_for("combiner", tiny_encoder, tmp_path / "head.pt")
+    assert method.net.combiner_layer.out_features == 16
+    for key, value in net.state_dict().items():
+        assert torch.equal(method.net.state_dict()[key], value), key
+    pic2word_ckpt(tmp_path / "p.pt", tiny_encoder.embed_dim, tiny_encoder.token_width)
+    with pytest.raises(DataError, match=r"p\.pt: expected a 'Combiner' state dict; found keys"):
+        method_for("combiner", tiny_encoder, tmp_path / "p.pt")
+
+
 def test_missing_checkpoint_says_how_to_train(tmp_path, tiny_encoder):
     from cirbench.errors import MissingCheckpointError
 
