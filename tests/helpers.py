@@ -161,14 +161,16 @@ def pic2word_request(encoder, out, features, **fields):
 
 
 class RecordingProgress:
-    """A progress display that records the tasks it is asked for and the text of every advance."""
+    """A progress display that records the tasks it is asked for, the text of every advance and the
+    steps advanced in all."""
 
     def __init__(self):
-        self.tasks, self.texts = [], []
+        self.tasks, self.texts, self.done = [], [], 0
 
     def task(self, name, total=None):
         self.tasks.append((name, total))
         return self
 
-    def advance(self, _n=1, text=None):
+    def advance(self, n=1, text=None):
         self.texts.append(text)
+        self.done += n

@@ -90,6 +90,12 @@ def test_a_bare_combiner_head_loads_and_another_methods_file_is_refused_by_secti
     pic2word_ckpt(tmp_path / "p.pt", tiny_encoder.embed_dim, tiny_encoder.token_width)
     with pytest.raises(DataError, match=r"p\.pt: expected a 'Combiner' state dict; found keys"):
         method_for("combiner", tiny_encoder, tmp_path / "p.pt")
+    # another backbone's head, narrower or wider: refused by its width before any query meets it
+    d = tiny_encoder.embed_dim
+    for width in (d - 8, d + 8):
+        torch.save({"Combiner": build_combiner(width, 8, 16).state_dict()}, tmp_path / "w.pt")
+        with pytest.raises(DataError, match=f"this Combiner takes {width}-d features but encoder"):
+            method_for("combiner", tiny_encoder, tmp_path / "w.pt")
 
 
 def test_missing_checkpoint_says_how_to_train(tmp_path, tiny_encoder):

@@ -201,8 +201,8 @@ def test_combiner_training_is_clip4cirs_step(tmp_path, tiny_encoder):
     assert set(got) == set(net.state_dict())
     for key, value in net.state_dict().items():
         assert torch.allclose(got[key], value, atol=1e-6), key
-    assert progress.tasks == [("train combiner", 6)] and len(progress.texts) == 6
-    assert progress.texts[-1].startswith("epoch 2/2 loss ")
+    assert progress.tasks == [("train combiner", 6)] and len(progress.texts) == 6 and progress.done == 6
+    assert progress.texts[0].startswith("epoch 1/2 loss ") and progress.texts[-1].startswith("epoch 2/2 loss ")
     assert ckpt["cirbench"]["final_loss"] == pytest.approx(loss.item(), abs=1e-5)
 
 
