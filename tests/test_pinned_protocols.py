@@ -150,16 +150,16 @@ def test_the_combiners_dynamic_scalar_weighs_text_by_lambda(tmp_path, tiny_encod
     assert torch.allclose(out, normalize(expected), atol=1e-5)
 
 
-def combiner_triplets(encoder, scale_targets=5.0):
-    """Six triplets over twelve images whose raw features have norms far from 1 (targets about 5 times
-    the references'), and texts of different lengths, so that swapping reference and target, reading the
+def combiner_triplets(encoder, n=6, scale_targets=5.0):
+    """n triplets over 2n images whose raw features have norms far from 1 (targets about 5 times the
+    references'), and texts of different lengths, so that swapping reference and target, reading the
     wrong text or leaving the targets unnormalised each moves the trained weights."""
     from cirbench.contracts.method import TrainRequest
 
     g = torch.Generator().manual_seed(3)
-    feats = {f"r{i}": torch.randn(encoder.embed_dim, generator=g) for i in range(6)}
-    feats.update({f"t{i}": scale_targets * torch.randn(encoder.embed_dim, generator=g) for i in range(6)})
-    triplets = [(f"r{i}", "a" + " longer" * i + " dress", f"t{i}") for i in range(6)]
+    feats = {f"r{i}": torch.randn(encoder.embed_dim, generator=g) for i in range(n)}
+    feats.update({f"t{i}": scale_targets * torch.randn(encoder.embed_dim, generator=g) for i in range(n)})
+    triplets = [(f"r{i}", "a" + " longer" * (i % 7) + f" dress {i}", f"t{i}") for i in range(n)]
 
     def request(out, **fields):
         return TrainRequest(encoder=encoder, out=out, triplets=triplets, train_dataset="mydata",
@@ -168,19 +168,21 @@ def combiner_triplets(encoder, scale_targets=5.0):
     return feats, triplets, request
 
 
-def test_combiner_training_is_clip4cirs_step(tmp_path, tiny_encoder):
-    """Two epochs of three batches of two, against the steps written out here: the Combiner's output
-    (dropout on, from torch's seed) against the normalised target features, in-batch cross-entropy at
-    logit scale 100 (CLIP4Cir's Combiner.logit_scale), Adam at the given lr, each epoch's order from a
-    generator seeded with the seed. Progress counts the six steps (2 x 3: neither 2 + 3 nor 2 + 2)."""
+@pytest.mark.parametrize("n, epochs, batch", [(6, 2, 2), (258, 1, 129)])
+def test_combiner_training_is_clip4cirs_step(tmp_path, tiny_encoder, n, epochs, batch):
+    """Against the steps written out here: the Combiner's output (dropout on, from torch's seed) against
+    the normalised target features, in-batch cross-entropy at logit scale 100 (CLIP4Cir's
+    Combiner.logit_scale), Adam at the given lr, each epoch's order from a generator seeded with the
+    seed. Six triplets: two epochs of three batches of two, so progress counts 2 x 3 steps (neither
+    2 + 3 nor 2 + 2). 258 triplets: their texts are encoded in chunks of 256, and each must be read once."""
     import torch.nn.functional as F
 
     from cirbench.methods.combiner import Combiner, build_combiner
     from cirbench.training.loop import batches
 
-    feats, triplets, request = combiner_triplets(tiny_encoder)
+    feats, triplets, request = combiner_triplets(tiny_encoder, n)
     progress = RecordingProgress()
-    Combiner.train(request(tmp_path / "c.pt", epochs=2, batch_size=2, lr=1e-3, seed=4, progress=progress,
+    Combiner.train(request(tmp_path / "c.pt", epochs=epochs, batch_size=batch, lr=1e-3, seed=4, progress=progress,
                            options={"projection_dim": "8", "hidden_dim": "16"}))
     refs = torch.stack([feats[r] for r, _, _ in triplets])
     targets = F.normalize(torch.stack([feats[t] for _, _, t in triplets]), dim=-1)
@@ -189,20 +191,22 @@ def test_combiner_training_is_clip4cirs_step(tmp_path, tiny_encoder):
     net = build_combiner(tiny_encoder.embed_dim, 8, 16)
     optim = torch.optim.Adam(net.parameters(), lr=1e-3)
     order = torch.Generator().manual_seed(4)
-    for _ in range(2):
-        for idx in batches(6, 2, order):
-            loss = F.cross_entropy(100.0 * net(refs[idx], texts[idx]) @ targets[idx].T, torch.arange(2))
+    for _ in range(epochs):
+        for idx in batches(n, batch, order):
+            loss = F.cross_entropy(100.0 * net(refs[idx], texts[idx]) @ targets[idx].T, torch.arange(batch))
             optim.zero_grad()
             loss.backward()
             optim.step()
     ckpt = torch.load(tmp_path / "c.pt", weights_only=False)
-    assert ckpt["epoch"] == 2 and ckpt["cirbench"]["train_dataset"] == "mydata"
+    assert ckpt["epoch"] == epochs and ckpt["cirbench"]["train_dataset"] == "mydata"
     got = ckpt["Combiner"]
     assert set(got) == set(net.state_dict())
     for key, value in net.state_dict().items():
         assert torch.allclose(got[key], value, atol=1e-6), key
-    assert progress.tasks == [("train combiner", 6)] and len(progress.texts) == 6 and progress.done == 6
-    assert progress.texts[0].startswith("epoch 1/2 loss ") and progress.texts[-1].startswith("epoch 2/2 loss ")
+    steps = epochs * (n // batch)
+    assert progress.tasks == [("train combiner", steps)] and len(progress.texts) == steps and progress.done == steps
+    assert progress.texts[0].startswith(f"epoch 1/{epochs} loss ")
+    assert progress.texts[-1].startswith(f"epoch {epochs}/{epochs} loss ")
     assert ckpt["cirbench"]["final_loss"] == pytest.approx(loss.item(), abs=1e-5)
 
 
