@@ -130,7 +130,8 @@ class FashionIQ(Dataset):
         for category in CATEGORIES:
             path, rows = self._captions(category, "train")
             for i, row in enumerate(rows):
-                out.append(Triplet(row["candidate"], self._text(row["captions"], f"{path}[{i}]"), row["target"]))
+                out.append(Triplet(row["candidate"], self._text(row["captions"], f"{path}[{i}]"), row["target"],
+                                   captions=tuple(row["captions"])))
         return out
 
     def train_images(self) -> dict[str, Path]:

@@ -75,6 +75,14 @@ def clip4cir_caption(captions, order: str | None) -> str:
     return f"{c1.capitalize()} and {c2}"
 
 
+def clip4cir_training_texts(captions) -> list[str]:
+    """The four texts CLIP4Cir's combiner_train.py draws from, at each step, for a triplet with two
+    relative captions (utils.generate_randomized_fiq_caption), in its order: "C1 and c2", "C2 and c1",
+    "C1", "C2" -- each caption stripped of '.?, ', the first capitalised."""
+    c1, c2 = (c.strip(".?, ") for c in captions[:2])
+    return [f"{c1.capitalize()} and {c2}", f"{c2.capitalize()} and {c1}", c1.capitalize(), c2.capitalize()]
+
+
 @register_method("combiner")
 class Combiner(Method):
     description = "CLIP4Cir Combiner (supervised: trained on the dataset's train triplets)"
@@ -135,9 +143,15 @@ class Combiner(Method):
         hidden = option(opts, "hidden_dim", 5120)
         refs = request.image_features([t[0] for t in request.triplets])
         targets = F.normalize(request.image_features([t[2] for t in request.triplets]), dim=-1)
+        # FashionIQ: each step draws one of four joins of a triplet's two captions, as CLIP4Cir does
+        # (-o caption_mix=0: the dataset's query text throughout)
+        pairs = request.triplet_captions if option(opts, "caption_mix", 1) else None
+        mixed = pairs is not None and any(c and len(c) >= 2 for c in pairs)
+        variants = [clip4cir_training_texts(c) if c and len(c) >= 2 else [t[1]] * 4
+                    for t, c in zip(request.triplets, pairs)] if mixed else [[t[1]] for t in request.triplets]
+        flat = [text for texts in zip(*variants) for text in texts]  # variant-major: row v * n + i
         with torch.no_grad():
-            texts = torch.cat([enc.encode_texts([t[1] for t in request.triplets[i:i + 256]])
-                               for i in range(0, len(request.triplets), 256)])
+            texts = torch.cat([enc.encode_texts(flat[i:i + 256]) for i in range(0, len(flat), 256)])
         torch.manual_seed(request.seed)
         net = build_combiner(enc.embed_dim, projection, hidden).to(request.device)
         optim = torch.optim.Adam(net.parameters(), lr=lr)
@@ -148,7 +162,10 @@ class Combiner(Method):
         for epoch in range(epochs):
             net.train()
             for idx in batches(len(refs), batch_size, generator):
-                out = net(refs[idx].to(request.device), texts[idx].to(request.device))
+                rows = idx
+                if mixed:  # random.random() < .25, < .5, < .75, else: the variant floor(4u)
+                    rows = (4 * torch.rand(len(idx), generator=generator)).long().clamp(max=3) * len(refs) + idx
+                out = net(refs[idx].to(request.device), texts[rows].to(request.device))
                 logits = 100.0 * out @ targets[idx].to(request.device).T
                 loss = F.cross_entropy(logits, torch.arange(len(idx), device=logits.device))
                 optim.zero_grad(set_to_none=True)
@@ -160,6 +177,8 @@ class Combiner(Method):
         return checkpoints.save(request.out, {
             "epoch": epochs, "Combiner": net.state_dict(),
             "cirbench": {"train_dataset": request.train_dataset, "trained_on": f"{len(refs)} triplets",
+                         "texts": ("one of four joins of the two captions, drawn each step (CLIP4Cir "
+                                   "generate_randomized_fiq_caption)" if mixed else "the dataset's query text"),
                          "epochs": epochs, "encoder": enc.identity, "batch_size": batch_size, "lr": lr,
                          "seed": request.seed, "final_loss": last}})
 

@@ -210,6 +210,59 @@ def test_combiner_training_is_clip4cirs_step(tmp_path, tiny_encoder, n, epochs, 
     assert ckpt["cirbench"]["final_loss"] == pytest.approx(loss.item(), abs=1e-5)
 
 
+def test_combiner_training_draws_one_of_clip4cirs_four_joins_each_step(tmp_path, tiny_encoder):
+    """FashionIQ: CLIP4Cir's combiner_train.py trains each step on one of four texts per triplet
+    (utils.generate_randomized_fiq_caption: u < .25 "C1 and c2", < .5 "C2 and c1", < .75 "C1", else
+    "C2", each caption stripped of '.?, ' and capitalised). Written out here with the draws taken from
+    the seeded generator after each epoch's order; captions with stray punctuation and two orders that
+    differ. -o caption_mix=0 trains on the dataset's query text instead (the steps of the test above)."""
+    import torch.nn.functional as F
+
+    from cirbench.methods.combiner import Combiner, build_combiner
+    from cirbench.training.loop import batches
+
+    feats, triplets, request = combiner_triplets(tiny_encoder, 8)
+    captions = [(f"is shade {i}.", f" has {i} buttons?") for i in range(8)]
+    joins = [[f"Is shade {i} and has {i} buttons", f"Has {i} buttons and is shade {i}", f"Is shade {i}",
+              f"Has {i} buttons"] for i in range(8)]
+    options = {"projection_dim": "8", "hidden_dim": "16"}
+
+    def trained(name, **more):
+        req = request(tmp_path / name, epochs=2, batch_size=4, lr=1e-3, seed=5, options={**options, **more})
+        req.triplet_captions = captions
+        Combiner.train(req)
+        return torch.load(tmp_path / name, weights_only=False)
+
+    refs = torch.stack([feats[r] for r, _, _ in triplets])
+    targets = F.normalize(torch.stack([feats[t] for _, _, t in triplets]), dim=-1)
+
+    def replay(texts_of):
+        torch.manual_seed(5)
+        net = build_combiner(tiny_encoder.embed_dim, 8, 16)
+        optim = torch.optim.Adam(net.parameters(), lr=1e-3)
+        order = torch.Generator().manual_seed(5)
+        for _ in range(2):
+            for idx in batches(8, 4, order):
+                texts = tiny_encoder.encode_texts(texts_of(idx, order))
+                loss = F.cross_entropy(100.0 * net(refs[idx], texts) @ targets[idx].T, torch.arange(4))
+                optim.zero_grad()
+                loss.backward()
+                optim.step()
+        return net.state_dict()
+
+    def drawn(idx, order):
+        u = torch.rand(len(idx), generator=order).tolist()
+        return [joins[i][0 if x < .25 else 1 if x < .5 else 2 if x < .75 else 3] for i, x in zip(idx.tolist(), u)]
+
+    for ckpt, expected in ((trained("mix.pt"), replay(drawn)),
+                           (trained("plain.pt", caption_mix="0"),
+                            replay(lambda idx, _: [triplets[i][1] for i in idx.tolist()]))):
+        for key, value in expected.items():
+            assert torch.allclose(ckpt["Combiner"][key], value, atol=1e-6), key
+    assert "four joins" in torch.load(tmp_path / "mix.pt", weights_only=False)["cirbench"]["texts"]
+    assert torch.load(tmp_path / "plain.pt", weights_only=False)["cirbench"]["texts"] == "the dataset's query text"
+
+
 def test_combiner_training_defaults_are_clip4cirs_command(tmp_path, tiny_encoder, monkeypatch):
     """Without settings, CLIP4Cir's README training command: 300 epochs (also combiner_train.py's
     --num-epochs default), batches of 4096, Adam lr 2e-5, projection 2560 and hidden 5120 (the code's

@@ -61,7 +61,18 @@ def test_fashioniq_protocol(tmp_path):
     files = datasets.get("fashioniq")(root).image_files()
     assert files["dress.v2"] == root / "images" / "dress.v2.png" and "README" not in files
     assert datasets.get("fashioniq")(root).load("toptee").images["toptee1"].suffix == ".jpg"
-    assert len(datasets.get("fashioniq")(root).train_triplets()) == 12
+    triplets = datasets.get("fashioniq")(root).train_triplets()
+    assert len(triplets) == 12
+    # each triplet keeps its two captions in the file's order (the Combiner's training draws joins of
+    # them as CLIP4Cir does), beside the query text in the dataset's order; the request carries them
+    assert all(len(t.captions) == 2 and t.text == f"{t.captions[1]} and {t.captions[0]}" for t in triplets)
+    from cirbench.contracts.method import TrainRequest
+    from cirbench.training.sources import KINDS
+
+    request = TrainRequest(encoder=None, out=tmp_path)
+    KINDS["triplets"].fill(request, datasets.get("fashioniq")(root), {})
+    assert request.triplet_captions == [t.captions for t in triplets]
+    assert [text for _, text, _ in request.triplets] == [t.text for t in triplets]
 
 
 def test_fashioniq_captions_in_pic2words_json_folder(tmp_path):
@@ -152,6 +163,12 @@ def test_the_cirr_server_files_list_the_top_50_and_the_top_3(tmp_path):
     assert all(path.is_file() for path in images.values())
     assert [(t.reference, t.target) for t in ds.train_triplets()] == [("train-0-img0", "train-0-img1"),
                                                                       ("train-1-img0", "train-1-img1")]
+    from cirbench.contracts.method import TrainRequest
+    from cirbench.training.sources import KINDS
+
+    request = TrainRequest(encoder=None, out=tmp_path)
+    KINDS["triplets"].fill(request, ds, {})
+    assert request.triplet_captions is None  # one caption a query: the text itself is trained on
 
 
 def test_cirr_reports_its_recall_cut_offs(tmp_path):

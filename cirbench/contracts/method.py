@@ -232,6 +232,8 @@ class TrainRequest:
     out: Path
     images: list[Path] | None = None  # unlabeled images (kind "images")
     triplets: list | None = None  # supervised (reference path, text, target path) triplets (kind "triplets")
+    # each triplet's relative captions where the dataset has several (FashionIQ's two), else None
+    triplet_captions: list[tuple[str, ...] | None] | None = None
     texts: list[str] | None = None  # captions (kind "texts")
     train_dataset: str | None = None  # the name of the dataset the data came from
     image_features: Callable[[list[Path]], Any] | None = None  # cached, frozen image encoder

@@ -43,11 +43,13 @@ def relative_captions(fields: Mapping[str, Any]) -> list[str] | None:
 
 @dataclass(frozen=True)
 class Triplet:
-    """A supervised training example: reference image, modification text, target image."""
+    """A supervised training example: reference image, modification text, target image; ``captions``:
+    the relative captions the text was joined from, where the dataset has several (FashionIQ's two)."""
 
     reference: str
     text: str
     target: str
+    captions: tuple[str, ...] | None = None
 
 
 @dataclass

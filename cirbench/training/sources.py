@@ -102,7 +102,10 @@ def _fill_triplets(request: TrainRequest, dataset, args: dict) -> str | None:
     if dataset is None:
         raise UsageError("this method trains on a dataset's train triplets: pass --dataset NAME")
     paths = dataset.train_images()
-    request.triplets = [(paths[t.reference], t.text, paths[t.target]) for t in dataset.train_triplets()]
+    triplets = dataset.train_triplets()
+    request.triplets = [(paths[t.reference], t.text, paths[t.target]) for t in triplets]
+    if any(t.captions for t in triplets):
+        request.triplet_captions = [t.captions for t in triplets]
     if not request.triplets:
         raise DataError(f"dataset {dataset.label}: no training triplets")
     request.train_dataset = dataset.label
