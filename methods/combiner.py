@@ -106,8 +106,8 @@ class Combiner(Method):
 
     def texts(self, batch) -> list[str]:
         prompts = batch.prompts("text")
-        return [clip4cir_caption(f["captions"], batch.split.caption_order) if relative_captions(f) else p
-                for f, p in zip(batch.fields, prompts)]
+        pairs = [relative_captions(f) for f in batch.fields]
+        return [clip4cir_caption(c, batch.split.caption_order) if c else p for c, p in zip(pairs, prompts)]
 
     def encode_queries(self, batch):
         import torch

@@ -150,6 +150,20 @@ def test_the_combiners_dynamic_scalar_weighs_text_by_lambda(tmp_path, tiny_encod
     assert torch.allclose(out, normalize(expected), atol=1e-5)
 
 
+def test_the_combiner_joins_the_first_two_of_a_querys_captions(tmp_path, tiny_encoder):
+    """validate.py: "{c1.strip('.?, ').capitalize()} and {c2.strip('.?, ')}". A query with a third
+    caption (a plugin dataset's) joins its first two; one without captions gets the split's text; an
+    order forced to the official one puts c2 first."""
+    from cirbench.methods.combiner import build_combiner
+
+    torch.save({"Combiner": build_combiner(tiny_encoder.embed_dim, 8, 16).state_dict()}, tmp_path / "c.pt")
+    fields = [{"captions": ["is red. ", "has sleeves?", "is long"]}, {}]
+    for order, first in ((None, "Is red and has sleeves"), ("official", "Has sleeves and is red")):
+        method = method_for("combiner", tiny_encoder, tmp_path / "c.pt", caption_order=order)
+        batch = query_batch(method, torch.zeros(2, tiny_encoder.embed_dim), ["joined", "plain text"], fields)
+        assert method.texts(batch) == [first, "plain text"], order
+
+
 def combiner_triplets(encoder, n=6, scale_targets=5.0):
     """n triplets over 2n images whose raw features have norms far from 1 (targets about 5 times the
     references'), and texts of different lengths, so that swapping reference and target, reading the
@@ -599,14 +613,15 @@ def test_a_pic2word_mapping_for_wider_features_is_refused(tmp_path, tiny_encoder
             module.load_mapping(tmp_path / "p.pt", tiny_encoder)
 
 
-def test_a_bare_checkpoint_belongs_to_pic2word_when_it_alone_takes_weights():
+def test_a_bare_checkpoint_belongs_to_the_one_method_that_takes_weights():
     from pathlib import Path
 
     from cirbench.api import checkpoint_map
     from cirbench.contracts.registry import methods
 
-    run = [(n, methods.get(n)) for n in ("image-only", "pic2word", "text-only")]
-    assert checkpoint_map("p2w.pt", run) == {"pic2word": Path("p2w.pt")}
+    for name in ("pic2word", "combiner", "searle", "lincir"):
+        run = [(n, methods.get(n)) for n in ("image-only", name, "text-only")]
+        assert checkpoint_map("w.pt", run) == {name: Path("w.pt")}, name
 
 
 def test_pic2word_under_torchrun_takes_its_slice_of_a_global_batch(tmp_path, tiny_encoder, monkeypatch):
