@@ -12,8 +12,9 @@ test). To spend the time on tests that can matter, one coverage run first record
 tests reach each of its functions (pytest-cov, a context per test): a mutant inside a function runs only
 those tests, one outside every function (a constant, a class attribute) runs them all, and each mutant
 that survives is planted again and run against all the module's tests before it is counted (a test that
-reaches the function only in a subprocess is never missed). ``--all-tests`` runs every mutant against
-all of them. The surviving mutants are printed as diffs and written to <work>/survivors.txt: each must be
+reaches the function only in a subprocess is never missed; ``--no-confirm`` leaves that to a later
+``--recheck``, which runs each earlier survivor against the tests that reach it and then, if it survives
+them, all the module's tests). ``--all-tests`` runs every mutant against all of them. The surviving mutants are printed as diffs and written to <work>/survivors.txt: each must be
 killed by a test or explained as equivalent (it cannot change a result). The explained ones are listed
 in tests/mutation_equivalent.txt (module, the line and its mutant, why), matched by content so that a
 moved line stays explained; they are counted apart and not printed again.
@@ -173,7 +174,8 @@ def run_mutant(reach_file: Path) -> int:
                           cwd=reach["tree"]).returncode
 
 
-def run_module(name: str, tree: Path, work: Path, timeout: float, all_tests: bool = False) -> list[dict]:
+def run_module(name: str, tree: Path, work: Path, timeout: float, all_tests: bool = False,
+               confirm_survivors: bool = True) -> list[dict]:
     path, tests = MODULES[name]
     session = session_path(work, name)
     config = session.with_suffix(".toml")
@@ -195,7 +197,7 @@ def run_module(name: str, tree: Path, work: Path, timeout: float, all_tests: boo
     subprocess.run(["cosmic-ray", "init", str(config), str(session)], check=True, env=env, cwd=tree)
     subprocess.run(["cr-filter-operators", str(session), str(config)], check=True, env=env, cwd=tree)
     subprocess.run(["cosmic-ray", "exec", str(config), str(session)], check=True, env=env, cwd=tree)
-    if not all_tests:
+    if not all_tests and confirm_survivors:
         confirm(session, tree, path, argv, env)
     return survivors(session)
 
@@ -282,7 +284,8 @@ def _lines(diff: str) -> tuple[str, str]:
 
 def recheck(earlier: Path, names: list[str], work: Path) -> int:
     """Plant each surviving mutant of an earlier run (found by its line's content) in a scratch copy of
-    today's tree and run the module's tests: what survives still and is not explained is printed."""
+    today's tree and run the tests that reach its function, then, if it survives them, all the module's
+    tests: what survives still and is not explained is printed."""
     tree, known, left = scratch_copy(work), equivalents(), 0
     env = {**os.environ, "PYTHONPATH": str(tree)}
     for name in names:
@@ -293,7 +296,7 @@ def recheck(earlier: Path, names: list[str], work: Path) -> int:
         path, tests = MODULES[name]
         target = tree / path
         source = target.read_text(encoding="utf-8")
-        argv = pytest_argv(tree, tests)
+        reach = json.loads(reach_map(name, tree, work).read_text(encoding="utf-8"))
         counts = {"killed": 0, "explained": 0, "gone": 0, "surviving": 0}
         for s in survivors(session):
             old, new = _lines(s["diff"])
@@ -306,7 +309,12 @@ def recheck(earlier: Path, names: list[str], work: Path) -> int:
                 continue
             target.write_text(mutated, encoding="utf-8")
             try:
-                caught = subprocess.run(argv, env=env, cwd=tree, capture_output=True).returncode != 0
+                narrow = tests_for_mutant(reach, mutated)
+                caught = bool(narrow) and subprocess.run(pytest_argv(tree, narrow), env=env, cwd=tree,
+                                                         capture_output=True).returncode != 0
+                if not caught:
+                    caught = subprocess.run(pytest_argv(tree, tests), env=env, cwd=tree,
+                                            capture_output=True).returncode != 0
             finally:
                 target.write_text(source, encoding="utf-8")
             counts["killed" if caught else "surviving"] += 1
@@ -325,6 +333,9 @@ def main() -> None:
     parser.add_argument("--timeout", type=float, default=300.0, help="seconds per mutant's test run")
     parser.add_argument("--all-tests", action="store_true",
                         help="run every mutant against all the module's tests (no coverage map)")
+    parser.add_argument("--no-confirm", action="store_true",
+                        help="count the survivors of the narrowed runs as they are (a --recheck later runs "
+                             "each against all the module's tests)")
     parser.add_argument("--run-mutant", type=Path, metavar="REACH", help=argparse.SUPPRESS)
     parser.add_argument("--recheck", type=Path, metavar="WORK",
                         help="re-run the survivors of an earlier run (its --work folder) against today's tests")
@@ -348,7 +359,7 @@ def main() -> None:
     report = work / "survivors.txt"
     total, known = [], equivalents()
     for name in args.modules or list(MODULES):
-        found = run_module(name, tree, work, args.timeout, args.all_tests)
+        found = run_module(name, tree, work, args.timeout, args.all_tests, not args.no_confirm)
         module = MODULES[name][0]
         open_ones = [s for s in found if explained(s, module, known) is None]
         total += open_ones
