@@ -143,3 +143,9 @@ def test_searle_weights_for_another_backbone_are_refused(tmp_path, tiny_encoder)
     searle_ckpt(tmp_path / "phi.pt", 768, 768, prefix="module.")
     with pytest.raises(DataError, match="768-d image features"):
         method_for("searle", tiny_encoder, tmp_path / "phi.pt")
+    # one width off at a time, narrower or wider: each refused with both widths named
+    d, w = tiny_encoder.embed_dim, tiny_encoder.token_width
+    for in_dim, out_dim in ((d - 8, w), (d + 8, w), (d, w - 8), (d, w + 8)):
+        searle_ckpt(tmp_path / "phi.pt", in_dim, out_dim)
+        with pytest.raises(DataError, match=f"takes {in_dim}-d image features to {out_dim}-d token embeddings"):
+            method_for("lincir", tiny_encoder, tmp_path / "phi.pt")
