@@ -166,12 +166,12 @@ class FakeEncoder:
     token_width = 2
 
 
-def ldre_method(dataset: str):
+def ldre_method(dataset: str, vectors=None):
     from cirbench.contracts.method import MethodContext, resolve_options
     from cirbench.contracts.registry import methods
 
     cls = methods.get("ldre")
-    vectors = {"r1": [3.0, 0.0], "r2": [0.0, 1.0], "c": [0.0, 1.0]}
+    vectors = vectors or {"r1": [3.0, 0.0], "r2": [0.0, 1.0], "c": [0.0, 1.0]}
     ctx = MethodContext(encoder=FakeEncoder(), text_features=texts_encoder(vectors),
                         options=resolve_options("ldre", cls.options, {"n": 2}))
     method = cls(ctx)
@@ -201,6 +201,31 @@ def test_ldre_on_cirr_averages_the_raw_rewrites_and_on_circo_weights_them():
     forced.ctx.options["ensemble"] = "relevance"
     forced.prepare(forced.split)
     assert forced.config()["ensemble"] == "relevance"
+
+
+def test_ldre_counts_the_top_5_drops_of_each_query_over_its_own_candidates():
+    """circo_generate_test_dict's torch.topk(k=5). Seven one-hot gallery items; caption 1 is
+    (6, 5, 4, 3, 2, 1, 0)/sqrt(91) and its rewrite e7, caption 2 is (1, 1, 1, 1, 1, 1, 0)/sqrt(6) and its
+    rewrite e6, so the drops are caption 1's entries but the 7th, and 1/sqrt(6) on items 1-5.
+    Top 5: sums 20/sqrt(91) = 2.0966 and 5/sqrt(6) = 2.0412 -> softmax((1, .97361) / .04) = (.6592, .3408),
+    the score of item 7 and of item 6 (top 4 would give .9666, top 6 .8604).
+    On a split whose queries rank their own candidates (GeneCIS), only they count: with candidates
+    1, 2, 3, 6, 7 the sums are 16/sqrt(91) = 1.6773 and 3/sqrt(6) = 1.2247 -> (.99882, .00118); CIRR's
+    img_set on a whole-gallery split is no such restriction."""
+    from cirbench.contracts.method import Gallery
+
+    vectors = {"c1": [6.0, 5, 4, 3, 2, 1, 0], "c2": [1.0, 1, 1, 1, 1, 1, 0], "r1": [0.0] * 6 + [1.0],
+               "r2": [0.0] * 5 + [1.0, 0.0]}
+    fields = [{"multi_caption_opt": ["c1", "c2"], "multi_gpt-3.5_opt": ["r1", "r2"]}]
+    for scope, subsets, expected in (("gallery", None, (0.6592, 0.3408)), ("gallery", [[0, 1, 2, 5, 6]], (0.6592, 0.3408)),
+                                     ("subset", [[0, 1, 2, 5, 6]], (0.99882, 0.00118))):
+        method = ldre_method("circo", vectors)
+        method.split.scope = scope
+        batch = query_batch(method, torch.zeros(1, 7), ["x"], fields)
+        batch.subsets = subsets
+        gallery = Gallery(ids=list("abcdefg"), images=[None] * 7, features=torch.eye(7), split=method.split)
+        score = method.score(batch, gallery)[0].tolist()
+        assert (score[6], score[5]) == pytest.approx(expected, abs=1e-4), (scope, subsets)
 
 
 def seize_on(tmp_path, root, dataset, *extra):
