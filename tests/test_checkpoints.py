@@ -136,6 +136,12 @@ def test_released_searle_phi_and_its_prompt(tmp_path, tiny_encoder):
     out = method.encode_queries(query_batch(method, ref, ["is red", "is blue"]))
     assert torch.allclose(out, torch.nn.functional.normalize(expected, dim=-1), atol=1e-5)
     assert searle_prompt("a {text} of *") == "a {text} of $"
+    # a split's own template that sorts before Pic2Word's default is still the split's (only the default
+    # itself becomes SEARLE's "a photo of $ that {text}")
+    assert searle_prompt("a * that {text}") == "a $ that {text}"
+    # the record says where the pseudo-word goes: SEARLE's the template's slot, LinCIR's every $
+    assert method.config()["injection"] == "the template's $"
+    assert method_for("lincir", tiny_encoder, tmp_path / "phi.pt").config()["injection"] == "every $ of the prompt"
     assert tiny_encoder.token_id("$") == 259
 
 

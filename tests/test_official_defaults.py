@@ -197,6 +197,8 @@ def test_ldre_on_cirr_averages_the_raw_rewrites_and_on_circo_weights_them():
         score = method.score(batch, gallery)
         assert score[0].tolist() == pytest.approx(expected, abs=1e-4), dataset
         assert method.config()["ensemble"] == ("mean" if dataset == "cirr" else "relevance")
+        # the weights' settings are recorded where they are used
+        assert ("topk" in method.config()) == (dataset == "circo")
     forced = ldre_method("cirr")
     forced.ctx.options["ensemble"] = "relevance"
     forced.prepare(forced.split)
@@ -377,6 +379,13 @@ def test_weicom_defaults_are_the_official_ones():
                           split=method.split)
         assert method.score(batch, gallery)[0].tolist() == pytest.approx(expected, abs=1e-5), given
         if not given:
+            # the recorded prompt is the split's caption template (FashionIQ's "{c1} and {c2}"), else its text
+            assert method.config()["prompt"] == "{text}"
+            method.split.prompts["caption"] = "{c1} and {c2}"
+            assert method.config()["prompt"] == "{c1} and {c2}"
+            del method.split.prompts["caption"]
+            assert method.config()["prompt"] == method.split.prompts["text"]
+            method.split.prompts["caption"] = "{text}"
             # CIRR's queries carry their img_set, but its split ranks the whole gallery: the spread is
             # still the gallery's; only a subset-scoped split (GeneCIS) standardises over the candidates
             batch.subsets = [[0, 2]]
