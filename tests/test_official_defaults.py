@@ -216,16 +216,17 @@ def test_ldre_counts_the_top_5_drops_of_each_query_over_its_own_candidates():
     img_set on a whole-gallery split is no such restriction."""
     from cirbench.contracts.method import Gallery
 
-    vectors = {"c1": [6.0, 5, 4, 3, 2, 1, 0], "c2": [1.0, 1, 1, 1, 1, 1, 0], "r1": [0.0] * 6 + [1.0],
-               "r2": [0.0] * 5 + [1.0, 0.0]}
+    # an eighth feature axis that no gallery item uses: G (7) and D (8) differ
+    vectors = {"c1": [6.0, 5, 4, 3, 2, 1, 0, 0], "c2": [1.0, 1, 1, 1, 1, 1, 0, 0], "r1": [0.0] * 6 + [1.0, 0],
+               "r2": [0.0] * 5 + [1.0, 0.0, 0]}
     fields = [{"multi_caption_opt": ["c1", "c2"], "multi_gpt-3.5_opt": ["r1", "r2"]}]
     for scope, subsets, expected in (("gallery", None, (0.6592, 0.3408)), ("gallery", [[0, 1, 2, 5, 6]], (0.6592, 0.3408)),
                                      ("subset", [[0, 1, 2, 5, 6]], (0.99882, 0.00118))):
         method = ldre_method("circo", vectors)
         method.split.scope = scope
-        batch = query_batch(method, torch.zeros(1, 7), ["x"], fields)
+        batch = query_batch(method, torch.zeros(1, 8), ["x"], fields)
         batch.subsets = subsets
-        gallery = Gallery(ids=list("abcdefg"), images=[None] * 7, features=torch.eye(7), split=method.split)
+        gallery = Gallery(ids=list("abcdefg"), images=[None] * 7, features=torch.eye(7, 8), split=method.split)
         score = method.score(batch, gallery)[0].tolist()
         assert (score[6], score[5]) == pytest.approx(expected, abs=1e-4), (scope, subsets)
 
