@@ -218,6 +218,38 @@ def test_imagenet_r_lists_built_from_folders_are_seeded(tmp_path):
     assert len(a.queries) == 3 and len(a.gallery) == 5 + 3
 
 
+def test_imagenet_r_list_files_are_read_whole_and_checked(tmp_path):
+    """A blank line inside a list is skipped, not the end of it; a query label is a class index (0-999:
+    1000 would be a cartoon label, matched to another domain's targets); one list without the other is
+    named; a list given by --set that is not there is an error, never lists quietly built from folders.
+    The cut-offs are the code's 1, 5, 10, 50, 100, 200, and a hit-rate run writes its own result file."""
+    from cirbench.errors import DataError
+
+    root = F.imagenet_r(tmp_path / "imagenet-r")
+    query_list = root / "imgnet_real_query.txt"
+    lines = query_list.read_text().splitlines()
+    query_list.write_text("\n".join([lines[0], "", *lines[1:]]) + "\n")
+    split = datasets.get("imagenet-r")(root).load("cartoon")
+    assert len(split.queries) == 3
+    assert split.metrics == {"positive_recall": [1, 5, 10, 50, 100, 200]} and split.main_metrics == ["R@10", "R@50"]
+    hit = datasets.get("imagenet-r")(root, {"metric": "hit"})
+    assert hit.load("cartoon").metrics == {"recall": [1, 5, 10, 50, 100, 200]}
+    assert (datasets.get("imagenet-r")(root).result_name, hit.result_name) == ("imagenet-r", "imagenet-r-hit")
+    query_list.write_text(lines[0].rsplit(" ", 2)[0] + " 1000\n")
+    with pytest.raises(DataError, match="query label 1000 is not a class index"):
+        datasets.get("imagenet-r")(root).load("cartoon")
+    query_list.unlink()
+    with pytest.raises(DataError, match=f"list file {query_list} is missing"):
+        datasets.get("imagenet-r")(root).load("cartoon")
+    query_list.write_text("\n".join(lines) + "\n")
+    (root / "imgnet_targets.txt").unlink()
+    with pytest.raises(DataError, match=f"list file {root / 'imgnet_targets.txt'} is missing"):
+        datasets.get("imagenet-r")(root).load("cartoon")
+    bare = F.imagenet_r(tmp_path / "bare", with_lists=False)
+    with pytest.raises(DataError, match=f"list file {tmp_path / 'nope.txt'} is missing"):
+        datasets.get("imagenet-r")(bare, {"query_list": str(tmp_path / "nope.txt")}).load("cartoon")
+
+
 def test_official_imagenet_r_lists_parse():
     from pathlib import Path
 
