@@ -278,6 +278,10 @@ def test_weicom_norm_cdf_and_fusions_by_hand():
     # standardised over a mask: only the first two columns count (mean 1/2, std sqrt(1/2))
     masked = norm_cdf(s_img, torch.tensor([[True, True, False]]))
     assert torch.allclose(masked[0, :2], torch.tensor([0.7602, 0.2398]), atol=1e-4)
+    # each query its own mask: two queries, the first over two columns, the second over all three
+    rows = norm_cdf(torch.tensor([[1.0, 0.0, 0.0], [1.0, 0.0, 0.0]]), torch.tensor([[True, True, False], [True] * 3]))
+    assert torch.allclose(rows[0, :2], torch.tensor([0.7602, 0.2398]), atol=1e-4)
+    assert torch.allclose(rows[1], torch.tensor([0.8759, 0.2819, 0.2819]), atol=1e-4)
     # a gallery of two images has a spread (the same values as the mask of two)
     assert torch.allclose(norm_cdf(torch.tensor([[1.0, 0.0]])), torch.tensor([[0.7602, 0.2398]]), atol=1e-4)
 
