@@ -14,8 +14,9 @@ those tests, one outside every function (a constant, a class attribute) runs the
 that survives is planted again and run against all the module's tests before it is counted (a test that
 reaches the function only in a subprocess is never missed; ``--no-confirm`` leaves that to a later
 ``--recheck``, which runs each earlier survivor against the tests that reach it and then, if it survives
-them, all the module's tests). ``--all-tests`` runs every mutant against all of them. The surviving mutants are printed as diffs and written to <work>/survivors.txt: each must be
-killed by a test or explained as equivalent (it cannot change a result). The explained ones are listed
+them, all the module's tests). ``--all-tests`` runs every mutant against all of them. The surviving
+mutants are printed as diffs and written to <work>/survivors.txt: each must be killed by a test or
+explained as equivalent (it cannot change a result). The explained ones are listed
 in tests/mutation_equivalent.txt (module, the line and its mutant, why), matched by content so that a
 moved line stays explained; they are counted apart and not printed again.
 
@@ -170,8 +171,8 @@ def run_mutant(reach_file: Path) -> int:
     if not tests:
         print("no test reaches the mutated lines")
         return 0
-    return subprocess.run([sys.executable, "-m", "pytest", "-x", "-q", "-p", "no:cacheprovider", *FAST, *tests],
-                          cwd=reach["tree"]).returncode
+    tree = Path(reach["tree"])
+    return subprocess.run(pytest_argv(tree, tests), cwd=tree).returncode
 
 
 def run_module(name: str, tree: Path, work: Path, timeout: float, all_tests: bool = False,
@@ -216,6 +217,17 @@ def plant(source: str, survivor: dict) -> str | None:
     return "".join([*lines[:i], new + "\n", *lines[i + 1:]])
 
 
+def caught_by(target: Path, mutated: str, runs: list[list[str]], env: dict, tree: Path) -> bool:
+    """Whether one of the test runs (argv lists, tried in turn) fails with the mutant written into target;
+    the file is restored either way."""
+    source = target.read_text(encoding="utf-8")
+    target.write_text(mutated, encoding="utf-8")
+    try:
+        return any(subprocess.run(argv, env=env, cwd=tree, capture_output=True).returncode != 0 for argv in runs)
+    finally:
+        target.write_text(source, encoding="utf-8")
+
+
 def confirm(session: Path, tree: Path, path: str, argv: list[str], env: dict) -> None:
     """Plant each survivor of a narrowed run again and run all the module's tests; a mutant they kill is
     recorded as killed (with the note 'killed by the full test list')."""
@@ -223,14 +235,7 @@ def confirm(session: Path, tree: Path, path: str, argv: list[str], env: dict) ->
     source = target.read_text(encoding="utf-8")
     for s in survivors(session):
         mutated = plant(source, s)
-        if mutated is None:
-            continue
-        target.write_text(mutated, encoding="utf-8")
-        try:
-            caught = subprocess.run(argv, env=env, cwd=tree, capture_output=True).returncode != 0
-        finally:
-            target.write_text(source, encoding="utf-8")
-        if caught:
+        if mutated is not None and caught_by(target, mutated, [argv], env, tree):
             with sqlite3.connect(session) as db:
                 db.execute("UPDATE work_results SET test_outcome = 'KILLED', output = 'killed by the full test list' "
                            "WHERE job_id = ?", (s["job_id"],))
@@ -272,7 +277,8 @@ def survivors(session: Path) -> list[dict]:
                           "FROM mutation_specs m JOIN work_results r ON m.job_id = r.job_id "
                           "WHERE r.test_outcome = 'SURVIVED'").fetchall()
     for job, module, operator, occurrence, line, diff in rows:
-        out.append({"job_id": job, "module": module, "operator": operator, "occurrence": occurrence, "line": line, "diff": diff})
+        out.append({"job_id": job, "module": module, "operator": operator, "occurrence": occurrence, "line": line,
+                    "diff": diff})
     return out
 
 
@@ -307,16 +313,10 @@ def recheck(earlier: Path, names: list[str], work: Path) -> int:
             if mutated is None:
                 counts["gone"] += 1  # the line was rewritten since
                 continue
-            target.write_text(mutated, encoding="utf-8")
-            try:
-                narrow = tests_for_mutant(reach, mutated)
-                caught = bool(narrow) and subprocess.run(pytest_argv(tree, narrow), env=env, cwd=tree,
-                                                         capture_output=True).returncode != 0
-                if not caught:
-                    caught = subprocess.run(pytest_argv(tree, tests), env=env, cwd=tree,
-                                            capture_output=True).returncode != 0
-            finally:
-                target.write_text(source, encoding="utf-8")
+            narrow = tests_for_mutant(reach, mutated)
+            # the tests that reach the mutant first (fast), then, if it survives them, all the module's
+            runs = ([pytest_argv(tree, narrow)] if narrow else []) + [pytest_argv(tree, tests)]
+            caught = caught_by(target, mutated, runs, env, tree)
             counts["killed" if caught else "surviving"] += 1
             if not caught:
                 left += 1

@@ -2,6 +2,8 @@
 recorded survivor is planted again. A wrong choice here would count mutants as surviving (or killed)
 for the wrong reason, so the cases are the ones where a naive choice goes wrong."""
 
+import sys
+
 import mutation as M
 
 SOURCE = """LIMIT = 3
@@ -43,3 +45,14 @@ def test_a_survivor_is_planted_at_its_own_line_when_the_same_line_occurs_twice()
     # moved since the run: the first line that still reads the same
     assert M.plant("b = x + 1\n", {"diff": diff, "line": 4}) == "b = x - 1\n"
     assert M.plant("b = y + 1\n", {"diff": diff, "line": 1}) is None
+
+
+def test_a_planted_mutant_is_caught_by_any_run_in_turn_and_the_file_restored(tmp_path):
+    target = tmp_path / "m.py"
+    target.write_text("good\n")
+    fails_on_bad = [sys.executable, "-c", f"import sys; sys.exit(open({str(target)!r}).read() == 'bad\\n')"]
+    passes = [sys.executable, "-c", "pass"]
+    assert M.caught_by(target, "bad\n", [passes, fails_on_bad], {}, tmp_path)
+    assert not M.caught_by(target, "bad\n", [passes], {}, tmp_path)
+    assert not M.caught_by(target, "fine\n", [fails_on_bad], {}, tmp_path)
+    assert target.read_text() == "good\n"
