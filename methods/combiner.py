@@ -80,7 +80,8 @@ def clip4cir_training_texts(captions) -> list[str]:
     relative captions (utils.generate_randomized_fiq_caption), in its order: "C1 and c2", "C2 and c1",
     "C1", "C2" -- each caption stripped of '.?, ', the first capitalised."""
     c1, c2 = (c.strip(".?, ") for c in captions[:2])
-    return [f"{c1.capitalize()} and {c2}", f"{c2.capitalize()} and {c1}", c1.capitalize(), c2.capitalize()]
+    return [clip4cir_caption(captions, None), clip4cir_caption(captions, "official"), c1.capitalize(),
+            c2.capitalize()]
 
 
 @register_method("combiner")
@@ -145,10 +146,11 @@ class Combiner(Method):
         targets = F.normalize(request.image_features([t[2] for t in request.triplets]), dim=-1)
         # FashionIQ: each step draws one of four joins of a triplet's two captions, as CLIP4Cir does
         # (-o caption_mix=0: the dataset's query text throughout)
-        pairs = request.triplet_captions if option(opts, "caption_mix", 1) else None
-        mixed = pairs is not None and any(c and len(c) >= 2 for c in pairs)
-        variants = [clip4cir_training_texts(c) if c and len(c) >= 2 else [t[1]] * 4
-                    for t, c in zip(request.triplets, pairs)] if mixed else [[t[1]] for t in request.triplets]
+        pairs = (request.triplet_captions or []) if option(opts, "caption_mix", 1) else []
+        joins = [clip4cir_training_texts(c) if c and len(c) >= 2 else None for c in pairs]
+        mixed = any(joins)
+        variants = [j or [t[1]] * 4 for t, j in zip(request.triplets, joins)] if mixed else \
+            [[t[1]] for t in request.triplets]
         flat = [text for texts in zip(*variants) for text in texts]  # variant-major: row v * n + i
         with torch.no_grad():
             texts = torch.cat([enc.encode_texts(flat[i:i + 256]) for i in range(0, len(flat), 256)])
