@@ -39,6 +39,7 @@ _EXPORTS = {
     "Dataset": "cirbench.contracts.dataset", "register_dataset": "cirbench.contracts.dataset",
     "Split": "cirbench.contracts.split", "Query": "cirbench.contracts.split", "Triplet": "cirbench.contracts.split",
     "relative_captions": "cirbench.contracts.split",
+    "CAPTION_STRIP": "cirbench.contracts.split",
     "Encoder": "cirbench.contracts.encoder", "register_encoder": "cirbench.contracts.encoder",
     "load_encoder": "cirbench.contracts.encoder",
     "ImageRef": "cirbench.protocol.images",

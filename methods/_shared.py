@@ -9,7 +9,7 @@ an underscore).
 from __future__ import annotations
 
 from cirbench.contracts.method import Method
-from cirbench.contracts.split import DEFAULT_PROMPTS, relative_captions
+from cirbench.contracts.split import CAPTION_STRIP, DEFAULT_PROMPTS, relative_captions
 from cirbench.protocol.prompts import fill_pseudo, split_pseudo, with_token
 from cirbench.protocol.scoring import normalize
 from cirbench.storage import checkpoints
@@ -58,12 +58,6 @@ def searle_prompt(split_prompt: str, own: str = SEARLE_PROMPT) -> str:
     return with_token(split_prompt, "*", PSEUDO)
 
 
-def two_captions(fields) -> list[str] | None:
-    """The two relative captions stripped of '.?, ' as the feature-fusion methods' code does, else None."""
-    captions = relative_captions(fields)
-    return None if captions is None else [c.strip(".?, ") for c in captions]
-
-
 class PhiMethod(Method):
     """A released phi network on the pseudo-word ``$`` (SEARLE and LinCIR share the shape and protocol)."""
 
@@ -104,7 +98,7 @@ class PhiMethod(Method):
             tokens = self.net(batch.reference_features.float())
             prompts, prefixes = batch.pseudo_prompts(self.template, PSEUDO)
             out = normalize(self._encode(prompts, prefixes, tokens))
-            pairs = [(i, two_captions(f)) for i, f in enumerate(batch.fields)]
+            pairs = [(i, relative_captions(f, CAPTION_STRIP)) for i, f in enumerate(batch.fields)]
             pairs = [(i, c) for i, c in pairs if c is not None]
             if not pairs:
                 return out

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from cirbench.storage import checkpoints
 from cirbench.contracts.method import Method, TrainRequest, register_method
-from cirbench.contracts.split import relative_captions
+from cirbench.contracts.split import CAPTION_STRIP, relative_captions
 from cirbench.training.loop import batches, option, steps_per_epoch
 
 KEYS = {f"{layer}.{p}" for layer in ("text_projection_layer", "image_projection_layer", "combiner_layer",
@@ -67,9 +67,10 @@ def load_combiner(path, encoder):
 
 
 def clip4cir_caption(captions, order: str | None) -> str:
-    """CLIP4Cir's validate.py text for a query with two relative captions: each stripped of '.?, ', the
-    first capitalised, joined with "and" in annotation order (c1 first) unless an order is forced."""
-    c1, c2 = (c.strip(".?, ") for c in captions[:2])
+    """CLIP4Cir's validate.py text for a query's two relative captions (already stripped of '.?, ': see
+    relative_captions): the first capitalised, joined with "and" in annotation order (c1 first) unless an
+    order is forced."""
+    c1, c2 = captions
     if order == "official":  # Pic2Word's order (c2 first), when the user asks for it explicitly
         c1, c2 = c2, c1
     return f"{c1.capitalize()} and {c2}"
@@ -78,8 +79,8 @@ def clip4cir_caption(captions, order: str | None) -> str:
 def clip4cir_training_texts(captions) -> list[str]:
     """The four texts CLIP4Cir's combiner_train.py draws from, at each step, for a triplet with two
     relative captions (utils.generate_randomized_fiq_caption), in its order: "C1 and c2", "C2 and c1",
-    "C1", "C2" -- each caption stripped of '.?, ', the first capitalised."""
-    c1, c2 = (c.strip(".?, ") for c in captions[:2])
+    "C1", "C2" -- from the two captions already stripped of '.?, ', the first capitalised."""
+    c1, c2 = captions
     return [clip4cir_caption(captions, None), clip4cir_caption(captions, "official"), c1.capitalize(),
             c2.capitalize()]
 
@@ -107,7 +108,7 @@ class Combiner(Method):
 
     def texts(self, batch) -> list[str]:
         prompts = batch.prompts("text")
-        pairs = [relative_captions(f) for f in batch.fields]
+        pairs = [relative_captions(f, CAPTION_STRIP) for f in batch.fields]
         return [clip4cir_caption(c, batch.split.caption_order) if c else p for c, p in zip(pairs, prompts)]
 
     def encode_queries(self, batch):
@@ -147,7 +148,8 @@ class Combiner(Method):
         # FashionIQ: each step draws one of four joins of a triplet's two captions, as CLIP4Cir does
         # (-o caption_mix=0: the dataset's query text throughout)
         pairs = (request.triplet_captions or []) if option(opts, "caption_mix", 1) else []
-        joins = [clip4cir_training_texts(c) if c and len(c) >= 2 else None for c in pairs]
+        pairs = [relative_captions({"captions": c}, CAPTION_STRIP) for c in pairs]
+        joins = [clip4cir_training_texts(c) if c else None for c in pairs]
         mixed = any(joins)
         variants = [j or [t[1]] * 4 for t, j in zip(request.triplets, joins)] if mixed else \
             [[t[1]] for t in request.triplets]

@@ -101,6 +101,12 @@ def test_relative_captions_reads_the_first_two_strings_as_written():
     assert cirbench.relative_captions({"captions": ("a", "b")}) == ["a", "b"]
     for fields in ({"captions": ["only one"]}, {"captions": ["a", 2]}, {"captions": "ab"}, {}, ("a", "b")):
         assert cirbench.relative_captions(fields) is None, fields
+    # strip=CAPTION_STRIP (the official code's '.?, '): both ends of each, inner punctuation kept, the
+    # third caption still left out
+    assert cirbench.CAPTION_STRIP == ".?, "
+    assert cirbench.relative_captions({"captions": [" ?is red, not blue. ", "has sleeves?", "x."]},
+                                      cirbench.CAPTION_STRIP) == ["is red, not blue", "has sleeves"]
+    assert cirbench.relative_captions({"captions": ["a"]}, cirbench.CAPTION_STRIP) is None
 
 
 class CaptionGallery(Method):

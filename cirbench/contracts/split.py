@@ -32,12 +32,18 @@ class Query:
     fields: Mapping[str, Any] = field(default_factory=dict, hash=False)
 
 
-def relative_captions(fields: Mapping[str, Any]) -> list[str] | None:
-    """A query's first two relative captions as the annotation wrote them (FashionIQ's ``captions``
-    field, a list of strings), else None. The methods that fuse or join the two read them from here."""
+# what the official code of CLIP4Cir, CIReVL and SEARLE strips from both ends of each FashionIQ caption
+CAPTION_STRIP = ".?, "
+
+
+def relative_captions(fields: Mapping[str, Any], strip: str | None = None) -> list[str] | None:
+    """A query's first two relative captions (FashionIQ's ``captions`` field, a list of strings), as the
+    annotation wrote them or, with ``strip``, each stripped of those characters at both ends (the
+    official code's habit: ``strip=CAPTION_STRIP``); None where the fields hold no two captions. The
+    methods that fuse or join the two read them from here."""
     captions = fields.get("captions") if hasattr(fields, "get") else None
     if isinstance(captions, (list, tuple)) and len(captions) >= 2 and all(isinstance(c, str) for c in captions):
-        return list(captions[:2])
+        return [c.strip(strip) if strip else c for c in captions[:2]]
     return None
 
 

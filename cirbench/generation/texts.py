@@ -11,7 +11,7 @@ from pathlib import Path
 
 from cirbench.errors import MissingResourceError, UsageError
 from cirbench.contracts.method import Method, Option
-from cirbench.contracts.split import relative_captions
+from cirbench.contracts.split import CAPTION_STRIP, relative_captions
 
 TEXT_SOURCES = ("auto", "released", "generate")
 # the local instruction model used when no --option METHOD.llm is given (the papers used OpenAI's API)
@@ -84,9 +84,9 @@ def field_text(fields, name: str, where: str) -> str:
 
 def relative_text(batch, i: int) -> str:
     """The relative caption as CIReVL's code joins FashionIQ's two: "{c1} and {c2}", each stripped of '.?, '."""
-    captions = relative_captions(batch.fields[i])
+    captions = relative_captions(batch.fields[i], CAPTION_STRIP)
     if captions:
-        return f"{captions[0].strip('.?, ')} and {captions[1].strip('.?, ')}"
+        return f"{captions[0]} and {captions[1]}"
     return batch.texts[i]
 
 
