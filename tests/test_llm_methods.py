@@ -98,6 +98,26 @@ def test_cirevl_parses_the_edited_description_as_the_official_code():
     assert edited_description("no answer", "rel") == "rel"
 
 
+def test_the_llm_methods_join_fashioniqs_two_captions_as_their_code():
+    """CIReVL: "{c1} and {c2}", each stripped of '.?, ' at both ends; SEIZE: rel_caps[0] + rel_caps[1] as
+    written. Captions with punctuation at both ends, inside, and a third caption make each habit visible;
+    a query without two captions keeps its own text."""
+    from types import SimpleNamespace
+
+    from cirbench.generation.texts import concatenated_text, relative_text
+
+    batch = SimpleNamespace(fields=[{"captions": [" ?is red, not blue. ", "has long sleeves?", "third."]}, {}],
+                            texts=["joined 0", "own text"])
+    assert relative_text(batch, 0) == "is red, not blue and has long sleeves"
+    assert concatenated_text(batch, 0) == " ?is red, not blue. has long sleeves?"
+    assert relative_text(batch, 1) == concatenated_text(batch, 1) == "own text"
+    # the reasoner's instruction for LDRE and SEIZE is the concatenation (their scripts share it)
+    from cirbench.methods.ldre import LDRE
+    from cirbench.methods.seize import SEIZE
+
+    assert LDRE.relative_text(None, batch, 0) == SEIZE.relative_text(None, batch, 0) == concatenated_text(batch, 0)
+
+
 def test_released_texts_asked_for_but_absent(tmp_path):
     root = F.circo(tmp_path / "circo")
     result = run(tmp_path, root, "cirevl", "--option", "cirevl.texts=released", code=2)
