@@ -99,31 +99,49 @@ def test_raw_average_is_the_genecis_baseline(tmp_path):
     assert forced[("change_object", "image+text")]["method"]["config"]["combine"] == "normalized"
 
 
+def _set(row, key, value):
+    row[key] = value
+
+
+# each breakage of change_attribute.json: fails one clause of its check while every other clause holds
+# (a list holding the two key names; an image with an id but no box; a negative width with a positive
+# height and the reverse at zero; a non-empty string as the gallery)
+ANNOTATION_BREAKAGES = {
+    "bad-bbox": lambda rows: _set(rows[0]["reference"], "instance_bbox", [1, 2]),
+    "no-gallery": lambda rows: rows[1].pop("gallery"),
+    "image-as-list": lambda rows: _set(rows[0], "reference", ["image_id", "instance_bbox"]),
+    "no-box": lambda rows: rows[0]["reference"].pop("instance_bbox"),
+    "negative-width": lambda rows: _set(rows[0]["reference"], "instance_bbox", [1, 2, -3, 4]),
+    "zero-height": lambda rows: _set(rows[0]["reference"], "instance_bbox", [1, 2, 3, 0]),
+    "gallery-string": lambda rows: _set(rows[1], "gallery", "abc"),
+}
+
+
 @pytest.mark.parametrize("breakage, message", [
     ("missing-vg", "image 'vg/2005#1,2,12,9' is missing"),
     ("missing-coco", "image 'coco/8' is missing"),
     ("bad-bbox", "instance_bbox must be [x, y, w, h]"),
     ("no-gallery", "expected fields reference, target, gallery, condition"),
+    ("image-as-list", "an attribute-task image must be {'image_id'"),
+    ("no-box", "an attribute-task image must be {'image_id'"),
+    ("negative-width", "instance_bbox [1, 2, -3, 4] must have a positive width and height"),
+    ("zero-height", "instance_bbox [1, 2, 3, 0] must have a positive width and height"),
+    ("gallery-string", "'gallery' must be a list"),
     ("no-file", "GeneCIS template file"),
 ])
 def test_data_check_names_what_is_broken(tmp_path, breakage, message):
     root = F.genecis(tmp_path / "genecis")
+    path = root / "annotations" / "change_attribute.json"
     if breakage == "missing-vg":
         (root / "vg" / "VG_100K_2" / "2005.jpg").unlink()
     elif breakage == "missing-coco":
         (root / "coco" / "val2017" / "000000000008.jpg").unlink()
+    elif breakage == "no-file":
+        path.unlink()
     else:
-        path = root / "annotations" / "change_attribute.json"
         rows = json.loads(path.read_text())
-        if breakage == "bad-bbox":
-            rows[0]["reference"]["instance_bbox"] = [1, 2]
-        elif breakage == "no-gallery":
-            del rows[1]["gallery"]
-        else:
-            path.unlink()
-            rows = None
-        if rows is not None:
-            path.write_text(json.dumps(rows))
+        ANNOTATION_BREAKAGES[breakage](rows)
+        path.write_text(json.dumps(rows))
     result = CliRunner().invoke(app, ["data", "check", "genecis", "--data", f"genecis={root}", "--quiet"])
     assert result.exit_code == 1 and message in result.output, result.output
     assert CliRunner().invoke(app, ["data", "check", "genecis", "--data",
