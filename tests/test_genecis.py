@@ -105,7 +105,8 @@ def _set(row, key, value):
 
 # each breakage of change_attribute.json: fails one clause of its check while every other clause holds
 # (a list holding the two key names; an image with an id but no box; a negative width with a positive
-# height and the reverse at zero; a non-empty string as the gallery)
+# height and the reverse at zero and below; a corner one pixel left of or above the image; a non-empty
+# string as the gallery)
 ANNOTATION_BREAKAGES = {
     "bad-bbox": lambda rows: _set(rows[0]["reference"], "instance_bbox", [1, 2]),
     "no-gallery": lambda rows: rows[1].pop("gallery"),
@@ -113,6 +114,9 @@ ANNOTATION_BREAKAGES = {
     "no-box": lambda rows: rows[0]["reference"].pop("instance_bbox"),
     "negative-width": lambda rows: _set(rows[0]["reference"], "instance_bbox", [1, 2, -3, 4]),
     "zero-height": lambda rows: _set(rows[0]["reference"], "instance_bbox", [1, 2, 3, 0]),
+    "negative-height": lambda rows: _set(rows[0]["reference"], "instance_bbox", [1, 2, 3, -4]),
+    "left-of-image": lambda rows: _set(rows[0]["reference"], "instance_bbox", [-1, 2, 3, 4]),
+    "above-image": lambda rows: _set(rows[0]["reference"], "instance_bbox", [1, -1, 3, 4]),
     "gallery-string": lambda rows: _set(rows[1], "gallery", "abc"),
 }
 
@@ -126,6 +130,9 @@ ANNOTATION_BREAKAGES = {
     ("no-box", "an attribute-task image must be {'image_id'"),
     ("negative-width", "instance_bbox [1, 2, -3, 4] must have a positive width and height"),
     ("zero-height", "instance_bbox [1, 2, 3, 0] must have a positive width and height"),
+    ("negative-height", "instance_bbox [1, 2, 3, -4] must have a positive width and height"),
+    ("left-of-image", "instance_bbox [-1, 2, 3, 4] must have a positive width and height and start inside"),
+    ("above-image", "instance_bbox [1, -1, 3, 4] must have a positive width and height and start inside"),
     ("gallery-string", "'gallery' must be a list"),
     ("no-file", "GeneCIS template file"),
 ])
