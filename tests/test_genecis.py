@@ -106,7 +106,7 @@ def _set(row, key, value):
 # each breakage of change_attribute.json: fails one clause of its check while every other clause holds
 # (a list holding the two key names; an image with an id but no box; a negative width with a positive
 # height and the reverse at zero and below; a corner one pixel left of or above the image; a non-empty
-# string as the gallery)
+# string as the gallery; an id that is a blank string or a float)
 ANNOTATION_BREAKAGES = {
     "bad-bbox": lambda rows: _set(rows[0]["reference"], "instance_bbox", [1, 2]),
     "no-gallery": lambda rows: rows[1].pop("gallery"),
@@ -118,6 +118,8 @@ ANNOTATION_BREAKAGES = {
     "left-of-image": lambda rows: _set(rows[0]["reference"], "instance_bbox", [-1, 2, 3, 4]),
     "above-image": lambda rows: _set(rows[0]["reference"], "instance_bbox", [1, -1, 3, 4]),
     "gallery-string": lambda rows: _set(rows[1], "gallery", "abc"),
+    "blank-id": lambda rows: _set(rows[0]["reference"], "image_id", "  "),
+    "float-id": lambda rows: _set(rows[0]["reference"], "image_id", 2005.0),
 }
 
 
@@ -134,6 +136,8 @@ ANNOTATION_BREAKAGES = {
     ("left-of-image", "instance_bbox [-1, 2, 3, 4] must have a positive width and height and start inside"),
     ("above-image", "instance_bbox [1, -1, 3, 4] must have a positive width and height and start inside"),
     ("gallery-string", "'gallery' must be a list"),
+    ("blank-id", "image_id must be a Visual Genome id (an integer), found '  '"),
+    ("float-id", "image_id must be a Visual Genome id (an integer), found 2005.0"),
     ("no-file", "GeneCIS template file"),
 ])
 def test_data_check_names_what_is_broken(tmp_path, breakage, message):
@@ -153,3 +157,15 @@ def test_data_check_names_what_is_broken(tmp_path, breakage, message):
     assert result.exit_code == 1 and message in result.output, result.output
     assert CliRunner().invoke(app, ["data", "check", "genecis", "--data",
                                     f"genecis={F.genecis(tmp_path / 'ok')}", "--quiet"]).exit_code == 0
+
+
+def test_a_one_pixel_box_at_the_corner_is_accepted(tmp_path):
+    # the bounds of the box check: x = y = 0 and a width and height of 1 are valid (a strict x > 0, y > 0
+    # or w > 1 would refuse it)
+    root = F.genecis(tmp_path / "genecis")
+    path = root / "annotations" / "change_attribute.json"
+    rows = json.loads(path.read_text())
+    rows[0]["reference"]["instance_bbox"] = [0, 0, 1, 1]
+    path.write_text(json.dumps(rows))
+    result = CliRunner().invoke(app, ["data", "check", "genecis", "--data", f"genecis={root}", "--quiet"])
+    assert result.exit_code == 0, result.output

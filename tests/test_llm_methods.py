@@ -118,6 +118,26 @@ def test_the_llm_methods_join_fashioniqs_two_captions_as_their_code():
     assert LDRE.relative_text(None, batch, 0) == SEIZE.relative_text(None, batch, 0) == concatenated_text(batch, 0)
 
 
+def test_seize_reads_the_gpt4o_rewrites_where_present_except_on_fashioniq():
+    """SEIZE's released rewrites: multi_gpt-4o_opt where a split carries it, on every dataset but FashionIQ
+    (whose official script reads the gpt-3.5 ones); datasets named before and after "fashioniq" in
+    alphabetical order, so that no comparison but equality picks FashionIQ alone."""
+    from types import SimpleNamespace
+
+    from cirbench.methods.seize import SEIZE
+
+    method = SEIZE.__new__(SEIZE)
+    method.ctx = SimpleNamespace(options={"rewrites_field": None})
+    both = ("multi_gpt-4o_opt", "multi_gpt-3.5_opt")
+    for dataset in ("circo", "cirr", "coco", "genecis", "imagenet_r", "world"):
+        split = SimpleNamespace(dataset=dataset, query_fields=both)
+        assert method.rewrites_field(split) == "multi_gpt-4o_opt", dataset
+        assert method.rewrites_field(SimpleNamespace(dataset=dataset, query_fields=both[1:])) == "multi_gpt-3.5_opt"
+    assert method.rewrites_field(SimpleNamespace(dataset="fashioniq", query_fields=both)) == "multi_gpt-3.5_opt"
+    method.ctx.options["rewrites_field"] = "mine"
+    assert method.rewrites_field(SimpleNamespace(dataset="fashioniq", query_fields=both)) == "mine"
+
+
 def test_released_texts_asked_for_but_absent(tmp_path):
     root = F.circo(tmp_path / "circo")
     result = run(tmp_path, root, "cirevl", "--option", "cirevl.texts=released", code=2)
