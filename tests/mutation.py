@@ -115,7 +115,9 @@ def reach_map(name: str, tree: Path, work: Path) -> Path:
     stem = session_path(work, name).with_suffix("")
     rc, data = stem.with_suffix(".coveragerc"), stem.with_suffix(".coverage")
     rc.write_text(f"[run]\ndata_file = {data}\ninclude = *{target.name}\n", encoding="utf-8")
-    argv = [*pytest_argv(tree, tests), "--cov", f"--cov-config={rc}", "--cov-context=test", "--cov-report="]
+    junit = stem.with_suffix(".junit.xml")
+    argv = [*pytest_argv(tree, tests), "--cov", f"--cov-config={rc}", "--cov-context=test", "--cov-report=",
+            f"--junitxml={junit}"]
     argv.remove("-x")
     run = subprocess.run(argv, env={**os.environ, "PYTHONPATH": str(tree)}, cwd=tree, capture_output=True, text=True)
     if run.returncode != 0:
@@ -138,7 +140,22 @@ def reach_map(name: str, tree: Path, work: Path) -> Path:
             functions.append([start, node.end_lineno, sorted(body)])
     out = stem.with_suffix(".reach.json")
     out.write_text(json.dumps({"tree": str(tree), "file": str(target), "original": source, "tests": tests,
-                               "functions": functions}), encoding="utf-8")
+                               "functions": functions, "seconds": test_seconds(junit, tree)}), encoding="utf-8")
+    return out
+
+
+def test_seconds(junit: Path, tree: Path) -> dict[str, float]:
+    """Each test's duration (node id -> seconds) from pytest's JUnit XML report of the coverage run; the
+    report's classname (tests.test_x, or tests.test_x.TestClass) is split where it names a file."""
+    import xml.etree.ElementTree as ET
+
+    out = {}
+    for case in ET.parse(junit).getroot().iter("testcase"):
+        parts = case.get("classname", "").split(".")
+        split = next((i for i in range(len(parts), 0, -1) if (tree / "/".join(parts[:i])).with_suffix(".py").is_file()),
+                     len(parts))
+        node = "::".join(["/".join(parts[:split]) + ".py", *parts[split:], case.get("name", "")])
+        out[node] = float(case.get("time") or 0)
     return out
 
 
@@ -153,15 +170,17 @@ def changed_lines(original: str, mutated: str) -> set[int]:
 
 
 def tests_for_mutant(reach: dict, mutated: str) -> list[str]:
-    """The tests that reach the functions holding a mutant's changed lines (innermost function of each);
-    the module's whole test list when a line lies outside every function."""
+    """The tests that reach the functions holding a mutant's changed lines (innermost function of each),
+    quickest first (a killed mutant stops at its first failing test); the module's whole test list when a
+    line lies outside every function."""
     chosen: set[str] = set()
     for line in changed_lines(reach["original"], mutated):
         spans = [f for f in reach["functions"] if f[0] <= line <= f[1]]
         if not spans:
             return list(reach["tests"])
         chosen.update(min(spans, key=lambda f: f[1] - f[0])[2])
-    return sorted(chosen)
+    seconds = reach.get("seconds", {})
+    return sorted(chosen, key=lambda t: (seconds.get(t, float("inf")), t))
 
 
 def run_mutant(reach_file: Path) -> int:

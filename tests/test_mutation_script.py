@@ -56,3 +56,21 @@ def test_a_planted_mutant_is_caught_by_any_run_in_turn_and_the_file_restored(tmp
     assert not M.caught_by(target, "bad\n", [passes], {}, tmp_path)
     assert not M.caught_by(target, "fine\n", [fails_on_bad], {}, tmp_path)
     assert target.read_text() == "good\n"
+
+
+def test_a_mutant_runs_the_quickest_reaching_tests_first(tmp_path):
+    # the coverage run's JUnit report gives each test's seconds; a killed mutant stops at its first
+    # failing test, so the reaching tests run quickest first (unknown ones last, ties by name)
+    (tmp_path / "tests").mkdir()
+    (tmp_path / "tests" / "test_a.py").write_text("")
+    (tmp_path / "junit.xml").write_text(
+        '<testsuites><testsuite>'
+        '<testcase classname="tests.test_a" name="test_slow[1]" time="9.5"/>'
+        '<testcase classname="tests.test_a.TestGroup" name="test_quick" time="0.25"/>'
+        '</testsuite></testsuites>')
+    seconds = M.test_seconds(tmp_path / "junit.xml", tmp_path)
+    assert seconds == {"tests/test_a.py::test_slow[1]": 9.5, "tests/test_a.py::TestGroup::test_quick": 0.25}
+    reach = {**REACH, "functions": [[4, 7, ["tests/test_a.py::test_slow[1]", "t_unknown",
+                                            "tests/test_a.py::TestGroup::test_quick"]]], "seconds": seconds}
+    assert M.tests_for_mutant(reach, SOURCE.replace("* 2", "* 3")) == [
+        "tests/test_a.py::TestGroup::test_quick", "tests/test_a.py::test_slow[1]", "t_unknown"]
