@@ -138,6 +138,27 @@ def test_seize_reads_the_gpt4o_rewrites_where_present_except_on_fashioniq():
     assert method.rewrites_field(SimpleNamespace(dataset="fashioniq", query_fields=both)) == "mine"
 
 
+def test_seize_scores_by_hand_with_a_reference_outside_the_gallery():
+    """SEIZE's score s_after + 2.1 min(d, 0) + 0.13 max(d, 0) on a 3-item gallery, the reference set to
+    -1 only where it is in the gallery: q0's reference is item 1; q1's is not in the gallery (position -1),
+    and its last item, where a -1 position would land, keeps its score."""
+    from types import SimpleNamespace
+
+    from cirbench.methods.seize import SEIZE
+
+    x = torch.tensor([[1.0, 0.0], [0.0, 1.0], [0.6, 0.8]])
+    rewrites = torch.tensor([[[1.0, 0.0], [0.0, 2.0]], [[3.0, 0.0], [0.0, 2.0]]])  # n = 2 x Q = 2 x D
+    captions = torch.tensor([[[0.0, 1.0], [3.0, 0.0]], [[0.0, 5.0], [1.0, 0.0]]])
+    method = SEIZE.__new__(SEIZE)
+    method.ctx = SimpleNamespace(options={"neg_factor": 2.1, "pos_factor": 0.13})
+    method.features = lambda batch, gallery: (rewrites, captions, x)
+    score = method.score(SimpleNamespace(reference_positions=[1, -1]), None)
+    # q0: after = x . (1, 0) = (1, 0, .6), before = x . (0, 1) = (0, 1, .8), d = (1, -1, -.2)
+    # q1: after = x . (0, 1) = (0, 1, .8), before = x . (1, 0) = (1, 0, .6), d = (-1, 1, .2)
+    expected = torch.tensor([[1 + 0.13, -1.0, 0.6 - 2.1 * 0.2], [-2.1, 1 + 0.13, 0.8 + 0.13 * 0.2]])
+    assert torch.allclose(score, expected, atol=1e-6), score
+
+
 def test_released_texts_asked_for_but_absent(tmp_path):
     root = F.circo(tmp_path / "circo")
     result = run(tmp_path, root, "cirevl", "--option", "cirevl.texts=released", code=2)
