@@ -45,6 +45,9 @@ def test_templates_become_per_query_galleries_in_the_official_order(tmp_path):
     ref = attr.images[attr.queries[0].reference]
     assert ref.ops == (("dilated_crop", 5, 5, 10, 8, 0.7), ("pad_square", 0, 0, 0))
     assert attr.images["vg/2005#1,2,12,9"].path.parent.name == "VG_100K_2"  # both of VG 1.2's folders
+    # what the result records about the images of each kind of task
+    assert split.info["images"] == "COCO val2017"
+    assert attr.info["images"] == "VG crops dilated 0.7 and padded square"
 
 
 def test_the_official_dilated_crop_padded_square():
@@ -119,6 +122,7 @@ ANNOTATION_BREAKAGES = {
     "left-of-image": lambda rows: _set(rows[0]["reference"], "instance_bbox", [-1, 2, 3, 4]),
     "above-image": lambda rows: _set(rows[0]["reference"], "instance_bbox", [1, -1, 3, 4]),
     "gallery-string": lambda rows: _set(rows[1], "gallery", "abc"),
+    "five-numbers": lambda rows: _set(rows[0]["reference"], "instance_bbox", [1, 2, 3, 4, 5]),
     "blank-id": lambda rows: _set(rows[0]["reference"], "image_id", "  "),
     "float-id": lambda rows: _set(rows[0]["reference"], "image_id", 2005.0),
 }
@@ -138,6 +142,7 @@ ANNOTATION_BREAKAGES = {
     ("left-of-image", "instance_bbox [-1, 2, 3, 4] must have a positive width and height and start inside"),
     ("above-image", "instance_bbox [1, -1, 3, 4] must have a positive width and height and start inside"),
     ("gallery-string", "'gallery' must be a list"),
+    ("five-numbers", "instance_bbox must be [x, y, w, h] of finite numbers, found [1, 2, 3, 4, 5]"),
     ("blank-id", "image_id must be a Visual Genome id (an integer), found '  '"),
     ("float-id", "image_id must be a Visual Genome id (an integer), found 2005.0"),
     ("no-file", "GeneCIS template file"),
@@ -184,3 +189,13 @@ def test_the_template_files_are_found_beside_the_images_or_in_a_genecis_folder(t
         path.rename(root / place / path.name)
     result = CliRunner().invoke(app, ["data", "check", "genecis", "--data", f"genecis={root}", "--quiet"])
     assert result.exit_code == 0 and "change_attribute: 3 queries" in result.output, result.output
+
+
+def test_template_fields_beyond_the_four_needed_are_ignored(tmp_path):
+    # the released templates may carry more keys than reference, target, gallery and condition
+    root = F.genecis(tmp_path / "genecis")
+    path = root / "annotations" / "change_attribute.json"
+    rows = json.loads(path.read_text())
+    rows[0]["template_id"] = 17
+    path.write_text(json.dumps(rows))
+    assert len(datasets.get("genecis")(root).load("change_attribute").queries) == 3
