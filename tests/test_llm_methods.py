@@ -68,6 +68,9 @@ def test_seize_from_released_texts(tmp_path):
     record = results.read(next((tmp_path / "r").rglob("seize.json")))
     top, _ranks, _first = results.load_outcomes(record).views["gallery"]
     assert [record_id(record, g) for g in top[0, :7]] == ["2", "5", "3", "7", "6", "1", "4"]
+    # the code's default factors (the ranking above would hold for other ones)
+    config = record["method"]["config"]
+    assert (config["neg_factor"], config["pos_factor"]) == (2.1, 0.13)
 
 
 def record_id(record, index):
