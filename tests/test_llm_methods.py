@@ -69,7 +69,7 @@ def test_seize_from_released_texts(tmp_path):
     top, _ranks, _first = results.load_outcomes(record).views["gallery"]
     assert [record_id(record, g) for g in top[0, :7]] == ["2", "5", "3", "7", "6", "1", "4"]
     # the code's default factors (the ranking above would hold for other ones)
-    config = record["method"]["config"]
+    config = records(result)["seize"]["method"]["config"]
     assert (config["neg_factor"], config["pos_factor"]) == (2.1, 0.13)
 
 
@@ -160,6 +160,105 @@ def test_seize_scores_by_hand_with_a_reference_outside_the_gallery():
     # q1: after = x . (0, 1) = (0, 1, .8), before = x . (1, 0) = (1, 0, .6), d = (-1, 1, .2)
     expected = torch.tensor([[1 + 0.13, -1.0, 0.6 - 2.1 * 0.2], [-2.1, 1 + 0.13, 0.8 + 0.13 * 0.2]])
     assert torch.allclose(score, expected, atol=1e-6), score
+
+
+def test_cirevl_picks_main_pys_prompt_per_dataset_and_genecis_task():
+    """main.py's --llm_prompt per dataset; on GeneCIS the short prompt, but focus_object its own (the
+    other three task names sort before and after it); a named prompt wins everywhere."""
+    from types import SimpleNamespace
+
+    from cirbench.methods.cirevl import CIReVL
+
+    method = CIReVL.__new__(CIReVL)
+    method.ctx = SimpleNamespace(options={"llm_prompt": None})
+    expected = {("genecis", "focus_object"): "short_focus_object_modifier_prompt",
+                ("genecis", "focus_attribute"): "short_modifier_prompt",
+                ("genecis", "change_object"): "short_modifier_prompt",
+                ("genecis", "change_attribute"): "short_modifier_prompt",
+                ("circo", "focus_object"): "structural_modifier_prompt",
+                ("cirr", "val"): "contextual_modifier_prompt",
+                ("fashioniq", "dress"): "structural_modifier_prompt_fashion",
+                ("imagenet_r", "val"): "simple_modifier_prompt", ("world", "val"): "simple_modifier_prompt"}
+    got = {k: method.prompt_name(SimpleNamespace(dataset=k[0], split=k[1])) for k in expected}
+    assert got == expected
+    method.ctx.options["llm_prompt"] = "mine"
+    assert method.prompt_name(SimpleNamespace(dataset="genecis", split="focus_object")) == "mine"
+
+
+class _Batch(list):
+    """A query batch of len() queries with the attributes a method reads."""
+
+    def __init__(self, n, **attributes):
+        super().__init__(range(n))
+        self.__dict__.update(attributes)
+
+
+def test_cirevl_asks_the_llm_as_main_py():
+    """One chat turn per query: the prompt, "Image Content: " + the first caption, "Instruction: " + the
+    relative caption, each on its own line; BLIP-2 with 5 beams and 30 new tokens; the LLM with up to 700
+    new tokens (-o cirevl.max_new_tokens= sets them) stopping at a blank line; the edited description
+    parsed out, else the relative caption."""
+    from types import SimpleNamespace
+
+    from cirbench.methods.cirevl import CIReVL
+
+    seen = {}
+
+    class Local:
+        def captions(self, images, prompt, decoding):
+            seen["captions"] = (images, prompt, decoding)
+            return [["a dog", "unused"], ["a cat"]]
+
+        def complete(self, conversations, key, decoding):
+            seen["complete"] = (conversations, key, decoding)
+            return ["Sure.\nEdited Description: a red dog\n", "no answer"]
+
+    method = CIReVL.__new__(CIReVL)
+    method.ctx = SimpleNamespace(options={"max_new_tokens": None})
+    method.source, method.local = "generate", Local()
+    method.prompts = {"llm": ("structural_modifier_prompt", "BASE"), "blip": ("blip_prompt", "BLIP")}
+    batch = _Batch(2, reference_images=["r0.jpg", "r1.jpg"], texts=["joined", "make it a cat"],
+                   fields=[{"captions": ["is red.", "has sleeves"]}, {}])
+    assert method.rewrites(batch) == ["a red dog", "make it a cat"]
+    images, prompt, decoding = seen["captions"]
+    assert (images, prompt, decoding.max_new_tokens, decoding.num_beams, decoding.sample) == (
+        ["r0.jpg", "r1.jpg"], "BLIP", 30, 5, False)
+    conversations, key, decoding = seen["complete"]
+    assert conversations == [
+        [{"role": "user", "content": "BASE\nImage Content: a dog\nInstruction: is red and has sleeves"}],
+        [{"role": "user", "content": "BASE\nImage Content: a cat\nInstruction: make it a cat"}]]
+    assert key["name"] == "structural_modifier_prompt"
+    assert (decoding.max_new_tokens, decoding.stop, decoding.sample) == (700, ("\n\n",), False)
+    method.ctx.options["max_new_tokens"] = 5
+    method.rewrites(batch)
+    assert seen["complete"][2].max_new_tokens == 5
+
+
+def test_cirevl_adds_the_reference_on_genecis_focus_attribute_only():
+    """main.py on GeneCIS focus_attribute: normalise(text) + normalise(reference image) (the engine
+    normalises the sum); every other split the normalised text alone. Features of norms 5 and 2."""
+    from types import SimpleNamespace
+
+    from cirbench.methods.cirevl import CIReVL
+
+    method = CIReVL.__new__(CIReVL)
+    method.ctx = SimpleNamespace(text_features=lambda texts: torch.tensor([[3.0, 4.0]] * len(texts)))
+    method.rewrites = lambda batch: ["a rewrite"]
+    for split, expected in (("focus_attribute", [0.3, 0.9]), ("focus_object", [0.6, 0.8]),
+                            ("change_attribute", [0.6, 0.8])):
+        batch = _Batch(1, reference_features=torch.tensor([[0.0, 2.0]]),
+                       split=SimpleNamespace(dataset="genecis", split=split))
+        query = method.encode_queries(batch)
+        assert torch.allclose(torch.nn.functional.normalize(query, dim=-1),
+                              torch.nn.functional.normalize(torch.tensor([expected]), dim=-1)), split
+    batch.split = SimpleNamespace(dataset="circo", split="focus_attribute")
+    assert torch.allclose(method.encode_queries(batch), torch.tensor([[0.6, 0.8]]))
+    # and the result says so on that split alone
+    method.source, method.ctx.options = "released", {"rewrite_field": "gpt-3.5-turbo"}
+    method.split = SimpleNamespace(dataset="genecis", split="focus_attribute")
+    assert "normalise(reference image)" in method.config()["query"]
+    method.split = SimpleNamespace(dataset="genecis", split="focus_object")
+    assert method.config() == {"texts": "released", "rewrite_field": "gpt-3.5-turbo"}
 
 
 def test_released_texts_asked_for_but_absent(tmp_path):
