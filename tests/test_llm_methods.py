@@ -175,7 +175,9 @@ def test_cirevl_picks_main_pys_prompt_per_dataset_and_genecis_task():
                 ("genecis", "focus_attribute"): "short_modifier_prompt",
                 ("genecis", "change_object"): "short_modifier_prompt",
                 ("genecis", "change_attribute"): "short_modifier_prompt",
+                # a split of that name on a dataset named before or after genecis: not GeneCIS's
                 ("circo", "focus_object"): "structural_modifier_prompt",
+                ("imagenet_r", "focus_object"): "simple_modifier_prompt",
                 ("cirr", "val"): "contextual_modifier_prompt",
                 ("fashioniq", "dress"): "structural_modifier_prompt_fashion",
                 ("imagenet_r", "val"): "simple_modifier_prompt", ("world", "val"): "simple_modifier_prompt"}
