@@ -253,8 +253,9 @@ def test_cirevl_adds_the_reference_on_genecis_focus_attribute_only():
         query = method.encode_queries(batch)
         assert torch.allclose(torch.nn.functional.normalize(query, dim=-1),
                               torch.nn.functional.normalize(torch.tensor([expected]), dim=-1)), split
-    batch.split = SimpleNamespace(dataset="circo", split="focus_attribute")
-    assert torch.allclose(method.encode_queries(batch), torch.tensor([[0.6, 0.8]]))
+    for dataset in ("circo", "imagenet_r"):  # a split of that name elsewhere (named before, after genecis)
+        batch.split = SimpleNamespace(dataset=dataset, split="focus_attribute")
+        assert torch.allclose(method.encode_queries(batch), torch.tensor([[0.6, 0.8]])), dataset
     # and the result says so on that split alone
     method.source, method.ctx.options = "released", {"rewrite_field": "gpt-3.5-turbo"}
     method.split = SimpleNamespace(dataset="genecis", split="focus_attribute")
