@@ -574,6 +574,9 @@ def test_pic2word_training_defaults_are_the_papers_recipe(tmp_path, tiny_encoder
     ckpt = torch.load(tmp_path / "p.pt", weights_only=False)
     assert ckpt["epoch"] == 30 and set(sizes) == {128} and len(sizes) == 30
     assert ckpt["state_dict_img2text"]["fc_out.weight"].shape == (tiny_encoder.token_width, 512)
+    # the official IM2TEXT's default depth, n_layer = 2: two Linear-Dropout-ReLU blocks, then fc_out
+    assert set(ckpt["state_dict_img2text"]) == {"layers.0.0.weight", "layers.0.0.bias", "layers.1.0.weight",
+                                                "layers.1.0.bias", "fc_out.weight", "fc_out.bias"}
     assert schedules == [(3, 30, 1e-4)] and progress.tasks == [("train pic2word", 30)]
     assert isinstance(schedules[0][0], int)  # warm-up counts whole steps
     assert progress.texts[-1].startswith("epoch 30/30 loss ") and steps == list(range(30))
@@ -595,6 +598,7 @@ def test_pic2word_refuses_to_resume_a_mapping_of_another_width(tmp_path, tiny_en
                                 **quick(options={"middle_dim": str(middle), "warmup": "1"}))
 
     cls.train(request(16, False))
+    cls.train(request(16, True))  # the same encoder and width: resumed
     with pytest.raises(UsageError, match="cannot resume"):  # the same encoder, another width
         cls.train(request(8, True))
 
