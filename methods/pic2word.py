@@ -45,6 +45,18 @@ def build_mapping(embed_dim: int, middle_dim: int, output_dim: int, n_layer: int
     return Mapping()
 
 
+def mixed_precision(device, opts: dict):
+    """The training step's precision: mixed (bfloat16 autocast) on a GPU, as the official training runs
+    under its --precision amp default, unless ``-o amp=0``; full precision on the CPU."""
+    import contextlib
+
+    import torch
+
+    if str(device).startswith("cuda") and option(opts, "amp", 1):
+        return torch.autocast("cuda", dtype=torch.bfloat16)
+    return contextlib.nullcontext()
+
+
 def load_mapping(path, encoder):
     """Load f_M from a checkpoint in the official layout, checking it fits the encoder."""
     from cirbench.errors import DataError
@@ -103,8 +115,6 @@ class Pic2Word(Method):
         image feature and the text feature of "a photo of *", AdamW (no decay on biases), warm-up then
         cosine. Under torchrun each rank takes its slice of every global batch and the features of all
         ranks are gathered for the loss. A checkpoint is written after every epoch; --resume continues."""
-        import contextlib
-
         import torch
 
         from cirbench.util import distributed
@@ -135,8 +145,7 @@ class Pic2Word(Method):
             net.load_state_dict(checkpoints.section(ckpt, "state_dict_img2text", request.out))
             optim.load_state_dict(ckpt["optimizer"])
             start = int(ckpt["epoch"])
-        amp = (torch.autocast("cuda", dtype=torch.bfloat16) if str(request.device).startswith("cuda")
-               and option(opts, "amp", 1) else contextlib.nullcontext())
+        amp = mixed_precision(request.device, opts)
         scale = enc.logit_scale
         step, last = start * per_epoch, float("nan")
         task = request.progress.task("train pic2word", total=total) if request.progress and rank == 0 else None

@@ -587,6 +587,29 @@ def test_pic2word_training_defaults_are_the_papers_recipe(tmp_path, tiny_encoder
     assert schedules[-1] == (10000, 150000, 1e-4)
 
 
+def test_pic2word_trains_in_mixed_precision_on_a_gpu_unless_told_not_to():
+    # the official --precision amp default; the CPU (every test here) always runs in full precision
+    import contextlib
+
+    _, module = pic2word()
+    amp = module.mixed_precision("cuda:0", {})
+    assert isinstance(amp, torch.autocast) and amp.fast_dtype == torch.bfloat16 and amp.device == "cuda"
+    for device, opts in (("cuda", {"amp": "0"}), ("cpu", {}), (torch.device("cpu"), {"amp": "1"})):
+        assert isinstance(module.mixed_precision(device, opts), contextlib.nullcontext), (device, opts)
+
+
+def test_pic2word_warms_up_for_at_least_one_step(tmp_path, tiny_encoder, monkeypatch):
+    # a tenth of the steps, at least one: 10 images in batches of 5 for 2 epochs is 4 steps (4 // 10 = 0)
+    cls, module = pic2word()
+    schedules = []
+    real = module.warmup_cosine
+    monkeypatch.setattr(module, "warmup_cosine", lambda opt, lr, warm, total: schedules.append((warm, total))
+                        or real(opt, lr, warm, total))
+    cls.train(pic2word_request(tiny_encoder, tmp_path / "p.pt", ten_features(tiny_encoder),
+                               **quick(epochs=2, options={"middle_dim": "16"})))
+    assert schedules == [(1, 4)]
+
+
 def test_pic2word_refuses_to_resume_a_mapping_of_another_width(tmp_path, tiny_encoder):
     from cirbench.errors import UsageError
 
