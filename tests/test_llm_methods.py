@@ -316,6 +316,10 @@ def test_cirevl_generates_captions_and_rewrites_once(tmp_path, models, monkeypat
     assert config["texts"] == "generate" and config["captioner"] == str(models[0])
     assert config["captioner_revision"].startswith("local-") and config["llm_prompt"] == "structural_modifier_prompt"
     assert config["blip_prompt"] == "a photo of"
+    # the prompt's own text identified (its digest), not its name
+    import hashlib
+
+    assert config["llm_prompt_sha256"] == hashlib.sha256(b"edit the image content .").hexdigest()[:16]
     stored = list((tmp_path / "c" / "artefacts" / "cirevl").glob("*.json"))
     assert len(stored) == 2 and {json.loads(p.read_text())["producer"]["task"] for p in stored} == {"caption", "rewrite"}
     run(tmp_path, root, "cirevl", "--overwrite", *generating(models, "cirevl", tmp_path / "prompts.py"))
