@@ -171,22 +171,26 @@ class FolderDataset(Dataset):
             info={"queries_file": str(path)},
         )
 
-    def train_triplets(self) -> list[Triplet]:
+    def _train_rows(self) -> list[tuple[str, Triplet]]:
+        """Each training triplet of train.jsonl with the place it was read from (file:line)."""
         path = self.root / "train.jsonl"
         if not path.is_file():
             raise DataError(f"{self.root}: no train.jsonl with training triplets (reference, text, target)")
-        triplets = []
+        rows = []
         for lineno, row in read_jsonl(path):
             where = f"{path}:{lineno}"
             missing = [f for f in ("reference", "text", "target") if f not in row]
             if missing:
                 raise DataError(f"{where}: missing field(s) {', '.join(missing)}")
-            triplets.append(Triplet(row["reference"], row["text"], row["target"]))
-        return triplets
+            rows.append((where, Triplet(row["reference"], row["text"], row["target"])))
+        return rows
+
+    def train_triplets(self) -> list[Triplet]:
+        return [t for _, t in self._train_rows()]
 
     def train_images(self) -> dict[str, Path]:
         out: dict[str, Path] = {}
-        for i, t in enumerate(self.train_triplets()):
-            self._image(out, t.reference, f"{self.root / 'train.jsonl'}:{i + 1}")
-            self._image(out, t.target, f"{self.root / 'train.jsonl'}:{i + 1}")
+        for where, t in self._train_rows():  # a bad image is named with its own line (blank lines counted)
+            self._image(out, t.reference, where)
+            self._image(out, t.target, where)
         return out

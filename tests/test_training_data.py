@@ -26,3 +26,24 @@ def test_empty_or_missing_sources_are_clear_errors(tmp_path):
     (tmp_path / "header_only.tsv").write_text("filepath\ttitle\n")
     with pytest.raises(DataError, match="lists no images"):
         unlabeled_images(tmp_path / "header_only.tsv")
+
+
+def test_a_bad_training_image_is_named_with_its_own_line(tmp_path):
+    # train.jsonl with a blank line: the bad row is line 3 of the file, the 2nd triplet (a count of
+    # triplets would name line 2)
+    import json
+
+    from cirbench.contracts.registry import datasets
+
+    root = tmp_path / "own"
+    root.mkdir()
+    good = {"reference": "gallery/a.png", "text": "red", "target": "gallery/b.png"}
+    for bad, message in (({**good, "reference": "../a.png"}, "train.jsonl:3: path '../a.png' escapes"),
+                         ({**good, "target": 7}, "train.jsonl:3: image paths must be non-empty strings")):
+        (root / "train.jsonl").write_text("\n".join([json.dumps(good), "", json.dumps(bad)]) + "\n")
+        with pytest.raises(DataError, match=message):
+            datasets.get("folder")(root).train_images()
+    (root / "train.jsonl").write_text("\n".join([json.dumps(good), "", json.dumps(good)]) + "\n")
+    assert datasets.get("folder")(root).train_images() == {"gallery/a.png": root / "gallery" / "a.png",
+                                                           "gallery/b.png": root / "gallery" / "b.png"}
+    assert len(datasets.get("folder")(root).train_triplets()) == 2
