@@ -285,3 +285,24 @@ def test_test_server_splits_in_the_table_and_the_report(tmp_path):
     assert result.exit_code == 0, result.output
     md = (tmp_path / "reports" / "results.md").read_text()
     assert "## Test-server submissions" in md and "cirr_test1_recall_subset.json" in md
+
+
+def test_folder_metrics_follow_what_the_queries_give(tmp_path):
+    """Without a settings file: recall at 1, 5, 10, 50 always; recall within the subset at 1, 2, 3 once
+    a query has a subset; mAP at 5, 10, 25, 50 once a query has two or more targets (one target each, or
+    none, gives no mAP)."""
+    from helpers import folder_dataset
+
+    root = folder_dataset(tmp_path / "own", with_train=False)
+    path = root / "val.jsonl"
+    assert datasets.get("folder")(root).load("val").metrics == {"recall": [1, 5, 10, 50], "recall_subset": [1, 2, 3]}
+    rows = [json.loads(line) for line in path.read_text().splitlines()]
+    for row in rows:
+        row.pop("subset")
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    assert datasets.get("folder")(root).load("val").metrics == {"recall": [1, 5, 10, 50]}
+    path.write_text("".join(json.dumps({k: v for k, v in r.items() if k != "target"}) + "\n" for r in rows))
+    assert datasets.get("folder")(root).load("val").metrics == {"recall": [1, 5, 10, 50]}  # a test split
+    rows[0]["targets"] = [rows[0].pop("target"), rows[1]["target"]]
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    assert datasets.get("folder")(root).load("val").metrics == {"recall": [1, 5, 10, 50], "map": [5, 10, 25, 50]}
