@@ -129,8 +129,7 @@ def test_seize_reads_the_gpt4o_rewrites_where_present_except_on_fashioniq():
 
     from cirbench.methods.seize import SEIZE
 
-    method = SEIZE.__new__(SEIZE)
-    method.ctx = SimpleNamespace(options={"rewrites_field": None})
+    method = SEIZE(SimpleNamespace(options={"rewrites_field": None}))
     both = ("multi_gpt-4o_opt", "multi_gpt-3.5_opt")
     for dataset in ("circo", "cirr", "coco", "genecis", "imagenet_r", "world"):
         split = SimpleNamespace(dataset=dataset, query_fields=both)
@@ -152,8 +151,7 @@ def test_seize_scores_by_hand_with_a_reference_outside_the_gallery():
     x = torch.tensor([[1.0, 0.0], [0.0, 1.0], [0.6, 0.8]])
     rewrites = torch.tensor([[[1.0, 0.0], [0.0, 2.0]], [[3.0, 0.0], [0.0, 2.0]]])  # n = 2 x Q = 2 x D
     captions = torch.tensor([[[0.0, 1.0], [3.0, 0.0]], [[0.0, 5.0], [1.0, 0.0]]])
-    method = SEIZE.__new__(SEIZE)
-    method.ctx = SimpleNamespace(options={"neg_factor": 2.1, "pos_factor": 0.13})
+    method = SEIZE(SimpleNamespace(options={"neg_factor": 2.1, "pos_factor": 0.13}))
     method.features = lambda batch, gallery: (rewrites, captions, x)
     score = method.score(SimpleNamespace(reference_positions=[1, -1]), None)
     # q0: after = x . (1, 0) = (1, 0, .6), before = x . (0, 1) = (0, 1, .8), d = (1, -1, -.2)
@@ -169,8 +167,7 @@ def test_cirevl_picks_main_pys_prompt_per_dataset_and_genecis_task():
 
     from cirbench.methods.cirevl import CIReVL
 
-    method = CIReVL.__new__(CIReVL)
-    method.ctx = SimpleNamespace(options={"llm_prompt": None})
+    method = CIReVL(SimpleNamespace(options={"llm_prompt": None}))
     expected = {("genecis", "focus_object"): "short_focus_object_modifier_prompt",
                 ("genecis", "focus_attribute"): "short_modifier_prompt",
                 ("genecis", "change_object"): "short_modifier_prompt",
@@ -215,8 +212,7 @@ def test_cirevl_asks_the_llm_as_main_py():
             seen["complete"] = (conversations, key, decoding)
             return ["Sure.\nEdited Description: a red dog\n", "no answer"]
 
-    method = CIReVL.__new__(CIReVL)
-    method.ctx = SimpleNamespace(options={"max_new_tokens": None})
+    method = CIReVL(SimpleNamespace(options={"max_new_tokens": None}))
     method.source, method.local = "generate", Local()
     method.prompts = {"llm": ("structural_modifier_prompt", "BASE"), "blip": ("blip_prompt", "BLIP")}
     batch = _Batch(2, reference_images=["r0.jpg", "r1.jpg"], texts=["joined", "make it a cat"],
@@ -243,8 +239,7 @@ def test_cirevl_adds_the_reference_on_genecis_focus_attribute_only():
 
     from cirbench.methods.cirevl import CIReVL
 
-    method = CIReVL.__new__(CIReVL)
-    method.ctx = SimpleNamespace(text_features=lambda texts: torch.tensor([[3.0, 4.0]] * len(texts)))
+    method = CIReVL(SimpleNamespace(text_features=lambda texts: torch.tensor([[3.0, 4.0]] * len(texts))))
     method.rewrites = lambda batch: ["a rewrite"]
     for split, expected in (("focus_attribute", [0.3, 0.9]), ("focus_object", [0.6, 0.8]),
                             ("change_attribute", [0.6, 0.8])):
