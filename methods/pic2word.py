@@ -46,8 +46,9 @@ def build_mapping(embed_dim: int, middle_dim: int, output_dim: int, n_layer: int
 
 
 def mixed_precision(device, opts: dict):
-    """The training step's precision: mixed (bfloat16 autocast) on a GPU, as the official training runs
-    under its --precision amp default, unless ``-o amp=0``; full precision on the CPU."""
+    """The training step's precision: bfloat16 autocast on a GPU unless ``-o amp=0``, full precision on
+    the CPU. Not the official code's: its --precision amp default autocasts to float16 and scales the
+    loss with a GradScaler (src/trainer.py); cirbench's bfloat16 needs no scaler."""
     import contextlib
 
     import torch
