@@ -5,6 +5,7 @@
     python tests/mutation.py metrics scoring     # some of them (names from MODULES)
     python tests/mutation.py --list              # the modules and the tests that guard each
     python tests/mutation.py --recheck WORK stats  # an earlier run's survivors against today's tests
+    python tests/mutation.py --resume --work WORK images  # go on with a stopped run
 
 Each module is mutated in a scratch copy of the working tree (never in the tree itself), one mutant at
 a time, and the fast tests that exercise it are run (-x: a killed mutant stops at its first failing
@@ -194,13 +195,35 @@ def run_mutant(reach_file: Path) -> int:
     return subprocess.run(pytest_argv(tree, tests), cwd=tree).returncode
 
 
+def resumable(name: str, tree: Path, work: Path) -> bool:
+    """Whether a stopped run of the module in this work folder can go on: its session exists and the
+    module's source is still the one its mutants were planned on (else their positions would be wrong)."""
+    session = session_path(work, name)
+    reach = session.with_suffix(".reach.json")
+    if not session.exists():
+        return False
+    if not reach.exists():
+        raise SystemExit(f"{name}: {session} has no {reach.name} (an --all-tests run); start a new --work folder")
+    if json.loads(reach.read_text(encoding="utf-8"))["original"] != (tree / MODULES[name][0]).read_text(encoding="utf-8"):
+        raise SystemExit(f"{name}: {MODULES[name][0]} changed since {session} was planned; start a new --work folder")
+    return True
+
+
 def run_module(name: str, tree: Path, work: Path, timeout: float, all_tests: bool = False,
-               confirm_survivors: bool = True) -> list[dict]:
+               confirm_survivors: bool = True, resume: bool = False) -> list[dict]:
     path, tests = MODULES[name]
     session = session_path(work, name)
     config = session.with_suffix(".toml")
     argv = pytest_argv(tree, tests)
     env = {**os.environ, "PYTHONPATH": str(tree)}
+    if resume and resumable(name, tree, work):
+        # today's tests map again (a renamed test must not count as a failure), then cosmic-ray exec
+        # runs only the mutants without a result yet
+        reach_map(name, tree, work)
+        subprocess.run(["cosmic-ray", "exec", str(config), str(session)], check=True, env=env, cwd=tree)
+        if confirm_survivors:
+            confirm(session, tree, path, argv, env)
+        return survivors(session)
     if all_tests:
         command = shlex.join(argv)
         # the unmutated copy must pass, or every mutant would count as killed
@@ -355,6 +378,9 @@ def main() -> None:
     parser.add_argument("--no-confirm", action="store_true",
                         help="count the survivors of the narrowed runs as they are (a --recheck later runs "
                              "each against all the module's tests)")
+    parser.add_argument("--resume", action="store_true",
+                        help="go on with a stopped run in --work: its tree is refreshed from this one (which also "
+                             "undoes a mutant left in place by the stop) and only mutants without a result run")
     parser.add_argument("--run-mutant", type=Path, metavar="REACH", help=argparse.SUPPRESS)
     parser.add_argument("--recheck", type=Path, metavar="WORK",
                         help="re-run the survivors of an earlier run (its --work folder) against today's tests")
@@ -374,11 +400,13 @@ def main() -> None:
         left = recheck(args.recheck, args.modules or list(MODULES), work)
         print(f"{left} surviving mutant(s) neither killed nor explained")
         return
+    if args.resume and not args.work:
+        parser.error("--resume needs the --work folder of the stopped run")
     tree = scratch_copy(work)
     report = work / "survivors.txt"
     total, known = [], equivalents()
     for name in args.modules or list(MODULES):
-        found = run_module(name, tree, work, args.timeout, args.all_tests, not args.no_confirm)
+        found = run_module(name, tree, work, args.timeout, args.all_tests, not args.no_confirm, args.resume)
         module = MODULES[name][0]
         open_ones = [s for s in found if explained(s, module, known) is None]
         total += open_ones

@@ -74,3 +74,26 @@ def test_a_mutant_runs_the_quickest_reaching_tests_first(tmp_path):
                                             "tests/test_a.py::TestGroup::test_quick"]]], "seconds": seconds}
     assert M.tests_for_mutant(reach, SOURCE.replace("* 2", "* 3")) == [
         "tests/test_a.py::TestGroup::test_quick", "tests/test_a.py::test_slow[1]", "t_unknown"]
+
+
+def test_a_stopped_run_resumes_only_on_the_source_its_mutants_were_planned_on(tmp_path):
+    # cosmic-ray records each mutant by position in the file: going on after the module changed would
+    # plant mutants at the wrong places, so --resume refuses then, naming the module
+    import json
+
+    import pytest
+
+    tree, work = tmp_path / "tree", tmp_path / "work"
+    path = tree / M.MODULES["stats"][0]
+    path.parent.mkdir(parents=True)
+    path.write_text(SOURCE)
+    work.mkdir()
+    assert not M.resumable("stats", tree, work)  # no session: a fresh run
+    M.session_path(work, "stats").write_bytes(b"")
+    with pytest.raises(SystemExit, match="reach.json"):
+        M.resumable("stats", tree, work)
+    M.session_path(work, "stats").with_suffix(".reach.json").write_text(json.dumps({"original": SOURCE}))
+    assert M.resumable("stats", tree, work)
+    path.write_text(SOURCE.replace("LIMIT = 3", "LIMIT = 4"))
+    with pytest.raises(SystemExit, match="stats.py changed since"):
+        M.resumable("stats", tree, work)
