@@ -53,7 +53,8 @@ MODULES = {
     "transforms": ("cirbench/protocol/transforms.py", ["tests/test_pinned_protocols.py", "tests/test_official_defaults.py"]),
     "prompts": ("cirbench/protocol/prompts.py", ["tests/test_pinned_protocols.py", "tests/test_protocols.py",
                                         "tests/test_encoder.py"]),
-    "images": ("cirbench/protocol/images.py", ["tests/test_official_defaults.py", "tests/test_genecis.py",
+    "images": ("cirbench/protocol/images.py", ["tests/test_images.py", "tests/test_official_defaults.py",
+                                               "tests/test_genecis.py",
                                       "tests/test_coco.py", "tests/test_hostile.py"]),
     # each method with the tests that exercise its query construction (fewer files: faster mutants)
     **{f"method:{name}": (f"methods/{name}.py", tests) for names, tests in (

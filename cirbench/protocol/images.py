@@ -88,19 +88,25 @@ class ImageRef:
         return ";".join(",".join(str(v) for v in op) for op in self.ops)
 
     def apply(self, image):
+        width, height = image.size
         for op in self.ops:
-            if op[0] == "crop":
-                x1, y1, x2, y2 = op[1:5]
-                if min(x2, image.size[0]) - max(x1, 0) < 1 or min(y2, image.size[1]) - max(y1, 0) < 1:
-                    raise ValueError(f"the box {list(op[1:5])} lies outside the {image.size[0]} x {image.size[1]} image")
-                image = image.crop(tuple(op[1:5]))
-            elif op[0] == "dilated_crop":
-                box = dilated_box(image.size, *op[1:6])
-                if box[2] - box[0] < 1 or box[3] - box[1] < 1:  # the annotated box lies outside the image
-                    raise ValueError(f"the box {list(op[1:5])} lies outside the {image.size[0]} x {image.size[1]} image")
-                image = image.crop(box)
-            elif op[0] == "pad_square":
-                image = pad_square(image, tuple(op[1:4]))
+            match op:
+                case ("crop", x1, y1, x2, y2):
+                    if min(x2, width) - max(x1, 0) < 1 or min(y2, height) - max(y1, 0) < 1:
+                        raise ValueError(f"the box {[x1, y1, x2, y2]} lies outside the {width} x {height} image")
+                    image = image.crop((x1, y1, x2, y2))
+                case ("dilated_crop", x, y, w, h, d):
+                    box = dilated_box(image.size, x, y, w, h, d)
+                    if box[2] - box[0] < 1 or box[3] - box[1] < 1:  # the annotated box lies outside the image
+                        raise ValueError(f"the box {[x, y, w, h]} lies outside the {width} x {height} image")
+                    image = image.crop(box)
+                case ("pad_square", r, g, b):
+                    image = pad_square(image, (r, g, b))
+                case ("squash",):
+                    pass  # read by the encoder's transform (see ``squash``)
+                case _:
+                    raise ValueError(f"unknown image operation {op!r} for {self.path}")
+            width, height = image.size
         return image
 
 
@@ -120,7 +126,7 @@ def dilated_box(size, x, y, w, h, d):
     return left, top, min(width, left + (1 + d) * w), min(height, top + (1 + d) * h)
 
 
-def pad_square(image, fill=(0, 0, 0)):
+def pad_square(image, fill):
     """A centred square canvas of the image's own mode, as GeneCIS's expand2square: the fill is (0,) for
     an 'L' image and the given triple otherwise (in CMYK (0, 0, 0) is black: K defaults to 255)."""
     from PIL import Image

@@ -1,0 +1,101 @@
+"""cirbench.protocol.images on its own: listing image files, bringing high bit depths to 8 bits, and the
+per-image operations (crops, pads) that the COCO and GeneCIS queries carry. Every expected value is worked
+out by hand on images small enough to read pixel by pixel."""
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from cirbench.protocol.images import ImageRef, dilated_box, float_scale, list_images, load_rgb, pad_square
+
+
+def ramp(width, height):
+    """An 'L' image whose pixel (x, y) is 10 * y + x: a crop's place can be read from its first pixel."""
+    return Image.fromarray((np.arange(height)[:, None] * 10 + np.arange(width)[None, :]).astype(np.uint8), "L")
+
+
+def test_each_linked_folder_is_listed_once_and_the_walk_goes_on_after_it(tmp_path):
+    # two folders each holding a real folder and a link to it: the second of each pair is a folder
+    # already walked. Whichever order the walk takes, one pair is met before the other folder is walked,
+    # so stopping the walk there (instead of skipping that one folder) loses the other folder's image
+    for top in ("one", "two"):
+        (tmp_path / top / "real").mkdir(parents=True)
+        Image.new("RGB", (2, 2)).save(tmp_path / top / "real" / "a.PNG")  # suffixes in any case
+        (tmp_path / top / "real" / "notes.txt").write_text("not an image")
+        (tmp_path / top / "link").symlink_to(tmp_path / top / "real", target_is_directory=True)
+    found = list_images(tmp_path)
+    assert len(found) == 2 and found == sorted(found)
+    assert {p.resolve() for p in found} == {tmp_path / "one" / "real" / "a.PNG", tmp_path / "two" / "real" / "a.PNG"}
+
+
+@pytest.mark.parametrize("peak, factor", [(0.5, 255.0), (1.0, 255.0), (1.5, 1.0), (255.0, 1.0),
+                                          (255.5, 1 / 257), (65535.0, 1 / 257), (131070.0, 255 / 131070)])
+def test_a_float_image_is_scaled_by_the_range_its_peak_implies(peak, factor):
+    # each range's bounds belong to it: a peak of exactly 1 is a 0..1 image, of exactly 255 an 8-bit one
+    assert float_scale(peak) == pytest.approx(factor, rel=1e-12)
+
+
+def test_a_float_image_in_the_eight_bit_range_keeps_its_values(tmp_path):
+    values = np.array([[0, 7.4, 100, 200.6]], dtype=np.float32)
+    Image.fromarray(values, "F").save(tmp_path / "f.tif")
+    assert np.asarray(load_rgb(tmp_path / "f.tif"))[0, :, 0].tolist() == [0, 7, 100, 201]
+
+
+def test_a_crop_cuts_its_box_and_a_box_off_the_image_is_named(tmp_path):
+    ramp(9, 7).save(tmp_path / "r.png")  # 9 wide, 7 high: x and y bounds cannot be swapped unseen
+    out = np.asarray(load_rgb(ImageRef(tmp_path / "r.png", (("crop", 2, 3, 5, 7),))))[..., 0]
+    assert out.shape == (4, 3) and out[0, 0] == 32 and out[-1, -1] == 64
+    # one pixel of overlap is a box (PIL's crop fills the rest with black, as the official loaders get);
+    # none (or a box of no width or height) is refused
+    corner = np.asarray(load_rgb(ImageRef(tmp_path / "r.png", (("crop", 8, 6, 12, 12),))))[..., 0]
+    assert corner.shape == (6, 4) and corner[0, 0] == 68 and corner.sum() == 68
+    for box in ((9, 0, 12, 3), (0, 7, 3, 12), (-5, 0, 0, 3), (0, -5, 3, 0), (2, 2, 2, 5), (2, 2, 5, 2)):
+        with pytest.raises(ValueError, match=rf"the box \[{', '.join(map(str, box))}\] lies outside the 9 x 7 image"):
+            load_rgb(ImageRef(tmp_path / "r.png", (("crop", *box),)))
+
+
+def test_a_dilated_crop_names_the_annotated_box_not_its_dilation(tmp_path):
+    ramp(9, 7).save(tmp_path / "r.png")
+    # left/top move out by half the size (1, 2); right/bottom are those plus 1.5 times it (3, 6), so the
+    # box grows left and up only, as GeneCIS's code; the bottom is clipped to the image's 7
+    assert dilated_box((9, 7), 4, 3, 2, 4, 0.5) == (3, 1, 6, 7)
+    out = np.asarray(load_rgb(ImageRef(tmp_path / "r.png", (("dilated_crop", 4, 3, 2, 4, 0.5),))))[..., 0]
+    assert out.shape == (6, 3) and out[0, 0] == 13 and out[-1, -1] == 65
+    with pytest.raises(ValueError, match=r"the box \[20, 1, 2, 2\] lies outside the 9 x 7 image"):
+        load_rgb(ImageRef(tmp_path / "r.png", (("dilated_crop", 20, 1, 2, 2, 0.5),)))
+
+
+def test_operations_run_in_order_each_on_the_last_ones_image(tmp_path):
+    ramp(9, 7).save(tmp_path / "r.png")
+    # the first crop leaves [[11, 12, 13], [21, 22, 23]]; the second is read in that image (22, where the
+    # original has 12), and its bounds are checked against 3 x 2, not 9 x 7
+    first = ("crop", 1, 1, 4, 3)
+    assert np.asarray(load_rgb(ImageRef(tmp_path / "r.png", (first, ("crop", 1, 1, 2, 2)))))[0, 0, 0] == 22
+    with pytest.raises(ValueError, match=r"the box \[3, 0, 4, 1\] lies outside the 3 x 2 image"):
+        load_rgb(ImageRef(tmp_path / "r.png", (first, ("crop", 3, 0, 4, 1))))
+
+
+def test_an_unknown_operation_is_refused_naming_the_file(tmp_path):
+    ramp(3, 3).save(tmp_path / "r.png")
+    with pytest.raises(ValueError, match=r"unknown image operation \('rotate', 90\) for .*r.png"):
+        load_rgb(ImageRef(tmp_path / "r.png", (("rotate", 90),)))
+    with pytest.raises(ValueError, match="unknown image operation"):  # a known name with a wrong arity
+        load_rgb(ImageRef(tmp_path / "r.png", (("crop", 0, 0, 2),)))
+    squashed = ImageRef(tmp_path / "r.png", (("crop", 0, 0, 2, 2), ("squash",)))
+    assert squashed.squash and not ImageRef(tmp_path / "r.png", (("crop", 0, 0, 2, 2),)).squash
+    assert load_rgb(squashed).size == (2, 2)
+
+
+@pytest.mark.parametrize("size, image_at, pad_at", [((3, 2), (0, 0), (0, 2)),   # wide: one row below
+                                                    ((2, 3), (0, 0), (2, 0)),   # tall: one column right
+                                                    ((4, 1), (0, 1), (0, 0))])  # a row of 4: centred at y=1
+def test_pad_square_centres_the_image_on_its_fill(size, image_at, pad_at):
+    # (side - size) // 2 before the image: 0 for an odd remainder of 1, 1 for a remainder of 3
+    out = pad_square(Image.new("RGB", size, (200, 100, 50)), (5, 6, 7))
+    side = max(size)
+    assert out.size == (side, side) and out.mode == "RGB"
+    assert out.getpixel(image_at) == (200, 100, 50) and out.getpixel(pad_at) == (5, 6, 7)
+    assert np.all(np.asarray(out) != 0)  # no pixel left unpainted
+    # an 'L' image is padded with 0 whatever triple is given, as GeneCIS's expand2square
+    grey = pad_square(Image.new("L", size, 90), (5, 6, 7))
+    assert grey.mode == "L" and grey.getpixel(image_at) == 90 and grey.getpixel(pad_at) == 0
