@@ -54,8 +54,7 @@ MODULES = {
     "prompts": ("cirbench/protocol/prompts.py", ["tests/test_pinned_protocols.py", "tests/test_protocols.py",
                                         "tests/test_encoder.py"]),
     "images": ("cirbench/protocol/images.py", ["tests/test_images.py", "tests/test_official_defaults.py",
-                                               "tests/test_genecis.py",
-                                      "tests/test_coco.py", "tests/test_hostile.py"]),
+                                               "tests/test_genecis.py", "tests/test_coco.py", "tests/test_hostile.py"]),
     # each method with the tests that exercise its query construction (fewer files: faster mutants)
     **{f"method:{name}": (f"methods/{name}.py", tests) for names, tests in (
         (("image_only", "text_only", "image_text", "searle", "lincir", "pic2word", "combiner"),
@@ -71,7 +70,8 @@ MODULES = {
     ) for name in names},
     **{f"dataset:{name}": (f"datasets/{name}.py", ["tests/test_real_datasets.py", "tests/test_data_check.py",
                                                    "tests/test_official_defaults.py", "tests/test_hostile.py", *extra])
-       for name, extra in (("fashioniq", []), ("cirr", []), ("circo", []), ("imagenet_r", []), ("folder", []),
+       for name, extra in (("fashioniq", []), ("cirr", []), ("circo", []), ("imagenet_r", []),
+                           ("folder", ["tests/test_training_data.py"]),
                            ("coco", ["tests/test_coco.py"]), ("genecis", ["tests/test_genecis.py"]))},
 }
 EXCLUDED_OPERATORS = [r"core/ReplaceBinaryOperator_.*_(BitAnd|BitOr|BitXor|LShift|RShift|Pow|Mod)$",

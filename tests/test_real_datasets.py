@@ -309,3 +309,48 @@ def test_folder_metrics_follow_what_the_queries_give(tmp_path):
     assert metrics(test_split) == {"recall": [1, 5, 10, 50]}
     rows[0]["targets"] = [rows[0].pop("target"), rows[1]["target"]]
     assert metrics(rows) == {"recall": [1, 5, 10, 50], "map": [5, 10, 25, 50]}
+
+
+def test_folder_refuses_what_it_cannot_read_naming_the_place(tmp_path):
+    """Each bad thing alone in an otherwise good folder, named by file (and line). The bad image of a
+    subset or of targets comes second in its list, so a check that stopped at the first would pass it."""
+    from helpers import folder_dataset
+
+    root = folder_dataset(tmp_path / "own")
+    path = root / "val.jsonl"
+    good = [json.loads(line) for line in path.read_text().splitlines()]
+    folder = datasets.get("folder")(root)
+
+    def refused(rows, message, split="val"):
+        path.write_text("\n".join(json.dumps(r) for r in rows) + "\n")
+        with pytest.raises(DataError, match=message):
+            folder.load(split)
+
+    outside = "train/circle_red.png"  # inside the folder, but not a gallery image
+    q = good[1]
+    refused([good[0], {**q, "subset": [q["subset"][0], outside]}],
+            rf"val.jsonl:2: subset image '{outside}' is not in the gallery")
+    refused([good[0], {**{k: v for k, v in q.items() if k != "target"}, "targets": [q["target"], outside]}],
+            rf"val.jsonl:2: target '{outside}' is not in the gallery")
+    refused([good[0], {k: v for k, v in q.items() if k != "text"}], "val.jsonl:2: missing field 'text'")
+    refused([good[0], {**q, "text": 3}], "val.jsonl:2: 'text' must be a string")
+    refused([good[0], {**q, "id": True}], "val.jsonl:2: 'id' must be a string or an integer")
+    refused([good[0], {k: v for k, v in q.items() if k != "target"}], r"val.jsonl:2: this query has no target")
+    refused([], "val.jsonl: holds no queries")
+    path.write_text("\n".join(json.dumps(r) for r in good) + "\n")
+    (root / "cirbench.json").write_text("[1, 2]")
+    with pytest.raises(DataError, match=r"cirbench.json: expected a JSON object"):
+        folder.load("val")
+    (root / "cirbench.json").unlink()
+    assert len(folder.load("val").queries) == len(good)
+
+    # train.jsonl: the triplets in file order; a row without its fields is named with its line
+    rows = [json.loads(line) for line in (root / "train.jsonl").read_text().splitlines()]
+    assert [(t.reference, t.text, t.target) for t in folder.train_triplets()] == [
+        (r["reference"], r["text"], r["target"]) for r in rows]
+    (root / "train.jsonl").write_text("\n".join([json.dumps(rows[0]), "", json.dumps({"reference": "x.png"})]))
+    with pytest.raises(DataError, match=r"train.jsonl:3: missing field\(s\) text, target"):
+        folder.train_triplets()
+    (root / "train.jsonl").unlink()
+    with pytest.raises(DataError, match=r"no train.jsonl with training triplets"):
+        folder.train_triplets()
