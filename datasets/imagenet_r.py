@@ -22,7 +22,7 @@ import random
 from pathlib import Path
 
 from cirbench.contracts.split import Query, Split
-from cirbench.contracts.dataset import Dataset, expect, read_text, register_dataset
+from cirbench.contracts.dataset import Dataset, read_text, register_dataset
 from cirbench.errors import DataError, UsageError, short
 
 DOMAINS = ("cartoon", "origami", "toy", "sculpture")
@@ -30,8 +30,9 @@ REAL_OFFSET = 6000
 QUERY_LIST, TARGET_LIST = "imgnet_real_query.txt", "imgnet_targets.txt"
 
 
-def read_list(path: Path) -> list[tuple[str, int]]:
-    """Lines "relative/path label" of an official list file."""
+def read_list(path: Path, labels: range | None = None) -> list[tuple[str, int]]:
+    """Lines "relative/path label" of an official list file; ``labels``: the labels it may hold (a bad
+    one is named with its line of the file, blank lines counted)."""
     out = []
     for lineno, line in enumerate(read_text(path, "ImageNet-R list file").splitlines(), 1):
         parts = line.split()
@@ -39,7 +40,11 @@ def read_list(path: Path) -> list[tuple[str, int]]:
             continue
         if len(parts) != 2 or not parts[1].lstrip("-").isdigit():
             raise DataError(f"{path}:{lineno}: expected 'relative/path label', got {short(line.strip())}")
-        out.append((parts[0], int(parts[1])))
+        label = int(parts[1])
+        if labels is not None and label not in labels:
+            raise DataError(f"{path}:{lineno}: query label {label} is not a class index "
+                            f"({labels.start}-{labels.stop - 1})")
+        out.append((parts[0], label))
     return out
 
 
@@ -78,7 +83,7 @@ class ImageNetR(Dataset):
             q = Path(self.options.get("query_list", self.root / QUERY_LIST))
             t = Path(self.options.get("target_list", self.root / TARGET_LIST))
             if q.is_file() and t.is_file():
-                self._lists = (read_list(q), read_list(t), {"lists": "official", "query_list": str(q),
+                self._lists = (read_list(q, range(1000)), read_list(t), {"lists": "official", "query_list": str(q),
                                                            "target_list": str(t)})
             elif "query_list" in self.options or "target_list" in self.options or q.is_file() or t.is_file():
                 missing = q if not q.is_file() else t
@@ -124,7 +129,6 @@ class ImageNetR(Dataset):
             by_label.setdefault(label, []).append(rel)
         queries = []
         for i, (rel, label) in enumerate(query_lines):
-            expect(0 <= label < 1000, f"{QUERY_LIST} line {i + 1}", f"query label {label} is not a class index")
             images.setdefault(rel, self._resolve(rel, QUERY_LIST))
             queries.append(Query(qid=str(i), reference=rel, text=split,
                                  targets=tuple(by_label.get(label + 1000 * d, ()))))

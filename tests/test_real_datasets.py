@@ -218,6 +218,34 @@ def test_imagenet_r_lists_built_from_folders_are_seeded(tmp_path):
     assert len(a.queries) == 3 and len(a.gallery) == 5 + 3
 
 
+def test_imagenet_r_lists_built_from_folders_follow_the_official_labels(tmp_path):
+    """Without list files: 50 real images drawn per class (a class of 51 loses one), only classes in both
+    folders, renditions labelled class + 1000 * domain (other names skipped), the drawn real images
+    added to the gallery at class + 6000, and seed 0 unless one is set (the draw is Python's
+    random.Random(seed).sample over the sorted names)."""
+    import random
+
+    root = tmp_path / "imagenet-r"
+    real = {"n001": [f"ILSVRC2012_val_{i:03d}.JPEG" for i in range(51)], "n002": ["b.JPEG", "a.JPEG"],
+            "n003": ["only_real.JPEG"]}
+    renditions = {"n001": ["toy_0.jpg", "cartoon_0.jpg", "sketch_0.jpg"], "n002": ["sculpture_0.jpg"],
+                  "n004": ["cartoon_0.jpg"]}
+    for folder, files in (("real", real), ("imagenet-r", renditions)):
+        for wnid, names in files.items():
+            (root / folder / wnid).mkdir(parents=True)
+            for name in names:
+                (root / folder / wnid / name).write_bytes(b"")
+    queries, targets, info = datasets.get("imagenet-r")(root).lists()
+    drawn = sorted(random.Random(0).sample(sorted(real["n001"]), 50))
+    expected_queries = [(f"imgnet/real/n001/{n}", 0) for n in drawn] + [("imgnet/real/n002/a.JPEG", 1),
+                                                                         ("imgnet/real/n002/b.JPEG", 1)]
+    assert queries == expected_queries
+    assert targets == [("imgnet/imagenet-r/n001/cartoon_0.jpg", 0), ("imgnet/imagenet-r/n001/toy_0.jpg", 2000),
+                       ("imgnet/imagenet-r/n002/sculpture_0.jpg", 3001),
+                       *[(path, label + 6000) for path, label in expected_queries]]
+    assert info == {"lists": "built from folders", "seed": 0, "classes": 2}
+
+
 def test_imagenet_r_list_files_are_read_whole_and_checked(tmp_path):
     """A blank line inside a list is skipped, not the end of it; a query label is a class index (0-999:
     1000 would be a cartoon label, matched to another domain's targets); one list without the other is
@@ -235,9 +263,16 @@ def test_imagenet_r_list_files_are_read_whole_and_checked(tmp_path):
     hit = datasets.get("imagenet-r")(root, {"metric": "hit"})
     assert hit.load("cartoon").metrics == {"recall": [1, 5, 10, 50, 100, 200]}
     assert (datasets.get("imagenet-r")(root).result_name, hit.result_name) == ("imagenet-r", "imagenet-r-hit")
-    query_list.write_text(lines[0].rsplit(" ", 2)[0] + " 1000\n")
-    with pytest.raises(DataError, match="query label 1000 is not a class index"):
-        datasets.get("imagenet-r")(root).load("cartoon")
+    # the bad label on the third line of the file (a blank line before it): named with that line
+    first, second = (line.rsplit(" ", 2)[0] for line in lines[:2])
+    for label in ("1000", "-1"):
+        query_list.write_text(f"{first} 999\n\n{second} {label}\n")
+        with pytest.raises(DataError, match=rf"imgnet_real_query.txt:3: query label {label} is not a class index "
+                                            r"\(0-999\)"):
+            datasets.get("imagenet-r")(root).load("cartoon")
+    query_list.write_text(f"{first} 999\n\n{second} 0\n")  # 999 is a class (with no cartoon target here)
+    split = datasets.get("imagenet-r")(root).load("cartoon")
+    assert [len(q.targets) for q in split.queries] == [0, 2] and split.info["queries_with_a_positive"] == 1
     query_list.unlink()
     with pytest.raises(DataError, match=f"list file {query_list} is missing"):
         datasets.get("imagenet-r")(root).load("cartoon")
