@@ -61,8 +61,12 @@ def test_a_dilated_crop_names_the_annotated_box_not_its_dilation(tmp_path):
     assert dilated_box((9, 7), 4, 3, 2, 4, 0.5) == (3, 1, 6, 7)
     out = np.asarray(load_rgb(ImageRef(tmp_path / "r.png", (("dilated_crop", 4, 3, 2, 4, 0.5),))))[..., 0]
     assert out.shape == (6, 3) and out[0, 0] == 13 and out[-1, -1] == 65
-    with pytest.raises(ValueError, match=r"the box \[20, 1, 2, 2\] lies outside the 9 x 7 image"):
-        load_rgb(ImageRef(tmp_path / "r.png", (("dilated_crop", 20, 1, 2, 2, 0.5),)))
+    # at x = 9 the dilated box keeps one column (8..9): a crop; at y = 8 it keeps no row (7..7): refused
+    edge = np.asarray(load_rgb(ImageRef(tmp_path / "r.png", (("dilated_crop", 9, 1, 2, 2, 0.5),))))[..., 0]
+    assert edge.shape == (3, 1) and edge[:, 0].tolist() == [8, 18, 28]
+    for box in ((20, 1, 2, 2), (1, 8, 2, 2)):
+        with pytest.raises(ValueError, match=rf"the box \[{', '.join(map(str, box))}\] lies outside the 9 x 7 image"):
+            load_rgb(ImageRef(tmp_path / "r.png", (("dilated_crop", *box, 0.5),)))
 
 
 def test_operations_run_in_order_each_on_the_last_ones_image(tmp_path):
