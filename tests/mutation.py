@@ -6,6 +6,7 @@
     python tests/mutation.py --list              # the modules and the tests that guard each
     python tests/mutation.py --recheck WORK stats  # an earlier run's survivors against today's tests
     python tests/mutation.py --resume --work WORK images  # go on with a stopped run
+    python tests/mutation.py --changed-since HEAD~3 images  # only the lines changed since a revision
 
 Each module is mutated in a scratch copy of the working tree (never in the tree itself), one mutant at
 a time, and the fast tests that exercise it are run (-x: a killed mutant stops at its first failing
@@ -196,6 +197,32 @@ def run_mutant(reach_file: Path) -> int:
     return subprocess.run(pytest_argv(tree, tests), cwd=tree).returncode
 
 
+def changed_lines_since(rev: str, path: str, root: Path = ROOT) -> set[int]:
+    """The lines of the working tree's file that are new or changed since a git revision."""
+    diff = subprocess.run(["git", "diff", "-U0", rev, "--", path], cwd=root, capture_output=True, text=True)
+    if diff.returncode != 0:
+        raise SystemExit(f"git diff {rev} -- {path}: {diff.stderr.strip()}")
+    lines: set[int] = set()
+    for line in diff.stdout.splitlines():
+        if line.startswith("@@"):
+            added = line.split()[2]  # +start[,count]
+            start, _, count = added[1:].partition(",")
+            lines.update(range(int(start), int(start) + int(count or 1)))
+    return lines
+
+
+def skip_unchanged(session: Path, lines: set[int], rev: str) -> int:
+    """Mark the mutants that touch none of ``lines`` as skipped (cosmic-ray then leaves them, as it does
+    the filtered operators); returns how many are left to run."""
+    with sqlite3.connect(session) as db:
+        specs = db.execute("SELECT job_id, start_pos_row, end_pos_row FROM mutation_specs WHERE job_id NOT IN "
+                           "(SELECT job_id FROM work_results)").fetchall()
+        outside = [(job,) for job, first, last in specs if not lines & set(range(first, last + 1))]
+        db.executemany("INSERT INTO work_results (worker_outcome, output, test_outcome, diff, job_id) "
+                       f"VALUES ('SKIPPED', 'unchanged since {rev}', NULL, NULL, ?)", outside)
+    return len(specs) - len(outside)
+
+
 def resumable(name: str, tree: Path, work: Path) -> bool:
     """Whether a stopped run of the module in this work folder can go on: its session exists and the
     module's source is still the one its mutants were planned on (else their positions would be wrong)."""
@@ -211,7 +238,7 @@ def resumable(name: str, tree: Path, work: Path) -> bool:
 
 
 def run_module(name: str, tree: Path, work: Path, timeout: float, all_tests: bool = False,
-               confirm_survivors: bool = True, resume: bool = False) -> list[dict]:
+               confirm_survivors: bool = True, resume: bool = False, since: str | None = None) -> list[dict]:
     path, tests = MODULES[name]
     session = session_path(work, name)
     config = session.with_suffix(".toml")
@@ -240,6 +267,9 @@ def run_module(name: str, tree: Path, work: Path, timeout: float, all_tests: boo
                       f"[cosmic-ray.filters.operators-filter]\nexclude-operators = [{excluded}]\n")
     subprocess.run(["cosmic-ray", "init", str(config), str(session)], check=True, env=env, cwd=tree)
     subprocess.run(["cr-filter-operators", str(session), str(config)], check=True, env=env, cwd=tree)
+    if since:
+        left = skip_unchanged(session, changed_lines_since(since, path), since)
+        print(f"{name}: {left} mutant(s) on lines changed since {since}", flush=True)
     subprocess.run(["cosmic-ray", "exec", str(config), str(session)], check=True, env=env, cwd=tree)
     if not all_tests and confirm_survivors:
         confirm(session, tree, path, argv, env)
@@ -382,6 +412,9 @@ def main() -> None:
     parser.add_argument("--resume", action="store_true",
                         help="go on with a stopped run in --work: its tree is refreshed from this one (which also "
                              "undoes a mutant left in place by the stop) and only mutants without a result run")
+    parser.add_argument("--changed-since", metavar="REV",
+                        help="mutate only the lines changed since a git revision (the tree's own, uncommitted "
+                             "changes included): after a module's full run, its new code alone")
     parser.add_argument("--run-mutant", type=Path, metavar="REACH", help=argparse.SUPPRESS)
     parser.add_argument("--recheck", type=Path, metavar="WORK",
                         help="re-run the survivors of an earlier run (its --work folder) against today's tests")
@@ -407,7 +440,8 @@ def main() -> None:
     report = work / "survivors.txt"
     total, known = [], equivalents()
     for name in args.modules or list(MODULES):
-        found = run_module(name, tree, work, args.timeout, args.all_tests, not args.no_confirm, args.resume)
+        found = run_module(name, tree, work, args.timeout, args.all_tests, not args.no_confirm, args.resume,
+                           args.changed_since)
         module = MODULES[name][0]
         open_ones = [s for s in found if explained(s, module, known) is None]
         total += open_ones

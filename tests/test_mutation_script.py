@@ -97,3 +97,33 @@ def test_a_stopped_run_resumes_only_on_the_source_its_mutants_were_planned_on(tm
     path.write_text(SOURCE.replace("LIMIT = 3", "LIMIT = 4"))
     with pytest.raises(SystemExit, match="stats.py changed since"):
         M.resumable("stats", tree, work)
+
+
+def test_changed_since_keeps_the_mutants_touching_a_changed_line(tmp_path):
+    # lines 2 and 5 edited, one line added at the end (6): a mutant spanning lines 3-5 touches one, a
+    # mutant on line 4 none; a mutant already with a result (a filtered operator) is left as it is
+    import sqlite3
+    import subprocess
+
+    def git(*args):
+        subprocess.run(["git", "-c", "user.name=t", "-c", "user.email=t@t", *args], cwd=tmp_path, check=True,
+                       capture_output=True)
+
+    module = tmp_path / "m.py"
+    module.write_text("".join(f"line{i}\n" for i in range(1, 6)))
+    git("init", "-q")
+    git("add", "m.py")
+    git("commit", "-qm", "first")
+    module.write_text("line1\nLINE2\nline3\nline4\nLINE5\nline6\n")
+    assert M.changed_lines_since("HEAD", "m.py", tmp_path) == {2, 5, 6}
+    session = tmp_path / "s.sqlite"
+    with sqlite3.connect(session) as db:
+        db.execute("CREATE TABLE mutation_specs (job_id, start_pos_row, end_pos_row)")
+        db.execute("CREATE TABLE work_results (worker_outcome, output, test_outcome, diff, job_id)")
+        db.executemany("INSERT INTO mutation_specs VALUES (?, ?, ?)",
+                       [("a", 3, 5), ("b", 4, 4), ("c", 6, 6), ("d", 1, 1), ("f", 2, 2)])
+        db.execute("INSERT INTO work_results VALUES ('SKIPPED', 'Filtered operator', NULL, NULL, 'f')")
+    assert M.skip_unchanged(session, {2, 5, 6}, "HEAD") == 2
+    with sqlite3.connect(session) as db:
+        skipped = dict(db.execute("SELECT job_id, output FROM work_results").fetchall())
+    assert skipped == {"b": "unchanged since HEAD", "d": "unchanged since HEAD", "f": "Filtered operator"}
