@@ -131,7 +131,8 @@ def coco(root: Path) -> Path:
 
     1: red background, a blue triangle "dog" (9% of the image, a candidate) and a tiny "cat";
     2: green background, a yellow square "cat" (16%) and a huge "dog" (75%, not a candidate);
-    3: one "dog" only (a candidate, but no other class); 4: only tiny objects (no candidate);
+    3: one "dog" only (a candidate, but no other class); 4: two 1x1 objects (candidates: the lower
+    bound is 0.05 pixels);
     5: two candidates ("dog", "bird") and a "cat", to show the seeded draw."""
     from PIL import ImageDraw
 

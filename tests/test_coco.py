@@ -21,6 +21,7 @@ from typer.testing import CliRunner
 import colour_encoder
 import real_fixtures as F
 from cirbench.cli import app
+from cirbench.errors import UsageError
 
 colour_encoder.register()
 try:
@@ -183,3 +184,122 @@ def test_missing_pycocotools_names_the_extra(tmp_path, monkeypatch):
     result = CliRunner().invoke(app, ["data", "prepare", "coco", "--data-root", str(tmp_path), "--quiet",
                                       "--cache-dir", str(tmp_path / "cache")])
     assert result.exit_code == 2 and 'pip install -e ".[coco]"' in result.output
+
+
+def rle_counts(mask):
+    """COCO's uncompressed RLE of a 0/1 mask, written here from the format's definition: the lengths of
+    alternating runs of 0s and 1s (starting with 0s) over the mask read column by column."""
+    flat = mask.flatten(order="F")
+    counts, value, run = [], 0, 0
+    for v in flat:
+        if v == value:
+            run += 1
+        else:
+            counts.append(run)
+            value, run = v, 1
+    return counts + [run]
+
+
+def odd_coco(root):
+    """Four images the main fixture lacks: non-square ones (a swapped height and width cannot pass), a
+    greyscale one, a crowd as uncompressed RLE, a compressed RLE, and objects on the candidate bounds.
+      1: 'L', 30 wide x 16 high (area 480, bound 240): a grey-60 "dog" polygon (box 10 x 8 = 80, the only
+         candidate), a "cat" box of 24 x 10 = 240 (the bound itself: not a candidate), a "bird" of no width
+      2: RGB, 12 wide x 24 high (bound 144): a crowd "cat" as uncompressed RLE, box 4 x 18 = 72
+      3: RGB, 20 wide x 10 high (bound 100): a "bird" as compressed RLE, box 6 x 6 = 36
+      4: RGB 20 x 20 (bound 200): a "dog" of 0.25 x 0.2 = 0.05 and a "cat" of 20 x 10 = 200, both on the
+         bounds: no candidate, no row"""
+    from pycocotools import mask as mask_utils
+
+    def rect(x, y, w, h):
+        return [[x, y, x + w, y, x + w, y + h, x, y + h]]
+
+    (root / "val2017").mkdir(parents=True)
+    grey = np.full((16, 30), 200, dtype=np.uint8)
+    grey[3:11, 2:12] = 60
+    Image.fromarray(grey, "L").save(root / "val2017" / "000000000001.jpg", quality=100)
+    tall = np.zeros((24, 12, 3), dtype=np.uint8)
+    tall[:] = (13, 255, 13)
+    tall[2:20, 1:5] = (13, 13, 255)
+    Image.fromarray(tall).save(root / "val2017" / "000000000002.jpg", quality=100)
+    wide = np.zeros((10, 20, 3), dtype=np.uint8)
+    wide[:] = (255, 13, 13)
+    wide[2:8, 10:16] = (255, 255, 13)
+    Image.fromarray(wide).save(root / "val2017" / "000000000003.jpg", quality=100)
+    Image.new("RGB", (20, 20), (128, 128, 128)).save(root / "val2017" / "000000000004.jpg", quality=100)
+    crowd = np.zeros((24, 12), dtype=np.uint8)
+    crowd[2:20, 1:5] = 1
+    bird = np.zeros((10, 20), dtype=np.uint8)
+    bird[2:8, 10:16] = 1
+    compressed = mask_utils.encode(np.asfortranarray(bird))
+    anns = [
+        (1, 1, rect(2, 3, 10, 8), [2, 3, 10, 8], 0), (1, 2, rect(0, 0, 24, 10), [0, 0, 24, 10], 0),
+        (1, 3, [[5, 5, 5, 8, 5, 6]], [5, 5, 0, 3], 0),
+        (2, 2, {"counts": rle_counts(crowd), "size": [24, 12]}, [1, 2, 4, 18], 1),
+        (3, 3, {"counts": compressed["counts"].decode(), "size": [10, 20]}, [10, 2, 6, 6], 0),
+        (4, 1, rect(0, 0, 0.25, 0.2), [0, 0, 0.25, 0.2], 0), (4, 2, rect(0, 0, 20, 10), [0, 0, 20, 10], 0)]
+    sizes = {1: (30, 16), 2: (12, 24), 3: (20, 10), 4: (20, 20)}
+    F.dump(root / "annotations" / "instances_val2017.json", {
+        "images": [{"id": i, "file_name": f"{i:012d}.jpg", "width": w, "height": h} for i, (w, h) in sizes.items()],
+        "annotations": [{"id": n + 1, "image_id": i, "category_id": c, "segmentation": s, "bbox": b, "iscrowd": crowd_,
+                         "area": float(b[2] * b[3])} for n, (i, c, s, b, crowd_) in enumerate(anns)],
+        "categories": [{"id": 1, "name": "dog"}, {"id": 2, "name": "cat"}, {"id": 3, "name": "bird"}]})
+    return root
+
+
+@needs_pycocotools
+def test_prepare_on_greyscale_non_square_crowd_and_rle_objects(tmp_path):
+    odd_coco(tmp_path / "coco")
+    out = prepare(tmp_path)
+    assert "3 queries from 4 annotated images (seed 0); 1 without a candidate object" in out
+    folder = prepared(tmp_path)
+    assert rows(folder)[1:] == [["000000000001.jpg", "2;3;12;11 ", "dog", "cat;bird"],
+                                ["000000000002.jpg", "1;2;5;20 ", "cat", ""],
+                                ["000000000003.jpg", "10;2;16;8 ", "bird", ""]]
+
+    def masked(i):
+        return Image.open(folder / "val2017_masked" / f"{i:012d}.jpg")
+
+    grey = masked(1)
+    assert grey.mode == "L" and grey.size == (30, 16)  # greyscale stays one channel, height x width kept
+    pixels = np.asarray(grey).astype(int)
+    assert abs(pixels[7, 7] - 60) < 12 and (pixels[13:, 20:] > 240).all() and pixels[0, 0] > 240
+    assert (pixels[0:8, 16:24] == 255).all()  # an 8 x 8 JPEG block of white alone: 255 itself
+    tall = np.asarray(masked(2).convert("RGB")).astype(int)
+    assert tall.shape == (24, 12, 3)
+    assert tall[15, 3, 2] > 150 and tall[15, 3, 1] < 100  # the crowd's blue inside its RLE mask ...
+    assert (tall[5, 9] > 200).all() and (tall[22, 3] > 200).all()  # ... white outside it (not green)
+    wide = np.asarray(masked(3).convert("RGB")).astype(int)
+    assert wide.shape == (10, 20, 3) and wide[5, 13, 2] < 80 and wide[5, 13, 1] > 200  # yellow bird
+    assert (wide[5, 3] > 200).all()
+    assert not (folder / "val2017_masked" / "000000000004.jpg").exists()
+    assert json.loads((folder / "cirbench_prepare.json").read_text())["without_candidate"] == 1
+
+
+def test_a_bad_coco_query_file_is_named_with_its_line(tmp_path):
+    from cirbench.contracts.registry import datasets
+    from cirbench.errors import DataError
+
+    root = F.coco(tmp_path / "coco")
+    (root / "val2017_masked").mkdir()
+    good = "000000000001.jpg,2;2;12;12 ,dog,cat\n"
+    for body, message in (
+            (good + "000000000002.jpg,4;4;12 ,cat,\n", r"coco_eval.csv:3: query_regions must be 'x1;y1;x2;y2', got '4;4;12 '"),
+            (good + "000000000002.jpg,4;4;x;12 ,cat,\n", r"coco_eval.csv:3: query_regions must be"),
+            (good + "000000000002.jpg,4;4;12;12;1 ,cat,\n", r"coco_eval.csv:3: query_regions must be")):
+        (root / "coco_eval.csv").write_text("id,query_regions,query_class,classes\n" + body)
+        with pytest.raises(DataError, match=message):
+            datasets.get("coco")(root).load("val")
+    (root / "coco_eval.csv").write_text("id,query_regions,query_class\n" + good)
+    with pytest.raises(DataError, match="coco_eval.csv: expected the columns id, query_regions, query_class, classes"):
+        datasets.get("coco")(root).load("val")
+    (root / "coco_eval.csv").write_text("id,query_regions,query_class,classes\n" + good)
+    split = datasets.get("coco")(root).load("val")
+    assert split.queries[0].fields == {"query_class": "dog", "others": "cat", "classes": ["cat"]}
+    assert split.metrics == {"recall": [1, 5, 10, 50, 100], "rank": []} and split.main_metrics == ["R@1", "R@5", "R@10"]
+    assert split.info["queries_file"] == str(root / "coco_eval.csv")
+    seeded = datasets.get("coco")(root, {"seed": "4"})  # a seed asks for cirbench's own preparation
+    with pytest.raises(DataError, match=r"no COCO queries: .*seed-4.*coco_eval.csv is missing.*--set seed=4"):
+        seeded.load("val")
+    with pytest.raises(UsageError, match="seed must be an integer"):
+        datasets.get("coco")(root, {"seed": "x"})
