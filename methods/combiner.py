@@ -167,8 +167,8 @@ class Combiner(Method):
             net.train()
             for idx in batches(len(refs), batch_size, generator):
                 rows = idx
-                if mixed:  # random.random() < .25, < .5, < .75, else: the variant floor(4u)
-                    rows = (4 * torch.rand(len(idx), generator=generator)).long().clamp(max=3) * len(refs) + idx
+                if mixed:  # random.random() < .25, < .5, < .75, else: the variant floor(4u) (u < 1: 0..3)
+                    rows = (4 * torch.rand(len(idx), generator=generator)).long() * len(refs) + idx
                 out = net(refs[idx].to(request.device), texts[rows].to(request.device))
                 logits = 100.0 * out @ targets[idx].to(request.device).T
                 loss = F.cross_entropy(logits, torch.arange(len(idx), device=logits.device))

@@ -26,6 +26,11 @@ def test_each_linked_folder_is_listed_once_and_the_walk_goes_on_after_it(tmp_pat
     found = list_images(tmp_path)
     assert len(found) == 2 and found == sorted(found)
     assert {p.resolve() for p in found} == {tmp_path / "one" / "real" / "a.PNG", tmp_path / "two" / "real" / "a.PNG"}
+    # a link to a folder elsewhere (a gallery spread over disks) is walked into
+    (tmp_path / "elsewhere").mkdir()
+    Image.new("RGB", (2, 2)).save(tmp_path / "elsewhere" / "b.jpg")
+    (tmp_path / "one" / "far").symlink_to(tmp_path / "elsewhere", target_is_directory=True)
+    assert tmp_path / "one" / "far" / "b.jpg" in list_images(tmp_path / "one")
 
 
 @pytest.mark.parametrize("peak, factor", [(0.5, 255.0), (1.0, 255.0), (1.5, 1.0), (255.0, 1.0),
@@ -39,6 +44,36 @@ def test_a_float_image_in_the_eight_bit_range_keeps_its_values(tmp_path):
     values = np.array([[0, 7.4, 100, 200.6]], dtype=np.float32)
     Image.fromarray(values, "F").save(tmp_path / "f.tif")
     assert np.asarray(load_rgb(tmp_path / "f.tif"))[0, :, 0].tolist() == [0, 7, 100, 201]
+
+
+def grey_values(tmp_path, array, mode):
+    Image.fromarray(array, mode).save(tmp_path / "x.tif")
+    assert Image.open(tmp_path / "x.tif").mode == mode
+    return np.asarray(load_rgb(tmp_path / "x.tif"))[0, :, 0].tolist()
+
+
+def test_a_float_images_nan_and_infinities_are_black_and_negatives_clipped(tmp_path):
+    # after NaN and +-inf become 0 the peak is 0.5: a 0..1 image (x 255). An inf read as 1 would both
+    # show white and leave the scale; a negative value would wrap to white were the clip's floor below 0
+    values = np.array([[np.nan, np.inf, -np.inf, -5, 0.25, 0.5]], dtype=np.float32)
+    assert grey_values(tmp_path, values, "F") == [0, 0, 0, 0, 64, 128]
+
+
+def test_a_float_peak_just_under_65535_is_read_as_16_bit(tmp_path):
+    # peak 65534.5: the 16-bit range (/ 257). 25828.305 / 257 = 100.4992 -> 100, where the next range's
+    # 255 / peak would give 100.500007 -> 101
+    assert grey_values(tmp_path, np.array([[25828.305, 65534.5]], dtype=np.float32), "F") == [100, 255]
+
+
+def test_integer_images_scale_above_255_and_are_kept_up_to_it(tmp_path):
+    # 32-bit 'I' with a maximum of 255: 8-bit values as they are (a negative clipped to 0) ...
+    assert grey_values(tmp_path, np.array([[-5, 0, 100, 255]], dtype=np.int32), "I") == [0, 0, 100, 255]
+    # ... above 255: / 257 as 16-bit, clipped at 255 (a float image's rule would scale by 255 / 70000)
+    assert grey_values(tmp_path, np.array([[0, 25700, 70000]], dtype=np.int32), "I") == [0, 100, 255]
+    # 16-bit: / 257 whatever the maximum (65535 -> 255; 258 would give 254)
+    Image.fromarray(np.array([[0, 25700, 65535]], dtype=np.uint16)).save(tmp_path / "x.png")
+    assert Image.open(tmp_path / "x.png").mode == "I;16"
+    assert np.asarray(load_rgb(tmp_path / "x.png"))[0, :, 0].tolist() == [0, 100, 255]
 
 
 def test_a_crop_cuts_its_box_and_a_box_off_the_image_is_named(tmp_path):
@@ -64,6 +99,9 @@ def test_a_dilated_crop_names_the_annotated_box_not_its_dilation(tmp_path):
     # at x = 9 the dilated box keeps one column (8..9): a crop; at y = 8 it keeps no row (7..7): refused
     edge = np.asarray(load_rgb(ImageRef(tmp_path / "r.png", (("dilated_crop", 9, 1, 2, 2, 0.5),))))[..., 0]
     assert edge.shape == (3, 1) and edge[:, 0].tolist() == [8, 18, 28]
+    # at y = 7 one row (6..7) is kept: a crop 3 wide and 1 high
+    row = np.asarray(load_rgb(ImageRef(tmp_path / "r.png", (("dilated_crop", 4, 7, 2, 2, 0.5),))))[..., 0]
+    assert row.shape == (1, 3) and row[0].tolist() == [63, 64, 65]
     for box in ((20, 1, 2, 2), (1, 8, 2, 2)):
         with pytest.raises(ValueError, match=rf"the box \[{', '.join(map(str, box))}\] lies outside the 9 x 7 image"):
             load_rgb(ImageRef(tmp_path / "r.png", (("dilated_crop", *box, 0.5),)))
@@ -92,7 +130,8 @@ def test_an_unknown_operation_is_refused_naming_the_file(tmp_path):
 
 @pytest.mark.parametrize("size, image_at, pad_at", [((3, 2), (0, 0), (0, 2)),   # wide: one row below
                                                     ((2, 3), (0, 0), (2, 0)),   # tall: one column right
-                                                    ((4, 1), (0, 1), (0, 0))])  # a row of 4: centred at y=1
+                                                    ((4, 1), (0, 1), (0, 0)),   # a row of 4: centred at y=1
+                                                    ((1, 4), (1, 0), (2, 0))])  # a column: at x=1
 def test_pad_square_centres_the_image_on_its_fill(size, image_at, pad_at):
     # (side - size) // 2 before the image: 0 for an odd remainder of 1, 1 for a remainder of 3
     out = pad_square(Image.new("RGB", size, (200, 100, 50)), (5, 6, 7))
@@ -103,3 +142,12 @@ def test_pad_square_centres_the_image_on_its_fill(size, image_at, pad_at):
     # an 'L' image is padded with 0 whatever triple is given, as GeneCIS's expand2square
     grey = pad_square(Image.new("L", size, 90), (5, 6, 7))
     assert grey.mode == "L" and grey.getpixel(image_at) == 90 and grey.getpixel(pad_at) == 0
+
+
+def test_operations_run_in_the_images_own_mode(tmp_path):
+    # load_rgb applies the operations before the RGB conversion, as the official loaders do: an 'L'
+    # image is padded with 0 (black), where an RGB copy would take the (5, 6, 7) fill
+    Image.new("L", (4, 2), 90).save(tmp_path / "g.png")
+    out = load_rgb(ImageRef(tmp_path / "g.png", (("pad_square", 5, 6, 7),)))
+    assert out.mode == "RGB" and out.size == (4, 4)
+    assert out.getpixel((0, 0)) == (0, 0, 0) and out.getpixel((0, 1)) == (90, 90, 90)

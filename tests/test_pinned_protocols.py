@@ -229,7 +229,8 @@ def test_combiner_training_draws_one_of_clip4cirs_four_joins_each_step(tmp_path,
     (utils.generate_randomized_fiq_caption: u < .25 "C1 and c2", < .5 "C2 and c1", < .75 "C1", else
     "C2", each caption stripped of '.?, ' and capitalised). Written out here with the draws taken from
     the seeded generator after each epoch's order; captions with stray punctuation and two orders that
-    differ. -o caption_mix=0 trains on the dataset's query text instead (the steps of the test above)."""
+    differ; a triplet without two captions keeps its query text. -o caption_mix=0 trains on the dataset's
+    query text instead (the steps of the test above)."""
     import torch.nn.functional as F
 
     from cirbench.methods.combiner import Combiner, build_combiner
@@ -239,6 +240,9 @@ def test_combiner_training_draws_one_of_clip4cirs_four_joins_each_step(tmp_path,
     captions = [(f"is shade {i}.", f" has {i} buttons?") for i in range(8)]
     joins = [[f"Is shade {i} and has {i} buttons", f"Has {i} buttons and is shade {i}", f"Is shade {i}",
               f"Has {i} buttons"] for i in range(8)]
+    # triplet 3 has one caption only: its own query text stands in for all four draws (not the target's
+    # name, not three copies, which would cut every triplet's fourth join)
+    captions[3], joins[3] = ("is shade 3",), [triplets[3][1]] * 4
     options = {"projection_dim": "8", "hidden_dim": "16"}
 
     def trained(name, **more):
@@ -587,6 +591,7 @@ def test_pic2word_training_defaults_are_the_papers_recipe(tmp_path, tiny_encoder
     assert schedules[-1] == (10000, 150000, 1e-4)
 
 
+@pytest.mark.filterwarnings("ignore:CUDA is not available")  # the autocast object is built, not entered
 def test_pic2word_trains_in_mixed_precision_on_a_gpu_unless_told_not_to():
     # the official --precision amp default; the CPU (every test here) always runs in full precision
     import contextlib

@@ -148,7 +148,7 @@ def high_bit_depth(mode: str) -> bool:
     return mode.startswith("I;16") or mode in ("I", "F")
 
 
-def load_image(image: Image_, keep_mode: bool = False):
+def load_image(image: Image_, keep_mode: bool):
     """Open and decode an image (path or ImageRef) with its operations applied. ``keep_mode``: leave it in
     its decoded mode (for a transform that converts to RGB itself, as the official ones do); images of
     more than 8 bits per sample are scaled to 8-bit RGB in any case."""
