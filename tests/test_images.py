@@ -68,6 +68,7 @@ def test_a_float_peak_just_under_65535_is_read_as_16_bit(tmp_path):
 def test_integer_images_scale_above_255_and_are_kept_up_to_it(tmp_path):
     # 32-bit 'I' with a maximum of 255: 8-bit values as they are (a negative clipped to 0) ...
     assert grey_values(tmp_path, np.array([[-5, 0, 100, 255]], dtype=np.int32), "I") == [0, 0, 100, 255]
+    assert grey_values(tmp_path, np.array([[0, 100]], dtype=np.int32), "I") == [0, 100]  # under 255 too
     # ... above 255: / 257 as 16-bit, clipped at 255 (a float image's rule would scale by 255 / 70000)
     assert grey_values(tmp_path, np.array([[0, 25700, 70000]], dtype=np.int32), "I") == [0, 100, 255]
     # 16-bit: / 257 whatever the maximum (65535 -> 255; 258 would give 254)
@@ -80,6 +81,9 @@ def test_a_crop_cuts_its_box_and_a_box_off_the_image_is_named(tmp_path):
     ramp(9, 7).save(tmp_path / "r.png")  # 9 wide, 7 high: x and y bounds cannot be swapped unseen
     out = np.asarray(load_rgb(ImageRef(tmp_path / "r.png", (("crop", 2, 3, 5, 7),))))[..., 0]
     assert out.shape == (4, 3) and out[0, 0] == 32 and out[-1, -1] == 64
+    # a box along the top row or the left column starts at 0, not 1
+    assert np.asarray(load_rgb(ImageRef(tmp_path / "r.png", (("crop", 0, 0, 3, 1),))))[..., 0].tolist() == [[0, 1, 2]]
+    assert np.asarray(load_rgb(ImageRef(tmp_path / "r.png", (("crop", 0, 0, 1, 2),))))[..., 0].tolist() == [[0], [10]]
     # one pixel of overlap is a box (PIL's crop fills the rest with black, as the official loaders get);
     # none (or a box of no width or height) is refused
     corner = np.asarray(load_rgb(ImageRef(tmp_path / "r.png", (("crop", 8, 6, 12, 12),))))[..., 0]
