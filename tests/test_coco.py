@@ -284,7 +284,8 @@ def test_a_bad_coco_query_file_is_named_with_its_line(tmp_path):
     (root / "val2017_masked").mkdir()
     good = "000000000001.jpg,2;2;12;12 ,dog,cat\n"
     for body, message in (
-            (good + "000000000002.jpg,4;4;12 ,cat,\n", r"coco_eval.csv:3: query_regions must be 'x1;y1;x2;y2', got '4;4;12 '"),
+            (good + "000000000002.jpg,4;4;12 ,cat,\n",
+             r"coco_eval.csv:3: query_regions must be 'x1;y1;x2;y2', got '4;4;12 '"),
             (good + "000000000002.jpg,4;4;x;12 ,cat,\n", r"coco_eval.csv:3: query_regions must be"),
             (good + "000000000002.jpg,4;4;12;12;1 ,cat,\n", r"coco_eval.csv:3: query_regions must be")):
         (root / "coco_eval.csv").write_text("id,query_regions,query_class,classes\n" + body)
