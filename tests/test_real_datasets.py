@@ -7,6 +7,7 @@ Equal scores rank by gallery order.
 """
 
 import json
+import shutil
 
 import pytest
 from typer.testing import CliRunner
@@ -273,16 +274,24 @@ def test_imagenet_r_list_files_are_read_whole_and_checked(tmp_path):
     query_list.write_text(f"{first} 999\n\n{second} 0\n")  # 999 is a class (with no cartoon target here)
     split = datasets.get("imagenet-r")(root).load("cartoon")
     assert [len(q.targets) for q in split.queries] == [0, 2] and split.info["queries_with_a_positive"] == 1
+    query_list.write_text(f"{first} 0 extra\n")  # three fields: refused, not read as a path and a label
+    with pytest.raises(DataError, match=r"imgnet_real_query.txt:1: expected 'relative/path label'"):
+        datasets.get("imagenet-r")(root).load("cartoon")
+    both = r" is missing \(both imgnet_real_query.txt and imgnet_targets.txt are needed\)"
     query_list.unlink()
-    with pytest.raises(DataError, match=f"list file {query_list} is missing"):
+    with pytest.raises(DataError, match=f"list file {query_list}{both}"):
         datasets.get("imagenet-r")(root).load("cartoon")
     query_list.write_text("\n".join(lines) + "\n")
     (root / "imgnet_targets.txt").unlink()
-    with pytest.raises(DataError, match=f"list file {root / 'imgnet_targets.txt'} is missing"):
+    with pytest.raises(DataError, match=f"list file {root / 'imgnet_targets.txt'}{both}"):
         datasets.get("imagenet-r")(root).load("cartoon")
     bare = F.imagenet_r(tmp_path / "bare", with_lists=False)
     with pytest.raises(DataError, match=f"list file {tmp_path / 'nope.txt'} is missing"):
         datasets.get("imagenet-r")(bare, {"query_list": str(tmp_path / "nope.txt")}).load("cartoon")
+    # without list files, both folders are needed: a missing one is named (not a crash listing it)
+    shutil.rmtree(bare / "imagenet-r")
+    with pytest.raises(DataError, match=f"{bare / 'imagenet-r'} is missing and there are no list files"):
+        datasets.get("imagenet-r")(bare).load("cartoon")
 
 
 def test_official_imagenet_r_lists_parse():
