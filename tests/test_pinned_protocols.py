@@ -631,6 +631,34 @@ def test_pic2word_refuses_to_resume_a_mapping_of_another_width(tmp_path, tiny_en
         cls.train(request(8, True))
 
 
+def test_pic2word_resumes_to_the_uninterrupted_weights_and_restarts_without_resume(tmp_path, tiny_encoder):
+    """Two epochs of two steps (10 images, batches of 5, warm-up over one step of four). Stopped after
+    epoch 1 and resumed, the mapping must equal the one trained straight through (the schedule goes on
+    at step 2, the progress counts from it to 4); without --resume an existing file is trained afresh
+    (seed 7 over a seed-3 checkpoint: the seed-7 weights, not a resumed seed-3 run)."""
+    cls, _ = pic2word()
+    features = ten_features(tiny_encoder)
+
+    def train(name, epochs, seed=3, resume=False, progress=None):
+        cls.train(pic2word_request(tiny_encoder, tmp_path / name, features, resume=resume, progress=progress,
+                                   **quick(epochs=epochs, seed=seed)))
+        return torch.load(tmp_path / name, weights_only=False)
+
+    straight = train("straight.pt", 2)
+    train("resumed.pt", 1)
+    progress = RecordingProgress()
+    resumed = train("resumed.pt", 2, resume=True, progress=progress)
+    assert resumed["epoch"] == 2
+    for key, value in straight["state_dict_img2text"].items():
+        assert torch.allclose(resumed["state_dict_img2text"][key], value, atol=1e-6), key
+    assert progress.tasks == [("train pic2word", 4)] and progress.done == 4 and len(progress.texts) == 3
+    assert progress.texts[1:] == [t for t in progress.texts[1:] if t.startswith("epoch 2/2 loss ")]
+    fresh, again = train("fresh.pt", 1, seed=7), train("resumed.pt", 1, seed=7)
+    assert again["cirbench"]["seed"] == 7
+    for key, value in fresh["state_dict_img2text"].items():
+        assert torch.equal(again["state_dict_img2text"][key], value), key
+
+
 def test_a_pic2word_mapping_for_wider_features_is_refused(tmp_path, tiny_encoder):
     """A checkpoint whose mapping reads wider image features than the encoder gives is another
     backbone's: refused with the widths named (not a shape error deep inside torch)."""
