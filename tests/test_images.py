@@ -59,10 +59,12 @@ def test_a_float_images_nan_and_infinities_are_black_and_negatives_clipped(tmp_p
     assert grey_values(tmp_path, values, "F") == [0, 0, 0, 0, 64, 128]
 
 
-def test_a_float_peak_just_under_65535_is_read_as_16_bit(tmp_path):
+def test_a_float_peak_up_to_65535_is_read_as_16_bit_and_above_it_by_its_own_range(tmp_path):
     # peak 65534.5: the 16-bit range (/ 257). 25828.305 / 257 = 100.4992 -> 100, where the next range's
     # 255 / peak would give 100.500007 -> 101
     assert grey_values(tmp_path, np.array([[25828.305, 65534.5]], dtype=np.float32), "F") == [100, 255]
+    # peak 65535.5, just over: 255 / peak. 25828.502 * 255 / 65535.5 = 100.4992 -> 100 (/ 257: 101)
+    assert grey_values(tmp_path, np.array([[25828.502, 65535.5]], dtype=np.float32), "F") == [100, 255]
 
 
 def test_integer_images_scale_above_255_and_are_kept_up_to_it(tmp_path):
@@ -72,9 +74,10 @@ def test_integer_images_scale_above_255_and_are_kept_up_to_it(tmp_path):
     # ... above 255: / 257 as 16-bit, clipped at 255 (a float image's rule would scale by 255 / 70000)
     assert grey_values(tmp_path, np.array([[0, 25700, 70000]], dtype=np.int32), "I") == [0, 100, 255]
     # 16-bit: / 257 whatever the maximum (65535 -> 255; 258 would give 254)
-    Image.fromarray(np.array([[0, 25700, 65535]], dtype=np.uint16)).save(tmp_path / "x.png")
+    # (200 / 257 = 0.78 rounds to 1, where a floor would give 0)
+    Image.fromarray(np.array([[0, 200, 25700, 65535]], dtype=np.uint16)).save(tmp_path / "x.png")
     assert Image.open(tmp_path / "x.png").mode == "I;16"
-    assert np.asarray(load_rgb(tmp_path / "x.png"))[0, :, 0].tolist() == [0, 100, 255]
+    assert np.asarray(load_rgb(tmp_path / "x.png"))[0, :, 0].tolist() == [0, 1, 100, 255]
 
 
 def test_a_crop_cuts_its_box_and_a_box_off_the_image_is_named(tmp_path):
@@ -135,7 +138,9 @@ def test_an_unknown_operation_is_refused_naming_the_file(tmp_path):
 @pytest.mark.parametrize("size, image_at, pad_at", [((3, 2), (0, 0), (0, 2)),   # wide: one row below
                                                     ((2, 3), (0, 0), (2, 0)),   # tall: one column right
                                                     ((4, 1), (0, 1), (0, 0)),   # a row of 4: centred at y=1
-                                                    ((1, 4), (1, 0), (2, 0))])  # a column: at x=1
+                                                    ((1, 4), (1, 0), (2, 0)),   # a column: at x=1
+                                                    ((2, 4), (1, 0), (0, 0)),   # 2 short: 1 before
+                                                    ((4, 2), (0, 1), (0, 0))])  # (a third would be 0)
 def test_pad_square_centres_the_image_on_its_fill(size, image_at, pad_at):
     # (side - size) // 2 before the image: 0 for an odd remainder of 1, 1 for a remainder of 3
     out = pad_square(Image.new("RGB", size, (200, 100, 50)), (5, 6, 7))
@@ -155,3 +160,15 @@ def test_operations_run_in_the_images_own_mode(tmp_path):
     out = load_rgb(ImageRef(tmp_path / "g.png", (("pad_square", 5, 6, 7),)))
     assert out.mode == "RGB" and out.size == (4, 4)
     assert out.getpixel((0, 0)) == (0, 0, 0) and out.getpixel((0, 1)) == (90, 90, 90)
+
+
+def test_load_image_converts_unless_asked_to_keep_the_mode(tmp_path):
+    from cirbench.protocol.images import load_image
+
+    Image.new("L", (3, 2), 90).save(tmp_path / "g.png")
+    Image.fromarray(np.full((2, 3), 25700, dtype=np.uint16)).save(tmp_path / "g16.png")
+    assert load_image(tmp_path / "g.png", keep_mode=True).mode == "L"
+    assert load_image(tmp_path / "g.png", keep_mode=False).mode == "RGB"
+    for keep in (True, False):  # more than 8 bits is scaled to 8-bit RGB either way
+        out = load_image(tmp_path / "g16.png", keep_mode=keep)
+        assert out.mode == "RGB" and out.getpixel((0, 0)) == (100, 100, 100), keep

@@ -81,7 +81,7 @@ class ImageRef:
 
     @property
     def squash(self) -> bool:
-        return any(op[0] == "squash" for op in self.ops)
+        return ("squash",) in self.ops
 
     def key(self) -> str:
         """What the operations add to the file's content key in the feature cache."""
