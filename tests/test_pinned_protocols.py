@@ -627,8 +627,10 @@ def test_pic2word_refuses_to_resume_a_mapping_of_another_width(tmp_path, tiny_en
 
     cls.train(request(16, False))
     cls.train(request(16, True))  # the same encoder and width: resumed
-    with pytest.raises(UsageError, match="cannot resume"):  # the same encoder, another width
-        cls.train(request(8, True))
+    for trained, asked in ((16, 8), (8, 16)):  # the same encoder, a narrower or a wider width
+        cls.train(request(trained, False))
+        with pytest.raises(UsageError, match="cannot resume"):
+            cls.train(request(asked, True))
 
 
 def test_pic2word_resumes_to_the_uninterrupted_weights_and_restarts_without_resume(tmp_path, tiny_encoder):
