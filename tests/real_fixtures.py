@@ -171,7 +171,8 @@ def coco(root: Path) -> Path:
         path.parent.mkdir(parents=True, exist_ok=True)
         image.save(path, quality=100)
         images.append({"id": image_id, "file_name": path.name, "width": 20, "height": 20})
-    dump(root / "annotations" / "instances_val2017.json", {
+    dump(root / "annotations" / "instances_val2017.json", {  # with the released file's info and licenses
+        "info": {"description": "COCO 2017 Dataset", "version": "1.0"}, "licenses": [],
         "images": images, "annotations": anns,
         "categories": [{"id": 1, "name": "dog"}, {"id": 2, "name": "cat"}, {"id": 3, "name": "bird"}]})
     return root

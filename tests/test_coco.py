@@ -159,6 +159,19 @@ def test_run_on_prepared_queries_with_the_official_ranks(tmp_path):
 
 
 @needs_pycocotools
+def test_an_instances_file_without_its_three_lists_is_named(tmp_path):
+    root = F.coco(tmp_path / "coco")
+    path = root / "annotations" / "instances_val2017.json"
+    instances = json.loads(path.read_text())
+    path.write_text(json.dumps({k: v for k, v in instances.items() if k != "categories"}))
+    result = CliRunner().invoke(app, ["data", "prepare", "coco", "--data-root", str(tmp_path), "--quiet",
+                                      "--cache-dir", str(tmp_path / "cache")])
+    assert result.exit_code == 2
+    assert "expected a COCO instances file (images, annotations, categories)" in result.output
+    assert not list((tmp_path / "cache").rglob("coco_eval.csv"))  # nothing half-written
+
+
+@needs_pycocotools
 def test_prepare_writes_where_out_says(tmp_path):
     F.coco(tmp_path / "coco")
     prepare(tmp_path, extra=["--out", str(tmp_path / "mine")])

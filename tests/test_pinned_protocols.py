@@ -631,6 +631,14 @@ def test_pic2word_refuses_to_resume_a_mapping_of_another_width(tmp_path, tiny_en
         cls.train(request(trained, False))
         with pytest.raises(UsageError, match="cannot resume"):
             cls.train(request(asked, True))
+    # another encoder (its key sorting before or after this one's): refused
+    for key in ("0" * 8, "z" * 8):
+        cls.train(request(16, False))
+        ckpt = torch.load(tmp_path / "p.pt", weights_only=False)
+        ckpt["cirbench"]["encoder_key"] = key
+        torch.save(ckpt, tmp_path / "p.pt")
+        with pytest.raises(UsageError, match="cannot resume: it was trained for another encoder"):
+            cls.train(request(16, True))
 
 
 def test_pic2word_resumes_to_the_uninterrupted_weights_and_restarts_without_resume(tmp_path, tiny_encoder):
