@@ -159,6 +159,21 @@ def test_run_on_prepared_queries_with_the_official_ranks(tmp_path):
 
 
 @needs_pycocotools
+def test_an_image_pillow_refuses_to_decode_is_named(tmp_path):
+    # a PNG (under the .jpg name) whose text chunk inflates past Pillow's limit: Pillow raises ValueError,
+    # not OSError, and the preparation must name the file rather than crash
+    from PIL import PngImagePlugin
+
+    root = F.coco(tmp_path / "coco")
+    info = PngImagePlugin.PngInfo()
+    info.add_text("comment", "a" * 2_000_000, zip=True)
+    Image.new("RGB", (20, 20)).save(root / "val2017" / "000000000003.jpg", format="PNG", pnginfo=info)
+    result = CliRunner().invoke(app, ["data", "prepare", "coco", "--data-root", str(tmp_path), "--quiet",
+                                      "--cache-dir", str(tmp_path / "cache")])
+    assert result.exit_code == 2 and "000000000003.jpg: cannot read image (Decompressed data too large" in result.output
+
+
+@needs_pycocotools
 def test_an_instances_file_without_its_three_lists_is_named(tmp_path):
     root = F.coco(tmp_path / "coco")
     path = root / "annotations" / "instances_val2017.json"
@@ -216,8 +231,9 @@ def rle_counts(mask):
 def odd_coco(root):
     """Four images the main fixture lacks: non-square ones (a swapped height and width cannot pass), a
     greyscale one, a crowd as uncompressed RLE, a compressed RLE, and objects on the candidate bounds.
-      1: 'L', 30 wide x 16 high (area 480, bound 240): a grey-60 "dog" polygon (box 10 x 8 = 80, the only
-         candidate), a "cat" box of 24 x 10 = 240 (the bound itself: not a candidate), a "bird" of no width
+      1: 'L', 30 wide x 16 high (area 480, bound 240): a grey-60 "dog" polygon (box 12 x 10 = 120, the only
+         candidate, covering the JPEG block x 8-15, y 0-7 whole), a "cat" box of 24 x 10 = 240 (the bound
+         itself: not a candidate), a "bird" of no width
       2: RGB, 12 wide x 24 high (bound 144): a crowd "cat" as uncompressed RLE, box 4 x 18 = 72
       3: RGB, 20 wide x 10 high (bound 100): a "bird" as compressed RLE, box 6 x 6 = 36
       4: RGB 20 x 20 (bound 200): a "dog" of 0.25 x 0.2 = 0.05 and a "cat" of 20 x 10 = 200, both on the
@@ -229,7 +245,7 @@ def odd_coco(root):
 
     (root / "val2017").mkdir(parents=True)
     grey = np.full((16, 30), 200, dtype=np.uint8)
-    grey[3:11, 2:12] = 60
+    grey[0:10, 8:20] = 60
     Image.fromarray(grey, "L").save(root / "val2017" / "000000000001.jpg", quality=100)
     tall = np.zeros((24, 12, 3), dtype=np.uint8)
     tall[:] = (13, 255, 13)
@@ -246,7 +262,7 @@ def odd_coco(root):
     bird[2:8, 10:16] = 1
     compressed = mask_utils.encode(np.asfortranarray(bird))
     anns = [
-        (1, 1, rect(2, 3, 10, 8), [2, 3, 10, 8], 0), (1, 2, rect(0, 0, 24, 10), [0, 0, 24, 10], 0),
+        (1, 1, rect(8, 0, 12, 10), [8, 0, 12, 10], 0), (1, 2, rect(0, 0, 24, 10), [0, 0, 24, 10], 0),
         (1, 3, [[5, 5, 5, 8, 5, 6]], [5, 5, 0, 3], 0),
         (2, 2, {"counts": rle_counts(crowd), "size": [24, 12]}, [1, 2, 4, 18], 1),
         (3, 3, {"counts": compressed["counts"].decode(), "size": [10, 20]}, [10, 2, 6, 6], 0),
@@ -266,7 +282,7 @@ def test_prepare_on_greyscale_non_square_crowd_and_rle_objects(tmp_path):
     out = prepare(tmp_path)
     assert "3 queries from 4 annotated images (seed 0); 1 without a candidate object" in out
     folder = prepared(tmp_path)
-    assert rows(folder)[1:] == [["000000000001.jpg", "2;3;12;11 ", "dog", "cat;bird"],
+    assert rows(folder)[1:] == [["000000000001.jpg", "8;0;20;10 ", "dog", "cat;bird"],
                                 ["000000000002.jpg", "1;2;5;20 ", "cat", ""],
                                 ["000000000003.jpg", "10;2;16;8 ", "bird", ""]]
 
@@ -276,8 +292,10 @@ def test_prepare_on_greyscale_non_square_crowd_and_rle_objects(tmp_path):
     grey = masked(1)
     assert grey.mode == "L" and grey.size == (30, 16)  # greyscale stays one channel, height x width kept
     pixels = np.asarray(grey).astype(int)
-    assert abs(pixels[7, 7] - 60) < 12 and (pixels[13:, 20:] > 240).all() and pixels[0, 0] > 240
-    assert (pixels[0:8, 16:24] == 255).all()  # an 8 x 8 JPEG block of white alone: 255 itself
+    # a JPEG block of one value decodes to it exactly (its DC term is a multiple of the step): the object's
+    # block is 60 itself and a block outside it 255 itself (white, not 254; not 60 - 2 from a wrapped sum)
+    assert (pixels[0:8, 8:16] == 60).all() and (pixels[8:16, 24:30] == 255).all()
+    assert pixels[0, 0] > 240 and (pixels[13:, 20:] > 240).all()
     tall = np.asarray(masked(2).convert("RGB")).astype(int)
     assert tall.shape == (24, 12, 3)
     assert tall[15, 3, 2] > 150 and tall[15, 3, 1] < 100  # the crowd's blue inside its RLE mask ...

@@ -589,6 +589,11 @@ def test_pic2word_training_defaults_are_the_papers_recipe(tmp_path, tiny_encoder
     monkeypatch.setattr(module, "steps_per_epoch", lambda n, size: 5000)
     cls.train(pic2word_request(tiny_encoder, tmp_path / "q.pt", features))
     assert schedules[-1] == (10000, 150000, 1e-4)
+    # 3 steps an epoch, 90 in all: a tenth is 9 (a ninth would be 10); no step is trained for these
+    monkeypatch.setattr(module, "steps_per_epoch", lambda n, size: 3)
+    monkeypatch.setattr(module, "batches", lambda n, size, gen: iter(()))
+    cls.train(pic2word_request(tiny_encoder, tmp_path / "r.pt", features))
+    assert schedules[-1] == (9, 90, 1e-4)
 
 
 @pytest.mark.filterwarnings("ignore:CUDA is not available")  # the autocast object is built, not entered
