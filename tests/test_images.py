@@ -110,7 +110,7 @@ def test_a_dilated_crop_names_the_annotated_box_not_its_dilation(tmp_path):
     # at y = 7 one row (6..7) is kept: a crop 3 wide and 1 high
     row = np.asarray(load_rgb(ImageRef(tmp_path / "r.png", (("dilated_crop", 4, 7, 2, 2, 0.5),))))[..., 0]
     assert row.shape == (1, 3) and row[0].tolist() == [63, 64, 65]
-    for box in ((20, 1, 2, 2), (1, 8, 2, 2)):
+    for box in ((20, 1, 2, 2), (1, 8, 2, 2), (10, 1, 2, 2)):  # (10: no column, 9..9)
         with pytest.raises(ValueError, match=rf"the box \[{', '.join(map(str, box))}\] lies outside the 9 x 7 image"):
             load_rgb(ImageRef(tmp_path / "r.png", (("dilated_crop", *box, 0.5),)))
 
