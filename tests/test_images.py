@@ -72,7 +72,8 @@ def test_integer_images_scale_above_255_and_are_kept_up_to_it(tmp_path):
     assert grey_values(tmp_path, np.array([[-5, 0, 100, 255]], dtype=np.int32), "I") == [0, 0, 100, 255]
     assert grey_values(tmp_path, np.array([[0, 100]], dtype=np.int32), "I") == [0, 100]  # under 255 too
     # ... above 255: / 257 as 16-bit, clipped at 255 (a float image's rule would scale by 255 / 70000)
-    assert grey_values(tmp_path, np.array([[0, 25700, 70000]], dtype=np.int32), "I") == [0, 100, 255]
+    # (a negative one clipped to 0: -514 / 257 = -2 would wrap to 254 as 8 bits)
+    assert grey_values(tmp_path, np.array([[-514, 0, 25700, 70000]], dtype=np.int32), "I") == [0, 0, 100, 255]
     assert grey_values(tmp_path, np.array([[0, 256]], dtype=np.int32), "I") == [0, 1]  # 256 is above: / 257
     # 16-bit: / 257 whatever the maximum (65535 -> 255; 258 would give 254)
     # (200 / 257 = 0.78 rounds to 1, where a floor would give 0; 32767 / 257 = 127.498, where / 256 is 128)
