@@ -235,7 +235,8 @@ def odd_coco(root):
          candidate, covering the JPEG block x 8-15, y 0-7 whole), a "cat" box of 24 x 10 = 240 (the bound
          itself: not a candidate), a "bird" of no width
       2: RGB, 12 wide x 24 high (bound 144): a crowd "cat" as uncompressed RLE, box 4 x 18 = 72
-      3: RGB, 20 wide x 10 high (bound 100): a "bird" as compressed RLE, box 6 x 6 = 36
+      3: RGB, 20 wide x 10 high (bound 100): a "bird" as compressed RLE, box 8 x 8 = 64 (under the
+         bound 100, over the 50 that a height-squared area would give)
       4: RGB 20 x 20 (bound 200): a "dog" of 0.25 x 0.2 = 0.05 and a "cat" of 20 x 10 = 200, both on the
          bounds: no candidate, no row"""
     from pycocotools import mask as mask_utils
@@ -253,19 +254,19 @@ def odd_coco(root):
     Image.fromarray(tall).save(root / "val2017" / "000000000002.jpg", quality=100)
     wide = np.zeros((10, 20, 3), dtype=np.uint8)
     wide[:] = (255, 13, 13)
-    wide[2:8, 10:16] = (255, 255, 13)
+    wide[1:9, 10:18] = (255, 255, 13)
     Image.fromarray(wide).save(root / "val2017" / "000000000003.jpg", quality=100)
     Image.new("RGB", (20, 20), (128, 128, 128)).save(root / "val2017" / "000000000004.jpg", quality=100)
     crowd = np.zeros((24, 12), dtype=np.uint8)
     crowd[2:20, 1:5] = 1
     bird = np.zeros((10, 20), dtype=np.uint8)
-    bird[2:8, 10:16] = 1
+    bird[1:9, 10:18] = 1
     compressed = mask_utils.encode(np.asfortranarray(bird))
     anns = [
         (1, 1, rect(8, 0, 12, 10), [8, 0, 12, 10], 0), (1, 2, rect(0, 0, 24, 10), [0, 0, 24, 10], 0),
         (1, 3, [[5, 5, 5, 8, 5, 6]], [5, 5, 0, 3], 0),
         (2, 2, {"counts": rle_counts(crowd), "size": [24, 12]}, [1, 2, 4, 18], 1),
-        (3, 3, {"counts": compressed["counts"].decode(), "size": [10, 20]}, [10, 2, 6, 6], 0),
+        (3, 3, {"counts": compressed["counts"].decode(), "size": [10, 20]}, [10, 1, 8, 8], 0),
         (4, 1, rect(0, 0, 0.25, 0.2), [0, 0, 0.25, 0.2], 0), (4, 2, rect(0, 0, 20, 10), [0, 0, 20, 10], 0)]
     sizes = {1: (30, 16), 2: (12, 24), 3: (20, 10), 4: (20, 20)}
     F.dump(root / "annotations" / "instances_val2017.json", {
@@ -284,7 +285,7 @@ def test_prepare_on_greyscale_non_square_crowd_and_rle_objects(tmp_path):
     folder = prepared(tmp_path)
     assert rows(folder)[1:] == [["000000000001.jpg", "8;0;20;10 ", "dog", "cat;bird"],
                                 ["000000000002.jpg", "1;2;5;20 ", "cat", ""],
-                                ["000000000003.jpg", "10;2;16;8 ", "bird", ""]]
+                                ["000000000003.jpg", "10;1;18;9 ", "bird", ""]]
 
     def masked(i):
         return Image.open(folder / "val2017_masked" / f"{i:012d}.jpg")
