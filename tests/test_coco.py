@@ -262,12 +262,12 @@ def odd_coco(root):
     bird = np.zeros((10, 20), dtype=np.uint8)
     bird[1:9, 10:18] = 1
     compressed = mask_utils.encode(np.asfortranarray(bird))
-    anns = [
+    anns = [  # image 4 (no candidate) annotated first: the images after it must still be prepared
+        (4, 1, rect(0, 0, 0.25, 0.2), [0, 0, 0.25, 0.2], 0), (4, 2, rect(0, 0, 20, 10), [0, 0, 20, 10], 0),
         (1, 1, rect(8, 0, 12, 10), [8, 0, 12, 10], 0), (1, 2, rect(0, 0, 24, 10), [0, 0, 24, 10], 0),
         (1, 3, [[5, 5, 5, 8, 5, 6]], [5, 5, 0, 3], 0),
         (2, 2, {"counts": rle_counts(crowd), "size": [24, 12]}, [1, 2, 4, 18], 1),
-        (3, 3, {"counts": compressed["counts"].decode(), "size": [10, 20]}, [10, 1, 8, 8], 0),
-        (4, 1, rect(0, 0, 0.25, 0.2), [0, 0, 0.25, 0.2], 0), (4, 2, rect(0, 0, 20, 10), [0, 0, 20, 10], 0)]
+        (3, 3, {"counts": compressed["counts"].decode(), "size": [10, 20]}, [10, 1, 8, 8], 0)]
     sizes = {1: (30, 16), 2: (12, 24), 3: (20, 10), 4: (20, 20)}
     F.dump(root / "annotations" / "instances_val2017.json", {
         "images": [{"id": i, "file_name": f"{i:012d}.jpg", "width": w, "height": h} for i, (w, h) in sizes.items()],
