@@ -326,8 +326,8 @@ def test_a_bad_coco_query_file_is_named_with_its_line(tmp_path):
     (root / "coco_eval.csv").write_text("id,query_regions,query_class\n" + good)
     with pytest.raises(DataError, match="coco_eval.csv: expected the columns id, query_regions, query_class, classes"):
         datasets.get("coco")(root).load("val")
-    (root / "coco_eval.csv").write_text("id,query_regions,query_class,classes\n" + good)
-    split = datasets.get("coco")(root).load("val")
+    (root / "coco_eval.csv").write_text("id,query_regions,query_class,classes,note\n" + good.replace("\n", ",x\n"))
+    split = datasets.get("coco")(root).load("val")  # a column beyond the four is left alone
     assert split.queries[0].fields == {"query_class": "dog", "others": "cat", "classes": ["cat"]}
     assert split.metrics == {"recall": [1, 5, 10, 50, 100], "rank": []} and split.main_metrics == ["R@1", "R@5", "R@10"]
     assert split.info["queries_file"] == str(root / "coco_eval.csv")
