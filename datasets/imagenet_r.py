@@ -83,8 +83,8 @@ class ImageNetR(Dataset):
             q = Path(self.options.get("query_list", self.root / QUERY_LIST))
             t = Path(self.options.get("target_list", self.root / TARGET_LIST))
             if q.is_file() and t.is_file():
-                self._lists = (read_list(q, range(1000)), read_list(t), {"lists": "official", "query_list": str(q),
-                                                           "target_list": str(t)})
+                self._lists = (read_list(q, range(1000)), read_list(t),
+                               {"lists": "official", "query_list": str(q), "target_list": str(t)})
             elif "query_list" in self.options or "target_list" in self.options or q.is_file() or t.is_file():
                 missing = q if not q.is_file() else t
                 raise DataError(f"list file {missing} is missing (both {QUERY_LIST} and {TARGET_LIST} are needed)")

@@ -237,21 +237,14 @@ def resumable(name: str, tree: Path, work: Path) -> bool:
     return True
 
 
-def run_module(name: str, tree: Path, work: Path, timeout: float, all_tests: bool = False,
-               confirm_survivors: bool = True, resume: bool = False, since: str | None = None) -> list[dict]:
-    path, tests = MODULES[name]
+def new_session(name: str, tree: Path, work: Path, timeout: float, all_tests: bool, since: str | None,
+                argv: list[str], env: dict) -> None:
+    """A new cosmic-ray session for the module: its config (the test command: every test, or the tests
+    reaching each mutant), the mutants, the excluded operators filtered and, with ``since``, the
+    mutants on unchanged lines skipped."""
+    path = MODULES[name][0]
     session = session_path(work, name)
     config = session.with_suffix(".toml")
-    argv = pytest_argv(tree, tests)
-    env = {**os.environ, "PYTHONPATH": str(tree)}
-    if resume and resumable(name, tree, work):
-        # today's tests map again (a renamed test must not count as a failure), then cosmic-ray exec
-        # runs only the mutants without a result yet
-        reach_map(name, tree, work)
-        subprocess.run(["cosmic-ray", "exec", str(config), str(session)], check=True, env=env, cwd=tree)
-        if confirm_survivors:
-            confirm(session, tree, path, argv, env)
-        return survivors(session)
     if all_tests:
         command = shlex.join(argv)
         # the unmutated copy must pass, or every mutant would count as killed
@@ -270,6 +263,22 @@ def run_module(name: str, tree: Path, work: Path, timeout: float, all_tests: boo
     if since:
         left = skip_unchanged(session, changed_lines_since(since, path), since)
         print(f"{name}: {left} mutant(s) on lines changed since {since}", flush=True)
+
+
+def run_module(name: str, tree: Path, work: Path, timeout: float, all_tests: bool = False,
+               confirm_survivors: bool = True, resume: bool = False, since: str | None = None) -> list[dict]:
+    path, tests = MODULES[name]
+    session = session_path(work, name)
+    config = session.with_suffix(".toml")
+    argv = pytest_argv(tree, tests)
+    env = {**os.environ, "PYTHONPATH": str(tree)}
+    if resume and resumable(name, tree, work):
+        # a stopped coverage-mapped run: today's tests are mapped again (a renamed test must not count as
+        # a failure), and cosmic-ray exec below runs only the mutants without a result yet
+        reach_map(name, tree, work)
+        all_tests = False
+    else:
+        new_session(name, tree, work, timeout, all_tests, since, argv, env)
     subprocess.run(["cosmic-ray", "exec", str(config), str(session)], check=True, env=env, cwd=tree)
     if not all_tests and confirm_survivors:
         confirm(session, tree, path, argv, env)

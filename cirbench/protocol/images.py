@@ -96,7 +96,7 @@ class ImageRef:
                         raise ValueError(f"the box {[x1, y1, x2, y2]} lies outside the {width} x {height} image")
                     image = image.crop((x1, y1, x2, y2))
                 case ("dilated_crop", x, y, w, h, d):
-                    box = dilated_box(image.size, x, y, w, h, d)
+                    box = dilated_box((width, height), x, y, w, h, d)
                     if box[2] - box[0] < 1 or box[3] - box[1] < 1:  # the annotated box lies outside the image
                         raise ValueError(f"the box {[x, y, w, h]} lies outside the {width} x {height} image")
                     image = image.crop(box)
