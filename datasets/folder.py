@@ -82,10 +82,8 @@ class FolderDataset(Dataset):
     def _gallery(self) -> list[str]:
         listing = self.root / "gallery.txt"
         if listing.is_file():
-            names = [ln.strip() for ln in read_text(listing, "gallery list").splitlines() if ln.strip()]
-            for name in names:
-                self.inside(name, str(listing))
-            return names
+            # in the listing's order; load() resolves each name inside the folder, naming gallery.txt
+            return [ln.strip() for ln in read_text(listing, "gallery list").splitlines() if ln.strip()]
         folder = self.root / "gallery"
         if not folder.is_dir():
             raise DataError(f"{self.root}: no gallery: expected a gallery/ folder of images or a gallery.txt list")

@@ -355,6 +355,44 @@ def test_folder_metrics_follow_what_the_queries_give(tmp_path):
     assert metrics(rows) == {"recall": [1, 5, 10, 50], "map": [5, 10, 25, 50]}
 
 
+def test_folder_splits_gallery_list_and_settings(tmp_path):
+    """The splits are every <split>.jsonl but train.jsonl, one sorting before "train" and one after it
+    (so a comparison in place of "is not train" drops one of them); gallery.txt gives the gallery in its
+    own order (reverse-sorted here, so a sorted listing differs) and a line climbing out of the folder
+    is named with the file; without cirbench.json the reference stays a candidate and the default
+    prompts and main metrics hold, and each setting given replaces only its own default."""
+    from cirbench.contracts.split import DEFAULT_PROMPTS
+    from helpers import folder_dataset
+
+    root = folder_dataset(tmp_path / "own")
+    for name in ("a", "test"):
+        shutil.copy(root / "val.jsonl", root / f"{name}.jsonl")
+    folder = datasets.get("folder")(root)
+    assert folder.available_splits() == folder.default_splits == ("a", "test", "val")
+    twin = datasets.get("folder")(folder_dataset(tmp_path / "elsewhere" / "own", with_train=False))
+    assert folder.result_name.startswith("own-") and twin.result_name.startswith("own-")
+    assert folder.result_name != twin.result_name  # two folders of one name never share results
+
+    split = folder.load("val")
+    assert split.remove_reference is False and split.prompts == DEFAULT_PROMPTS
+    assert split.main_metrics == ["R@1", "R@10", "R@50"]
+    listed = sorted(split.gallery, reverse=True)
+    assert listed != split.gallery
+    (root / "gallery.txt").write_text("\n".join(listed[:3] + [""] + listed[3:]) + "\n")
+    split = folder.load("val")
+    assert split.gallery == listed and all(split.images[g] == root / g for g in listed)
+    (root / "gallery.txt").write_text("\n".join(listed + ["../elsewhere.png"]) + "\n")
+    with pytest.raises(DataError, match=r"gallery.txt: path '../elsewhere.png' escapes the dataset folder"):
+        folder.load("val")
+    (root / "gallery.txt").unlink()
+
+    (root / "cirbench.json").write_text(json.dumps(
+        {"remove_reference": True, "prompts": {"text": "edit: {text}"}, "main_metrics": ["R@5"]}))
+    split = folder.load("val")
+    assert split.remove_reference is True and split.main_metrics == ["R@5"]
+    assert split.prompts == {**DEFAULT_PROMPTS, "text": "edit: {text}"} != DEFAULT_PROMPTS
+
+
 def test_folder_refuses_what_it_cannot_read_naming_the_place(tmp_path):
     """Each bad thing alone in an otherwise good folder, named by file (and line). The bad image of a
     subset or of targets comes second in its list, so a check that stopped at the first would pass it."""
