@@ -26,7 +26,8 @@ def test_corrupt_shard_is_dropped_and_rebuilt(tmp_path):
     npy = next((tmp_path / "features" / "enc").glob("*.npy"))
     npy.write_bytes(npy.read_bytes()[:-4] + b"\0\0\0\1")
     fresh = FeatureCache(tmp_path, "enc")
-    assert fresh.get(["a"]) == {}
+    with pytest.warns(UserWarning, match=r"is corrupt \(checksum mismatch\); it will be rebuilt"):
+        assert fresh.get(["a"]) == {}  # the user is told which shard was dropped, once
     assert not list((tmp_path / "features" / "enc").glob("*"))
 
 
