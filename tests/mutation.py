@@ -330,9 +330,10 @@ def _squeeze(line: str) -> str:
     return "".join(line.split())
 
 
-def equivalents(path: Path = EQUIVALENT) -> dict[tuple[str, str, str], str]:
-    """(module, original line, mutated line) -> why, from blocks of 'module:', '-', '+' and 'why:' lines."""
-    known = {}
+def equivalent_entries(path: Path = EQUIVALENT) -> list[dict[str, str]]:
+    """The entries of the equivalents list: blocks of 'module:', '-', '+' and 'why:' lines (comment lines
+    start with '#'); a block that lacks one of the four is refused, naming its first line."""
+    entries = []
     for block in path.read_text(encoding="utf-8").split("\n\n"):
         fields = {}
         for line in block.strip().splitlines():
@@ -340,9 +341,17 @@ def equivalents(path: Path = EQUIVALENT) -> dict[tuple[str, str, str], str]:
                 continue
             key, _, value = line.partition(" ")
             fields[key.rstrip(":")] = value.strip()
-        if {"module", "-", "+", "why"} <= set(fields):
-            known[(fields["module"], _squeeze(fields["-"]), _squeeze(fields["+"]))] = fields["why"]
-    return known
+        if not fields:
+            continue
+        if not {"module", "-", "+", "why"} <= set(fields):
+            raise SystemExit(f"{path}: the entry {block.strip().splitlines()[0]!r} needs module:, -, + and why: lines")
+        entries.append(fields)
+    return entries
+
+
+def equivalents(path: Path = EQUIVALENT) -> dict[tuple[str, str, str], str]:
+    """(module, original line, mutated line) -> why; lines compared without whitespace."""
+    return {(e["module"], _squeeze(e["-"]), _squeeze(e["+"])): e["why"] for e in equivalent_entries(path)}
 
 
 def explained(survivor: dict, module: str, known: dict) -> str | None:

@@ -4,6 +4,8 @@ for the wrong reason, so the cases are the ones where a naive choice goes wrong.
 
 import sys
 
+import pytest
+
 import mutation as M
 
 SOURCE = """LIMIT = 3
@@ -127,3 +129,21 @@ def test_changed_since_keeps_the_mutants_touching_a_changed_line(tmp_path):
     with sqlite3.connect(session) as db:
         skipped = dict(db.execute("SELECT job_id, output FROM work_results").fetchall())
     assert skipped == {"b": "unchanged since HEAD", "d": "unchanged since HEAD", "f": "Filtered operator"}
+
+
+def test_every_equivalent_mutant_explains_a_line_the_code_still_has_and_only_once(tmp_path):
+    """An entry whose original line was rewritten explains nothing any more (a later mutant of the same
+    text would be waved through on a stale reason); a second entry for one mutant hides which reason
+    holds; a block without its why explains nothing and is refused, not skipped."""
+    entries = M.equivalent_entries()
+    assert entries
+    keys = [(e["module"], M._squeeze(e["-"]), M._squeeze(e["+"])) for e in entries]
+    assert len(keys) == len(set(keys)), [k for k in keys if keys.count(k) > 1][:3]
+    sources = {m: {M._squeeze(line) for line in (M.ROOT / m).read_text(encoding="utf-8").splitlines()}
+               for m in {e["module"] for e in entries}}
+    stale = [(m, old) for m, old, _ in keys if old not in sources[m]]
+    assert not stale, stale
+    bad = tmp_path / "equivalent.txt"
+    bad.write_text("module: a.py\n- x = 1\n+ x = 2\nwhy: ok\n\nmodule: a.py\n- y = 1\n+ y = 2\n")
+    with pytest.raises(SystemExit, match=r"'module: a.py' needs module:, -, \+ and why: lines"):
+        M.equivalent_entries(bad)
