@@ -123,7 +123,10 @@ def test_k_is_cut_to_what_the_gallery_holds():
         assert ranker(k=10, exclude=torch.tensor([0, -1]))[1].tolist() == [[1, 2], [2, 1]]
         # a reference elsewhere than item 0 shortens the list alike (it never trails at the end)
         assert ranker(k=10, exclude=torch.tensor([1, -1]))[1].tolist() == [[0, 2], [2, 1]]
-        assert tuple(ranker(k=0)[1].shape) == (2, 0)
+        # k = 0: no column of scores or indices (3 items, one chunk: dropping only the last column, or
+        # keeping the first, would leave some), and the targets' ranks still exact
+        none = ranker(k=0, first=torch.tensor([1, 0]))
+        assert tuple(none[0].shape) == tuple(none[1].shape) == (2, 0) and none[2].tolist() == [2, 3]
 
 
 def test_a_target_at_gallery_index_zero_is_ranked_by_its_own_score():
