@@ -161,11 +161,11 @@ def pic2word_request(encoder, out, features, **fields):
 
 
 class RecordingProgress:
-    """A progress display that records the tasks it is asked for, the text of every advance and the
-    steps advanced in all."""
+    """A progress display that records the tasks it is asked for, the text of every advance, the steps
+    advanced in all and whether its task was marked done."""
 
     def __init__(self):
-        self.tasks, self.texts, self.done = [], [], 0
+        self.tasks, self.texts, self.advanced, self.finished = [], [], 0, False
 
     def task(self, name, total=None):
         self.tasks.append((name, total))
@@ -173,4 +173,7 @@ class RecordingProgress:
 
     def advance(self, n=1, text=None):
         self.texts.append(text)
-        self.done += n
+        self.advanced += n
+
+    def done(self):
+        self.finished = True

@@ -341,23 +341,10 @@ def test_a_bad_coco_query_file_is_named_with_its_line(tmp_path):
 @needs_pycocotools
 def test_prepare_counts_each_annotated_image_in_its_progress(tmp_path):
     from cirbench.datasets.coco import prepare_rows
-
-    class Progress:  # the display's task(), advance() and done(), recorded
-        def __init__(self):
-            self.tasks, self.advanced, self.finished = [], 0, False
-
-        def task(self, name, total=None):
-            self.tasks.append((name, total))
-            return self
-
-        def advance(self, n=1, text=None):
-            self.advanced += n
-
-        def done(self):
-            self.finished = True
+    from helpers import RecordingProgress
 
     root = F.coco(tmp_path / "coco")
-    progress = Progress()
+    progress = RecordingProgress()
     annotations = json.loads((root / "annotations" / "instances_val2017.json").read_text())
     rows_, counts = prepare_rows(annotations, root / "val2017", tmp_path / "masked", random.Random(0), progress)
     assert progress.tasks == [("prepare coco", 5)] and progress.advanced == 5 and progress.finished

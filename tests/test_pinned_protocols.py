@@ -218,7 +218,7 @@ def test_combiner_training_is_clip4cirs_step(tmp_path, tiny_encoder, n, epochs, 
     for key, value in net.state_dict().items():
         assert torch.allclose(got[key], value, atol=1e-6), key
     steps = epochs * (n // batch)
-    assert progress.tasks == [("train combiner", steps)] and len(progress.texts) == steps and progress.done == steps
+    assert progress.tasks == [("train combiner", steps)] and len(progress.texts) == steps and progress.advanced == steps
     assert progress.texts[0].startswith(f"epoch 1/{epochs} loss ")
     assert progress.texts[-1].startswith(f"epoch {epochs}/{epochs} loss ")
     assert ckpt["cirbench"]["final_loss"] == pytest.approx(loss.item(), abs=1e-5)
@@ -666,7 +666,7 @@ def test_pic2word_resumes_to_the_uninterrupted_weights_and_restarts_without_resu
     assert resumed["epoch"] == 2
     for key, value in straight["state_dict_img2text"].items():
         assert torch.allclose(resumed["state_dict_img2text"][key], value, atol=1e-6), key
-    assert progress.tasks == [("train pic2word", 4)] and progress.done == 4 and len(progress.texts) == 3
+    assert progress.tasks == [("train pic2word", 4)] and progress.advanced == 4 and len(progress.texts) == 3
     assert progress.texts[1:] == [t for t in progress.texts[1:] if t.startswith("epoch 2/2 loss ")]
     fresh, again = train("fresh.pt", 1, seed=7), train("resumed.pt", 1, seed=7)
     assert again["cirbench"]["seed"] == 7
