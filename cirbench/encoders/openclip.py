@@ -7,8 +7,13 @@ SPEC forms: ``ARCH:TAG`` (open_clip pretrained tag), ``ARCH:/path/weights.pt``, 
 Activation: OpenAI's CLIP models use QuickGELU, and open_clip 3.x builds ``ViT-L-14`` with GELU even
 for ``pretrained="openai"`` (it only warns). A tag whose open_clip pretrained config says
 ``quick_gelu`` is therefore built with QuickGELU, as is an ``ARCH:FILE`` holding OpenAI-format weights
-(a TorchScript archive, or a state dict with OpenAI's ``input_resolution``/``context_length``/
-``vocab_size`` entries). The setting and why it was chosen are recorded in the encoder identity.
+(a state dict with OpenAI's ``input_resolution``/``context_length``/``vocab_size`` entries). The setting
+and why it was chosen are recorded in the encoder identity.
+
+A TorchScript archive (OpenAI's released ``.pt`` files) is refused, never loaded: ``torch.jit.load``
+runs the archive's own code (a scripted module's ``__setstate__``) while reading it, so a weights file
+could run anything. open_clip reads OpenAI's weights without it (``ARCH:openai``); a user's archive can
+be turned into a state dict once, by code they trust.
 """
 
 from __future__ import annotations
@@ -250,12 +255,19 @@ def is_torchscript(path: Path) -> bool:
         return False
 
 
+def refuse_torchscript(path: Path) -> None:
+    """A weights file that is a TorchScript archive stops the run before anything reads it."""
+    if is_torchscript(path):
+        raise UsageError(f"{path}: a TorchScript archive, which cirbench never loads (loading one runs the code "
+                         "inside it); use the tag instead (e.g. ViT-L-14:openai), or save its state dict once with "
+                         "code you trust: torch.save(torch.jit.load(FILE).state_dict(), OUT)")
+
+
 def openai_state_dict(path: Path) -> dict | None:
-    """The state dict of an OpenAI-format weights file, or None for any other file."""
+    """The state dict of an OpenAI-format weights file (a plain state dict), or None for any other file."""
     import torch
 
-    if is_torchscript(path):
-        return torch.jit.load(str(path), map_location="cpu").state_dict()
+    refuse_torchscript(path)
     try:
         obj = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
     except Exception:

@@ -129,12 +129,12 @@ def _vectors(method, layout: Layout, gallery: Gallery, batches, chunk_size: int,
 
     rep = method.encode_gallery(gallery)
     check_output(method, rep, "the gallery representation", "gallery items", len(gallery.ids))
-    rep = normalize(rep.to(device))
+    rep = checked_normalize(rep.to(device), "the gallery representation", "gallery items")
     queries = []
     for _i, batch in batches:
         vectors = method.encode_queries(batch)
         check_output(method, vectors, "query vectors", "queries", len(batch))
-        queries.append(normalize(vectors.to(device)))
+        queries.append(checked_normalize(vectors.to(device), "query vectors", "queries"))
         if task:
             task.advance(len(batch))
     q = torch.cat(queries) if queries else torch.empty(0, rep.shape[1], device=device)
@@ -227,10 +227,26 @@ def check_output(method: Method, out, what: str, unit: str, n: int, shape: tuple
     if bool(bad_rows.any()):
         raise RunError(f"{what} of {int(bad_rows.sum())} of {n} {unit} are not finite (NaN or inf)")
     if shape is None and not method.zero_vectors_meaningful:
-        zero = out.float().norm(dim=1) == 0
+        zero = out.float().abs().amax(dim=1) == 0  # not norm(): a row of 1e-30 is not zero (its norm underflows)
         if bool(zero.any()):
             raise RunError(f"{what} of {int(zero.sum())} of {n} {unit} are zero vectors, which rank nothing "
                            "(a method whose zero vector means something sets zero_vectors_meaningful = True)")
+
+
+def checked_normalize(out, what: str, unit: str):
+    """The rows normalised as they are scored, each of length 1 (or 0 where the row is all zeros, which
+    check_output allowed): a finite row whose squared length overflows float32 (values near 1e20 and up)
+    normalises to zeros, and one that underflows (near 1e-20 and down) to a short vector, either of which
+    would score every candidate alike and rank in gallery order. Such rows fail the cell in one line."""
+    scored = normalize(out)
+    length = scored.norm(dim=1)
+    bad = ((length - 1).abs() > 1e-3) & (out.float().abs().amax(dim=1) > 0)
+    if bool(bad.any()):
+        peak = float(out[bad].float().abs().amax())
+        raise RunError(f"{what} of {int(bad.sum())} of {len(out)} {unit} cannot be normalised in float32 (largest "
+                       f"|value| {peak:.3g}: the squared length over- or underflows, so every score would be alike); "
+                       "scale them towards length 1")
+    return scored
 
 
 def _pad(rows: list[list[int]], device):

@@ -1,0 +1,99 @@
+"""The second hostile re-check (issue 32): each case below ran code from a user's file, recorded a wrong
+number as real, deleted or wrote outside the folders it was given, or ended in an internal error. Now
+each gives the right number or one line (exit 2), and nothing outside the named folders changes.
+
+Gallery of the flat-colour datasets (folder order): blue 0, gray 1, green 2, red 3, white 4, yellow 5.
+"""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+from typer.testing import CliRunner
+
+import cirbench
+import colour_encoder
+from cirbench.cli import app
+from cirbench.contracts.method import Method
+from helpers import flat_dataset
+
+colour_encoder.register()
+G = "gallery/{}.png".format
+QUERIES = [{"reference": G("red"), "text": "blue", "target": G("blue")},
+           {"reference": G("green"), "text": "white", "target": G("white")},
+           {"reference": G("yellow"), "text": "gray", "target": G("gray")}]
+
+
+def invoke(*args, **kw):
+    result = CliRunner().invoke(app, [str(a) for a in args], **kw)
+    return result.exit_code, result.output
+
+
+def evaluate(root, methods, tmp_path, **kw):
+    kw.setdefault("results_dir", None)
+    return cirbench.evaluate(methods=methods, datasets=[str(root)], encoder="colour-test", workers=0,
+                             cache_dir=tmp_path / "cache", **kw)
+
+
+# -- 1. a TorchScript archive given as weights is never loaded -----------------------------------------
+
+class _Scripted(torch.nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.w = torch.nn.Parameter(torch.ones(2))
+
+    def forward(self, x):
+        return x * self.w
+
+
+def test_a_torchscript_weights_file_is_refused_without_loading_it(tmp_path, monkeypatch):
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        torch.jit.save(torch.jit.script(_Scripted()), str(tmp_path / "weights.pt"))
+    loaded = []
+    monkeypatch.setattr(torch.jit, "load", lambda *a, **k: loaded.append(a))
+    root = flat_dataset(tmp_path / "ds", QUERIES)
+    code, out = invoke("run", "--dataset", root, "--encoder", f"RN50:{tmp_path / 'weights.pt'}", "-m", "image-only",
+                       "--quiet", "--results-dir", tmp_path / "r", "--cache-dir", tmp_path / "c")
+    assert code == 2 and loaded == []
+    (line,) = [x for x in out.splitlines() if x.strip()]
+    assert line.startswith(f"error: {tmp_path / 'weights.pt'}: a TorchScript archive, which cirbench never loads")
+    assert not list((tmp_path / "r").rglob("*.json"))
+
+
+# -- 2. finite outputs whose normalisation over- or underflows ---------------------------------------
+
+def scaled(factor: float, where: str):
+    class Scaled(Method):
+        name = f"scaled-{where}"
+
+        def encode_queries(self, batch):
+            out = batch.reference_features.clone()
+            return out * factor if where == "queries" else out
+
+        def encode_gallery(self, gallery):
+            out = gallery.features.clone()
+            return out * factor if where == "gallery" else out
+
+    return Scaled
+
+
+@pytest.mark.parametrize("factor", [1e30, 1e-30])
+@pytest.mark.parametrize("where,unit", [("queries", "query vectors of 3 of 3 queries"),
+                                        ("gallery", "the gallery representation of 6 of 6 gallery items")])
+def test_outputs_whose_length_overflows_fail_their_cell(tmp_path, factor, where, unit):
+    root = flat_dataset(tmp_path / "ds", QUERIES)
+    ev = evaluate(root, [scaled(factor, where), "image-only"], tmp_path)
+    assert {c.method: c.status for c in ev.cells} == {f"scaled-{where}": "failed", "image-only": "computed"}
+    assert f"{unit} cannot be normalised in float32" in str(ev.failures[0].error)
+
+
+def test_large_but_normalisable_outputs_rank_as_at_length_one(tmp_path):
+    root = flat_dataset(tmp_path / "ds", QUERIES)
+    ev = evaluate(root, [scaled(1e15, "queries"), "image-only"], tmp_path)
+    values = {c.method: c.record.metrics for c in ev.cells}
+    assert values["scaled-queries"] == values["image-only"]
