@@ -100,6 +100,13 @@ class FashionIQ(Dataset):
                "expected a list of image names")
         images = {n: self._resolve(n, names_path) for n in names}
         gallery = list(dict.fromkeys(names))
+        if len(gallery) < len(names):  # a name listed twice would take two ranks: kept once, said
+            import warnings
+            from collections import Counter
+
+            twice = [n for n, k in Counter(names).items() if k > 1]
+            warnings.warn(f"{names_path}: {len(names) - len(gallery)} repeated image name(s) (first: {twice[0]!r}); "
+                          "each image is ranked once", stacklevel=2)
         in_gallery = set(gallery)
         cap_path, rows = self._captions(split, "val")
         queries = []

@@ -79,18 +79,20 @@ class FolderDataset(Dataset):
     def default_splits(self) -> tuple[str, ...]:  # type: ignore[override]
         return self.available_splits()
 
-    def _gallery(self) -> list[str]:
+    def _gallery(self) -> list[tuple[str, str]]:
+        """(name, where it was read) per gallery image, in order."""
         listing = self.root / "gallery.txt"
         if listing.is_file():
             # in the listing's order; load() resolves each name inside the folder, naming gallery.txt
-            return [ln.strip() for ln in read_text(listing, "gallery list").splitlines() if ln.strip()]
+            lines = read_text(listing, "gallery list").splitlines()
+            return [(ln.strip(), f"{listing}:{i}") for i, ln in enumerate(lines, 1) if ln.strip()]
         folder = self.root / "gallery"
         if not folder.is_dir():
             raise DataError(f"{self.root}: no gallery: expected a gallery/ folder of images or a gallery.txt list")
         names = sorted(p.relative_to(self.root).as_posix() for p in list_images(folder))
         if not names:
             raise DataError(f"{folder}: the gallery folder holds no images ({', '.join(sorted(IMAGE_SUFFIXES))})")
-        return names
+        return [(name, str(folder)) for name in names]
 
     def _image(self, images: dict, name, where: str) -> str:
         if not isinstance(name, str) or not name:
@@ -103,10 +105,15 @@ class FolderDataset(Dataset):
         self.require_split(split)
         settings = self._settings()
         path = self.root / f"{split}.jsonl"
-        gallery = self._gallery()
         images: dict[str, Path] = {}
-        for name in gallery:
-            self._image(images, name, str(self.root / "gallery.txt"))
+        gallery, listed = [], {}
+        for name, where in self._gallery():
+            file = images[self._image(images, name, where)]
+            if file in listed:  # each copy would take a rank of its own
+                raise DataError(f"{where}: {name!r} is the image of {listed[file]} again ({file}); each copy "
+                                "would take a rank of its own, so list each gallery image once")
+            listed[file] = f"{where} ({name!r})"
+            gallery.append(name)
         in_gallery = set(gallery)
         queries = []
         seen: dict[str, int] = {}

@@ -97,3 +97,72 @@ def test_large_but_normalisable_outputs_rank_as_at_length_one(tmp_path):
     ev = evaluate(root, [scaled(1e15, "queries"), "image-only"], tmp_path)
     values = {c.method: c.record.metrics for c in ev.cells}
     assert values["scaled-queries"] == values["image-only"]
+
+
+# -- 3. one gallery image listed twice -----------------------------------------------------------------
+
+@pytest.mark.parametrize("second", ["gallery/./blue.png", "gallery/blue.png", "gallery/../gallery/blue.png"])
+def test_a_gallery_listing_one_image_twice_is_refused_naming_both_lines(tmp_path, second):
+    root = flat_dataset(tmp_path / "ds", QUERIES)
+    listing = ["gallery/blue.png", "gallery/gray.png", second, "gallery/white.png"]
+    (root / "gallery.txt").write_text("\n".join(listing) + "\n")
+    code, out = invoke("data", "check", root, "--quiet")
+    assert code == 1  # a problem of the data: listed with the others
+    assert (f"problem: ds:val: {root / 'gallery.txt'}:3: {second!r} is the image of {root / 'gallery.txt'}:1 "
+            f"('gallery/blue.png') again ({root / 'gallery/blue.png'})") in out
+    code, out = invoke("run", "--dataset", root, "--encoder", "colour-test", "-m", "image-only", "--quiet",
+                       "--results-dir", tmp_path / "r", "--cache-dir", tmp_path / "c")
+    assert code == 2 and "is the image of" in out and not list((tmp_path / "r").rglob("*.json"))
+
+
+def test_without_the_copy_the_same_gallery_runs(tmp_path):
+    """A listing of each image once runs, in its own order."""
+    root = flat_dataset(tmp_path / "ds", [{"reference": G("red"), "text": "blue", "target": G("blue")},
+                                          {"reference": G("red"), "text": "green", "target": G("green")}])
+    (root / "gallery.txt").write_text("gallery/green.png\ngallery/blue.png\ngallery/white.png\n")
+    (cell,) = evaluate(root, ["text-only"], tmp_path).cells
+    assert cell.status == "computed" and cell.record.metrics["R@1"] == 100.0
+
+
+@pytest.mark.parametrize("twice", ["same id", "same file"])
+def test_the_engine_refuses_a_plugin_gallery_that_holds_an_image_twice(tmp_path, twice):
+    from pathlib import Path
+
+    from cirbench.contracts.split import Query, Split
+    from cirbench.errors import DataError
+
+    images = {"a": Path("x/a.png"), "b": Path("x/b.png"), "c": Path("x/../x/a.png")}
+    gallery = ["a", "b", "a"] if twice == "same id" else ["a", "b", "c"]
+    split = Split("mine", "test", Path("x"), images, gallery, [Query("0", "b", "t", ("a",))], {"recall": [1]},
+                  ["R@1"])
+    with pytest.raises(DataError) as err:
+        split.validate()
+    expected = "'a' is listed twice" if twice == "same id" else "'c' and 'a' are the same file (x/../x/a.png)"
+    assert str(err.value).startswith(f"mine:test: gallery image {expected}; each copy would take a rank")
+
+
+def test_fashioniq_ranks_a_repeated_name_once_and_says_so(tmp_path):
+    import real_fixtures as F
+    from cirbench.contracts.registry import datasets
+
+    root = F.fashioniq(tmp_path / "fashioniq")
+    listing = root / "image_splits" / "split.dress.val.json"
+    listing.write_text(json.dumps(["dress0", "dress1", "dress0", "dress2", "dress3", "dress1"]))
+    with pytest.warns(UserWarning, match=r"split.dress.val.json: 2 repeated image name\(s\) \(first: 'dress0'\)"):
+        split = datasets.get("fashioniq")(root).load("dress")
+    assert split.gallery == ["dress0", "dress1", "dress2", "dress3"]
+
+
+def test_cirr_names_two_names_of_one_file(tmp_path):
+    import real_fixtures as F
+    from cirbench.contracts.registry import datasets
+    from cirbench.errors import DataError
+
+    root = F.cirr(tmp_path / "cirr")
+    listing = root / "cirr" / "image_splits" / "split.rc2.val.json"
+    mapping = json.loads(listing.read_text())
+    mapping["dev-9-9-img9"] = "./dev/../dev/dev-0-1-img0.png"
+    listing.write_text(json.dumps(mapping))
+    split = datasets.get("cirr")(root).load("val")
+    with pytest.raises(DataError, match=r"cirr:val: gallery image 'dev-9-9-img9' and 'dev-0-1-img0' are the same file"):
+        split.validate()

@@ -382,7 +382,7 @@ def test_folder_splits_gallery_list_and_settings(tmp_path):
     split = folder.load("val")
     assert split.gallery == listed and all(split.images[g] == root / g for g in listed)
     (root / "gallery.txt").write_text("\n".join(listed + ["../elsewhere.png"]) + "\n")
-    with pytest.raises(DataError, match=r"gallery.txt: path '../elsewhere.png' escapes the dataset folder"):
+    with pytest.raises(DataError, match=r"gallery.txt:19: path '../elsewhere.png' escapes the dataset folder"):
         folder.load("val")
     (root / "gallery.txt").unlink()
 

@@ -124,6 +124,27 @@ class Split:
                                 "query's own subset")
         if missing:
             raise DataError(f"{where}: gallery image {missing[0]!r} has no file in the split")
+        self._check_gallery_once(where)
+
+    def _check_gallery_once(self, where: str) -> None:
+        """Each gallery image once: a second copy (the same id twice, or two ids of one file, e.g.
+        ``gallery/./a.png`` beside ``gallery/a.png``) takes a rank of its own and pushes every target
+        behind it down, a plausible but wrong number. Two crops of one file are two images."""
+        import os
+
+        from cirbench.errors import DataError
+        from cirbench.protocol.images import ImageRef
+
+        first: dict = {}
+        for g in self.gallery:
+            image = self.images[g]
+            path, ops = (image.path, image.ops) if isinstance(image, ImageRef) else (image, ())
+            key = (os.path.normpath(os.path.abspath(path)), ops)
+            if key in first:
+                same = "is listed twice" if first[key] == g else f"and {first[key]!r} are the same file ({path})"
+                raise DataError(f"{where}: gallery image {g!r} {same}; each copy would take a rank of its own, so "
+                                "list every image once")
+            first[key] = g
 
     @property
     def queries_without_targets(self) -> int:
