@@ -337,8 +337,9 @@ def run(settings: Settings) -> Evaluation:
     s = settings
     s.check()
     plugins.load(s.plugins)
-    cache = fsutil.ensure_writable(default_cache_dir(s.cache_dir), "cache folder",
-                                   "pass --cache-dir PATH (or set CIRBENCH_CACHE) to a folder you can write")
+    cache = fsutil.tag_cache(fsutil.ensure_writable(default_cache_dir(s.cache_dir), "cache folder",
+                                                    "pass --cache-dir PATH (or set CIRBENCH_CACHE) to a folder you can "
+                                                    "write"))
     results_dir = None
     if s.results_dir is not None:
         results_dir = fsutil.ensure_writable(Path(s.results_dir), "results folder", "pass --results-dir PATH")

@@ -306,7 +306,7 @@ def train(
 
         plugins.load(plugin)
         cls = methods.get(method)
-        cache_path = fsutil.ensure_writable(cache_dir(cache), "cache folder", "pass --cache-dir PATH")
+        cache_path = fsutil.tag_cache(fsutil.ensure_writable(cache_dir(cache), "cache folder", "pass --cache-dir PATH"))
         device = distributed.init_from_env(resolve_device(device))
         with Progress(enabled=not quiet and distributed.is_main()) as progress:
             ds = open_dataset(dataset, data_root, pairs(data, "--data"), pairs(setting, "--set"),
@@ -497,15 +497,6 @@ def data_prepare(
         typer.echo(line)
 
 
-def _cache_parts(root: Path) -> list[tuple[str, Path]]:
-    parts = []
-    for kind in ("features", "text"):
-        folder = root / kind
-        if folder.is_dir():
-            parts += [(kind, d) for d in sorted(folder.iterdir()) if d.is_dir()]
-    return parts
-
-
 def _size(folder: Path) -> int:
     return sum(p.stat().st_size for p in folder.rglob("*") if p.is_file())
 
@@ -513,11 +504,11 @@ def _size(folder: Path) -> int:
 @cache_app.command("info")
 def cache_info(cache: CacheDir = None):
     """Entries and size per encoder key (image and text features), plus what else the cache holds."""
-    from cirbench.storage.cache import count_entries
+    from cirbench.storage.cache import count_entries, feature_folders
 
     root = cache_dir(cache)
     typer.echo(f"cache: {root}")
-    for kind, folder in _cache_parts(root):
+    for kind, folder in feature_folders(root):
         typer.echo(f"{kind:9s} {folder.name}  {count_entries(folder)} entries  {_size(folder) / 2**20:.1f} MiB")
     for name in ("checkpoints", "world", "models", "artefacts", "prepared"):
         if (root / name).is_dir():
@@ -530,16 +521,32 @@ def cache_clear(
     encoder_key: Annotated[Optional[str], typer.Option("--encoder-key", help="Only this encoder key's features "
                                                                              "(see `cache info`).")] = None,
 ):
-    """Delete cached image and text features (never checkpoints, worlds, models or generated texts)."""
-    import shutil
+    """Delete cached image and text features (never checkpoints, worlds, models or generated texts, and
+    never a file cirbench did not write)."""
+    from cirbench.storage.cache import clear, feature_folders
+    from cirbench.util import fsutil
 
     root = cache_dir(cache)
-    removed = 0
-    for _kind, folder in _cache_parts(root):
-        if encoder_key is None or folder.name == encoder_key:
-            removed += _size(folder)
-            shutil.rmtree(folder)
+    try:
+        parts = feature_folders(root)
+        if not parts and not fsutil.is_tagged_cache(root):
+            raise UsageError(f"{root} is not a cirbench cache (no {fsutil.CACHE_TAG} of cirbench's and no feature "
+                             "folders it wrote); nothing was deleted")
+        if encoder_key is not None:
+            known = sorted({folder.name for _kind, folder in parts})
+            parts = [(kind, folder) for kind, folder in parts if folder.name == encoder_key]
+            if not parts:
+                raise UsageError(f"no cached features under the encoder key {encoder_key!r} in {root} (keys there: "
+                                 f"{', '.join(known) or 'none'}; see `cirbench cache info`)")
+    except CirbenchError as exc:
+        fail(exc)
+    removed, left = 0, []
+    for _kind, folder in parts:
+        freed, kept = clear(folder)
+        removed, left = removed + freed, left + kept
     typer.echo(f"removed {removed / 2**20:.1f} MiB of cached features from {root}")
+    if left:
+        typer.echo(f"kept {len(left)} file(s) cirbench did not write, e.g. {left[0]}")
 
 
 @world_app.command("rebuild")

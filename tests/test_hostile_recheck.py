@@ -166,3 +166,50 @@ def test_cirr_names_two_names_of_one_file(tmp_path):
     split = datasets.get("cirr")(root).load("val")
     with pytest.raises(DataError, match=r"cirr:val: gallery image 'dev-9-9-img9' and 'dev-0-1-img0' are the same file"):
         split.validate()
+
+
+# -- 4. cache clear deletes only what cirbench wrote ---------------------------------------------------
+
+def test_cache_clear_refuses_a_folder_that_is_not_a_cache_and_deletes_nothing(tmp_path):
+    own = tmp_path / "mine"
+    for name in ("features/notes.json", "features/x/data.npy", "text/a/b.json"):
+        (own / name).parent.mkdir(parents=True, exist_ok=True)
+        (own / name).write_text("mine")
+    code, out = invoke("cache", "clear", "--cache-dir", own)
+    assert code == 2 and out.strip() == f"error: {own} is not a cirbench cache (no CACHEDIR.TAG of cirbench's and " \
+                                        "no feature folders it wrote); nothing was deleted"
+    assert sorted(str(p.relative_to(own)) for p in own.rglob("*") if p.is_file()) == \
+        ["features/notes.json", "features/x/data.npy", "text/a/b.json"]
+
+
+def test_cache_clear_deletes_the_shards_and_keeps_a_users_files_beside_them(tmp_path):
+    import numpy as np
+
+    from cirbench.storage.cache import FeatureCache
+
+    FeatureCache(tmp_path, "enc1").put(["a", "b"], np.ones((2, 4), dtype=np.float32))
+    FeatureCache(tmp_path, "enc2").put(["c"], np.ones((1, 4), dtype=np.float32))
+    (tmp_path / "features" / "enc1" / "mine.json").write_text("{}")
+    (tmp_path / "features" / "enc1" / "mine.npy").write_bytes(b"0" * 2**20)
+    (tmp_path / "features" / "other").mkdir()
+    (tmp_path / "features" / "other" / "keep.txt").write_text("mine")
+    code, out = invoke("cache", "clear", "--cache-dir", tmp_path, "--encoder-key", "nosuchkey")
+    assert code == 2 and "no cached features under the encoder key 'nosuchkey'" in out and "keys there: enc1, enc2" in out
+    code, out = invoke("cache", "clear", "--cache-dir", tmp_path)
+    assert code == 0 and "removed 0.0 MiB of cached features" in out
+    assert f"kept 2 file(s) cirbench did not write, e.g. {tmp_path / 'features/enc1/mine.json'}" in out
+    left = sorted(str(p.relative_to(tmp_path)) for p in tmp_path.rglob("*") if p.is_file())
+    # enc1 keeps its marker beside the user's files; enc2 went whole; other/ was never cirbench's
+    assert left == ["features/enc1/.cirbench-feature-cache", "features/enc1/mine.json", "features/enc1/mine.npy",
+                    "features/other/keep.txt"]
+    assert FeatureCache(tmp_path, "enc1").get(["a", "b"]) == {}
+
+
+def test_a_cache_cirbench_made_is_tagged_and_cleared_even_when_empty(tmp_path):
+    root = flat_dataset(tmp_path / "ds", QUERIES)
+    evaluate(root, ["image-only"], tmp_path)
+    assert "cirbench" in (tmp_path / "cache" / "CACHEDIR.TAG").read_text()
+    code, out = invoke("cache", "clear", "--cache-dir", tmp_path / "cache")
+    assert code == 0 and not (tmp_path / "cache" / "features").exists()
+    code, out = invoke("cache", "clear", "--cache-dir", tmp_path / "cache")
+    assert code == 0 and "removed 0.0 MiB" in out

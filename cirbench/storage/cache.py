@@ -129,6 +129,7 @@ class FeatureCache:
         if not keys:
             return
         self.dir.mkdir(parents=True, exist_ok=True)
+        mark(self.dir)
         if not self._cleaned:  # what a killed run left behind
             fsutil.clean_stale_temporaries(self.dir)
             self._cleaned = True
@@ -151,3 +152,58 @@ def count_entries(folder: Path) -> int:
         meta = read_meta(meta_path)
         total += len(meta["keys"]) if meta else 0
     return total
+
+
+# A folder of cached features carries this file: `cirbench cache clear` deletes only in folders that
+# carry it (or, written before it existed, hold shards), and there only the shards cirbench wrote.
+MARKER = ".cirbench-feature-cache"
+KINDS = ("features", "text")
+
+
+def mark(folder: Path) -> None:
+    marker = Path(folder) / MARKER
+    if not marker.is_file():
+        marker.write_text("features cached by cirbench; `cirbench cache clear` deletes the shards beside this file\n")
+
+
+def _shards(folder: Path) -> list[Path]:
+    """The shard files cirbench wrote in ``folder``: each index that reads as one (its name is the hash
+    of its keys) and its rows."""
+    out = []
+    for meta_path in sorted(Path(folder).glob("*.json")):
+        if read_meta(meta_path) is not None:
+            out.append(meta_path)
+            if meta_path.with_suffix(".npy").is_file():
+                out.append(meta_path.with_suffix(".npy"))
+    return out
+
+
+def feature_folders(root: Path) -> list[tuple[str, Path]]:
+    """(kind, folder) of each encoder key's cached features under a cache root: the folders cirbench
+    marked, or that hold shards it wrote (caches written before the marker)."""
+    parts = []
+    for kind in KINDS:
+        folder = Path(root) / kind
+        if folder.is_dir():
+            parts += [(kind, d) for d in sorted(folder.iterdir())
+                      if d.is_dir() and not d.is_symlink() and ((d / MARKER).is_file() or _shards(d))]
+    return parts
+
+
+def clear(folder: Path) -> tuple[int, list[Path]]:
+    """Delete the shards cirbench wrote in one encoder key's folder, the temporaries its writes left and
+    its marker, then the folder if nothing else is in it. Returns (bytes removed, files left: not
+    cirbench's)."""
+    folder = Path(folder)
+    removed = 0
+    for path in _shards(folder):
+        removed += path.stat().st_size
+        path.unlink()
+    fsutil.clean_stale_temporaries(folder, max_age_s=0)
+    left = sorted(p for p in folder.iterdir() if p.name != MARKER)
+    if not left:
+        (folder / MARKER).unlink(missing_ok=True)
+        folder.rmdir()
+        if not any(folder.parent.iterdir()):
+            folder.parent.rmdir()
+    return removed, left

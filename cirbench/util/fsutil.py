@@ -166,3 +166,28 @@ def ensure_writable(folder: Path, what: str, hint: str = "") -> Path:
         why = exc.strerror or type(exc).__name__
         raise UsageError(f"cannot write the {what} {folder}: {why}{'; ' + hint if hint else ''}") from None
     return folder
+
+
+CACHE_TAG = "CACHEDIR.TAG"
+_TAG_TEXT = ("Signature: 8a477f597d28d172789f06886806bc55\n"
+             "# This folder is a cache of cirbench (features, checkpoints, worlds); see `cirbench cache info`.\n"
+             "# Backup tools that follow https://bford.info/cachedir/ skip it.\n")
+
+
+def tag_cache(folder: Path) -> Path:
+    """Mark a cache root as cirbench's (the Cache Directory Tagging convention): `cirbench cache clear`
+    refuses a folder without it (or without feature folders cirbench wrote)."""
+    tag = Path(folder) / CACHE_TAG
+    if not tag.is_file():
+        try:
+            atomic_write(tag, lambda fh: fh.write(_TAG_TEXT.encode()), fsync=False)
+        except OSError:
+            pass  # a read-only cache still serves reads; its writes fail later with their own line
+    return Path(folder)
+
+
+def is_tagged_cache(folder: Path) -> bool:
+    try:
+        return "cirbench" in (Path(folder) / CACHE_TAG).read_text(encoding="utf-8", errors="replace")
+    except OSError:
+        return False
