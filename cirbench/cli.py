@@ -448,6 +448,9 @@ def data_get(
 
         plugins.load(plugin)
         name = datasets.canonical(dataset) if dataset in datasets else dataset
+        if name not in datasets and name not in pairs(data, "--data") and not manifests.plain_name(name):
+            raise UsageError(f"dataset name {dataset!r} is not a folder name: it would be written outside the data "
+                             "root (name a folder inside it, or pass --data NAME=PATH)")
         chosen = manifests.read(manifest) if manifest else manifests.shipped(name)
         folder = resolve_root(name, data_root, pairs(data, "--data"))
         with Progress(enabled=not quiet) as progress:

@@ -12,6 +12,7 @@ import json
 import re
 import tarfile
 import threading
+import time
 import zipfile
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
@@ -24,11 +25,19 @@ from cirbench.cli import app
 
 class Server:
     """Serves ``files`` {path: bytes}; honours Range; records (method, path, Range); ``cut`` {path: n}
-    sends only the first n bytes of the first full GET of that path, then drops the connection."""
+    sends only the first n bytes of the first full GET of that path, then drops the connection.
+    Hostile habits, per path: ``stall`` {path: n} sends n bytes and then nothing for 3 s; ``unannounced``
+    sends no Content-Length; ``ignore_range`` answers a Range request with the whole file (200);
+    ``part_only`` answers every GET with 206 and the first half; ``loop`` redirects to itself."""
 
     def __init__(self):
         self.files: dict[str, bytes] = {}
         self.cut: dict[str, int] = {}
+        self.stall: dict[str, int] = {}
+        self.unannounced: set[str] = set()
+        self.ignore_range: set[str] = set()
+        self.part_only: set[str] = set()
+        self.loop: set[str] = set()
         self.requests: list[tuple[str, str, str | None]] = []
         server = self
 
@@ -38,12 +47,28 @@ class Server:
 
             def _serve(self, body: bool):
                 server.requests.append((self.command, self.path, self.headers.get("Range")))
+                if self.path in server.loop:
+                    self.send_response(302)
+                    self.send_header("Location", self.path)
+                    self.send_header("Content-Length", "0")
+                    self.end_headers()
+                    return
                 data = server.files.get(self.path)
                 if data is None:
                     self.send_error(404, "Not Found")
                     return
+                if self.path in server.part_only:
+                    half = len(data) // 2
+                    self.send_response(206)
+                    self.send_header("Content-Range", f"bytes 0-{half - 1}/{len(data)}")
+                    self.send_header("Content-Length", str(half))
+                    self.end_headers()
+                    self.wfile.write(data[:half] if body else b"")
+                    return
                 start = 0
                 match = re.fullmatch(r"bytes=(\d+)-", self.headers.get("Range") or "")
+                if self.path in server.ignore_range:
+                    match = None
                 if match:
                     start = int(match.group(1))
                     if start >= len(data):
@@ -53,10 +78,19 @@ class Server:
                     self.send_header("Content-Range", f"bytes {start}-{len(data) - 1}/{len(data)}")
                 else:
                     self.send_response(200)
-                self.send_header("Content-Length", str(len(data) - start))
+                if self.path not in server.unannounced:
+                    self.send_header("Content-Length", str(len(data) - start))
+                else:
+                    self.close_connection = True
                 self.send_header("Accept-Ranges", "bytes")
                 self.end_headers()
                 if not body:
+                    return
+                if not match and self.path in server.stall:
+                    self.wfile.write(data[:server.stall.pop(self.path)])
+                    self.wfile.flush()
+                    time.sleep(3)
+                    self.close_connection = True
                     return
                 if not match and self.path in server.cut:
                     self.wfile.write(data[:server.cut.pop(self.path)])
@@ -337,3 +371,164 @@ def test_from_hub_copies_a_dataset_repository_from_the_local_cache(tmp_path, mon
     assert missing.exit_code == 2
     line = [x for x in missing.output.splitlines() if "someone/nothing-here" in x][0]
     assert "offline" in line and str(hub) in line
+
+
+# -- issue 32: what a hostile server or manifest tried ----------------------------------------------------
+
+def one_file(tmp_path, server, path: str, data: bytes | None = None, **entry) -> tuple:
+    """A manifest of one file served at ``path`` (saved in x/ of dataset circo under tmp/data)."""
+    if data is not None:
+        server.files[path] = data
+    manifest = tmp_path / "m.json"
+    manifest.write_text(json.dumps({"dataset": "circo", "files": [
+        {"url": f"{server.url}{path}", "archive": None, "to": "x", **entry}]}))
+    return manifest, tmp_path / "data"
+
+
+@pytest.mark.parametrize("announced", [True, False])
+def test_a_transfer_stops_at_the_declared_size(tmp_path, server, announced, monkeypatch):
+    from cirbench.acquire import transfer
+
+    written = []
+    real_open = open
+
+    def spy_open(path, mode="r", *a, **k):  # what reaches the .part file, write by write
+        fh = real_open(path, mode, *a, **k)
+        if str(path).endswith(".part") and "b" in mode and ("w" in mode or "a" in mode):
+            raw_write = fh.write
+            fh.write = lambda b: written.append(len(b)) or raw_write(b)
+        return fh
+
+    monkeypatch.setattr("builtins.open", spy_open)
+    monkeypatch.setattr(transfer, "CHUNK", 64 * 1024)
+    manifest, data = one_file(tmp_path, server, "/big.bin", b"b" * (4 << 20), size=100)
+    if not announced:
+        server.unannounced.add("/big.bin")
+    result = get("circo", "--manifest", manifest, "--data-root", data)
+    assert result.exit_code == 2
+    said = "announces 4194304 bytes" if announced else "sent more than 100 bytes"
+    assert f"{server.url}/big.bin: the server {said}, more than the 100 bytes the manifest says" in result.output
+    assert sum(written) <= 100 and not list(data.rglob("*.part")) and not (data / "circo" / "x").exists()
+
+
+def test_the_sha256_is_checked_when_the_size_matches(tmp_path, server):
+    manifest, data = one_file(tmp_path, server, "/a.json", b"[1, 2, 3]", size=9, sha256=sha(b"[3, 2, 1]"))
+    result = get("circo", "--manifest", manifest, "--data-root", data)
+    assert result.exit_code == 2 and f"sha256 {sha(b'[1, 2, 3]')} where the manifest says" in result.output
+    assert not (data / "circo" / "x" / "a.json").exists()
+
+
+def test_a_resume_the_server_answers_with_the_whole_file_starts_over(tmp_path, server):
+    payload = bytes(range(256)) * 40
+    manifest, data = one_file(tmp_path, server, "/whole.bin", payload, size=len(payload), sha256=sha(payload))
+    server.ignore_range.add("/whole.bin")
+    partial = data / "circo" / ".cirbench-downloads" / "whole.bin.part"
+    partial.parent.mkdir(parents=True)
+    partial.write_bytes(payload[:3000])
+    result = get("circo", "--manifest", manifest, "--data-root", data)
+    assert "whole.bin: 10.0 KiB fetched" in result.output  # (the check after it finds no CIRCO there)
+    assert server.gets()[-1][2] == "bytes=3000-"  # asked for the rest, was sent it all
+    assert (data / "circo" / "x" / "whole.bin").read_bytes() == payload
+
+
+def test_a_part_sent_to_a_request_for_the_whole_file_is_refused(tmp_path, server):
+    manifest, data = one_file(tmp_path, server, "/half.bin", b"h" * 1000)
+    server.part_only.add("/half.bin")
+    result = get("circo", "--manifest", manifest, "--data-root", data)
+    assert result.exit_code == 2
+    assert (f"{server.url}/half.bin: the server answered with part of the file (bytes 0-499/1000) where bytes 0- "
+            "were asked for") in result.output
+    assert not (data / "circo" / "x").exists()
+
+
+def test_a_redirect_loop_is_one_line(tmp_path, server):
+    manifest, data = one_file(tmp_path, server, "/loop")
+    server.loop.add("/loop")
+    result = get("circo", "--manifest", manifest, "--data-root", data)
+    assert result.exit_code == 2
+    assert result.output.strip().splitlines() == [
+        f"error: {server.url}/loop: the server's redirects go round in a loop (HTTP 302)"]
+
+
+def test_an_interrupted_slow_transfer_keeps_what_arrived(tmp_path, server, monkeypatch):
+    from cirbench.acquire import transfer
+
+    monkeypatch.setattr(transfer, "TIMEOUT", 1.0)
+    payload = bytes(range(256)) * 8192  # 2 MiB: more than one read
+    manifest, data = one_file(tmp_path, server, "/slow.bin", payload, size=len(payload))
+    server.stall["/slow.bin"] = 3000
+    first = get("circo", "--manifest", manifest, "--data-root", data)
+    assert first.exit_code == 1 and "the transfer stopped after 3000 bytes" in first.output
+    assert (data / "circo" / ".cirbench-downloads" / "slow.bin.part").stat().st_size == 3000
+    second = get("circo", "--manifest", manifest, "--data-root", data)
+    assert "slow.bin: 2.0 MiB fetched" in second.output
+    assert server.gets()[-1][2] == "bytes=3000-"
+    assert (data / "circo" / "x" / "slow.bin").read_bytes() == payload
+
+
+@pytest.mark.parametrize("declared", [None, 20_000])
+def test_an_archive_that_expands_past_its_bound_is_refused_before_extracting(tmp_path, server, declared):
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w", compression=zipfile.ZIP_DEFLATED) as zf:
+        zf.writestr("a.bin", b"\0" * (4 << 20))  # 4 MiB of zeros in a few KiB
+    server.files["/bomb.zip"] = buf.getvalue()
+    entry = {"url": f"{server.url}/bomb.zip", "archive": "zip", "to": "."}
+    if declared:
+        entry["unpacked_size"] = declared
+    manifest = tmp_path / "m.json"
+    manifest.write_text(json.dumps({"dataset": "circo", "files": [entry]}))
+    result = get("circo", "--manifest", manifest, "--data-root", tmp_path / "data")
+    assert result.exit_code == 2 and "its members add up to 4194304 bytes, more than" in result.output
+    bound = "the unpacked size the manifest says (20000 bytes)" if declared else "100 times the archive's size"
+    assert bound in result.output
+    assert not [p for p in (tmp_path / "data").rglob("*") if p.is_file() and p.name != "cirbench-download.json"]
+
+
+def test_an_archive_whose_table_lies_is_stopped_while_writing(tmp_path):
+    """A member that expands past what the table says: the bound holds while writing."""
+    from cirbench.acquire import unpack
+    from cirbench.errors import DataError
+
+    archive = tmp_path / "liar.zip"
+    archive.write_bytes(zip_of({"a.bin": b"\0" * 50_000}))
+    budget = unpack._Budget(archive, 10_000, "a test bound")
+    import io
+
+    with pytest.raises(DataError, match="member 'a.bin' expands past a test bound"):
+        budget.copy(io.BytesIO(b"\0" * 50_000), io.BytesIO(), "a.bin")
+
+
+def test_a_tar_with_a_member_twice_is_refused(tmp_path, server):
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w") as tf:
+        for data in (b"first", b"second"):
+            info = tarfile.TarInfo("dup.txt")
+            info.size = len(data)
+            tf.addfile(info, io.BytesIO(data))
+    server.files["/dup.tar"] = buf.getvalue()
+    manifest = tmp_path / "m.json"
+    manifest.write_text(json.dumps({"dataset": "circo", "files": [{"url": f"{server.url}/dup.tar", "archive": "tar"}]}))
+    result = get("circo", "--manifest", manifest, "--data-root", tmp_path / "data")
+    assert result.exit_code == 2 and "member 'dup.txt' appears twice in the archive" in result.output
+    assert not (tmp_path / "data" / "circo" / "dup.txt").exists()
+
+
+@pytest.mark.parametrize("name", ["../x", "/tmp/elsewhere", "a/b", ".."])
+def test_a_dataset_name_is_a_folder_inside_the_data_root(tmp_path, server, name):
+    manifest, data = one_file(tmp_path, server, "/a.json", b"[]")
+    result = get(name, "--manifest", manifest, "--data-root", data)
+    assert result.exit_code == 2 and f"dataset name {name!r} is not a folder name" in result.output
+    assert server.requests == [] and not (tmp_path / "x").exists()
+
+
+@pytest.mark.parametrize("entry,message", [
+    ({"url": "http://x/a.zip", "to": 5}, "files[0]: 'to' must be a folder inside the dataset folder (a text), not 5"),
+    ({"url": "http://x/data/%2e%2e"}, "files[0]: the URL 'http://x/data/%2e%2e' names no file cirbench can save"),
+    ({"url": "http://x/a.zip", "archive": "zip", "unpacked_size": "big"}, "unpacked_size must be a number of bytes"),
+])
+def test_manifest_entries_that_were_internal_errors_are_named(tmp_path, entry, message):
+    manifest = tmp_path / "m.json"
+    manifest.write_text(json.dumps({"dataset": "circo", "files": [entry]}))
+    result = get("circo", "--manifest", manifest, "--data-root", tmp_path / "data")
+    assert result.exit_code == 2 and message in result.output
+    assert not list((tmp_path / "data").rglob("*.part"))

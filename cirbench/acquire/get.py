@@ -53,7 +53,7 @@ def _already_had(folder: Path, part: Part) -> tuple[str, str] | None:
 def _check_space(folder: Path, part: Part, url: str, size: int | None) -> None:
     if size is None:
         return
-    need = size * (2 if part.archive else 1)  # an archive and its extracted files
+    need = size + ((part.unpacked_size or size) if part.archive else 0)  # an archive and its extracted files
     free = shutil.disk_usage(folder if folder.exists() else folder.parent).free
     if need > free:
         raise DataError(f"{url} needs about {_size_text(need)} on {folder} and {_size_text(free)} is free")
@@ -92,7 +92,8 @@ def get(manifest: Manifest, folder: Path, mirror: str | None = None, dry_run: bo
         got = path.stat().st_size
         if part.archive:
             try:
-                members, kept = unpack.extract(path, part.archive, where, part.strip, progress, part.label)
+                members, kept = unpack.extract(path, part.archive, where, part.strip, progress, part.label,
+                                               part.unpacked_size)
             except DataError as exc:
                 path.unlink(missing_ok=True)  # a broken archive is fetched again next time, not resumed
                 raise DataError(f"{url}: {exc}") from None

@@ -2,12 +2,15 @@
 
     {"dataset": "circo",
      "files": [{"url": "...", "sha256": "hex" or null, "size": bytes or null,
-                "archive": "zip" | "tar" | null, "to": "folder inside the dataset folder",
+                "archive": "zip" | "tar" | null, "unpacked_size": bytes or null,
+                "to": "folder inside the dataset folder",
                 "strip": "optional prefix removed from archive member paths"}, ...],
      "manual": ["text of a manual step", ...]}
 
 More keys are allowed (``name``, ``note``: shown to the user). A file that is not an archive keeps its
-URL's file name inside ``to``; an archive's members keep their paths (less ``strip``).
+URL's file name inside ``to``; an archive's members keep their paths (less ``strip``). An archive
+expands to at most ``unpacked_size`` bytes where given, else to at most MAX_RATIO times its own size
+(a zip bomb is refused from its member table before anything is extracted, and while writing).
 """
 
 from __future__ import annotations
@@ -33,6 +36,7 @@ class Part:
     strip: str = ""
     name: str = ""
     note: str = ""
+    unpacked_size: int | None = None  # an archive's files, all together (bounds the extraction)
 
     @property
     def file_name(self) -> str:
@@ -52,11 +56,20 @@ class Manifest:
     source: str = ""  # where the manifest was read from
 
 
-def _safe_folder(value: str, where: str) -> str:
+def _safe_folder(value, where: str) -> str:
+    if not isinstance(value, str):
+        raise DataError(f"{where}: 'to' must be a folder inside the dataset folder (a text), not {value!r}")
     path = PurePosixPath(value or ".")
     if path.is_absolute() or ".." in path.parts or "\\" in value:
         raise DataError(f"{where}: 'to' must be a folder inside the dataset folder, not {value!r}")
     return str(path)
+
+
+def _byte_count(entry: dict, key: str, where: str) -> int | None:
+    value = entry.get(key)
+    if value is not None and (not isinstance(value, int) or isinstance(value, bool) or value < 0):
+        raise DataError(f"{where}: {key} must be a number of bytes or null, not {value!r}")
+    return value
 
 
 def parse(raw, source: str) -> Manifest:
@@ -74,22 +87,32 @@ def parse(raw, source: str) -> Manifest:
         sha = entry.get("sha256")
         if sha is not None and (not isinstance(sha, str) or len(sha) != 64 or any(c not in "0123456789abcdef" for c in sha.lower())):
             raise DataError(f"{where}: sha256 must be 64 hex digits or null, not {sha!r}")
-        size = entry.get("size")
-        if size is not None and (not isinstance(size, int) or isinstance(size, bool) or size < 0):
-            raise DataError(f"{where}: size must be a number of bytes or null, not {size!r}")
+        size = _byte_count(entry, "size", where)
+        unpacked = _byte_count(entry, "unpacked_size", where)
         archive = entry.get("archive")
         if archive not in (None, *ARCHIVES):
             raise DataError(f"{where}: archive must be zip, tar or null, not {archive!r}")
         strip = entry.get("strip") or ""
         if not isinstance(strip, str):
             raise DataError(f"{where}: strip must be a path prefix")
-        parts.append(Part(url=entry["url"], to=_safe_folder(entry.get("to", "."), where),
-                          sha256=sha.lower() if sha else None, size=size, archive=archive, strip=strip.strip("/"),
-                          name=str(entry.get("name", "")), note=str(entry.get("note", ""))))
+        part = Part(url=entry["url"], to=_safe_folder(entry.get("to", "."), where),
+                    sha256=sha.lower() if sha else None, size=size, archive=archive, strip=strip.strip("/"),
+                    name=str(entry.get("name", "")), note=str(entry.get("note", "")), unpacked_size=unpacked)
+        name = part.file_name
+        if name in (".", "..") or "/" in name or "\\" in name or "\0" in name:
+            raise DataError(f"{where}: the URL {entry['url']!r} names no file cirbench can save ({name!r})")
+        parts.append(part)
     manual = raw.get("manual", [])
     if not isinstance(manual, list) or not all(isinstance(m, str) for m in manual):
         raise DataError(f"{source}: \"manual\" must be a list of texts")
     return Manifest(raw["dataset"], parts, list(manual), source)
+
+
+def plain_name(name: str) -> bool:
+    """A dataset name that is one folder inside the data root (no separators, not . or .., not absolute)."""
+    import re
+
+    return bool(re.fullmatch(r"[A-Za-z0-9_][\w.+-]*", name)) and name not in (".", "..")
 
 
 def read(path: Path) -> Manifest:

@@ -6,6 +6,7 @@ and names the URL and what did not match."""
 from __future__ import annotations
 
 import hashlib
+import http.client
 import time
 import urllib.error
 import urllib.request
@@ -25,11 +26,34 @@ def _request(url: str, start: int = 0, method: str = "GET"):
     return urllib.request.urlopen(urllib.request.Request(url, headers=headers, method=method), timeout=TIMEOUT)
 
 
+def _first_line(value) -> str:
+    return (str(value).strip().splitlines() or [type(value).__name__])[0]
+
+
 def _http_error(url: str, exc: Exception) -> DataError:
     if isinstance(exc, urllib.error.HTTPError):
-        return DataError(f"{url}: HTTP {exc.code} {exc.reason}")
+        if "redirect" in str(exc.msg).lower() and "loop" in str(exc.msg).lower():
+            return DataError(f"{url}: the server's redirects go round in a loop (HTTP {exc.code})")
+        return DataError(f"{url}: HTTP {exc.code} {_first_line(exc.reason)}")
     reason = getattr(exc, "reason", exc)
-    return DataError(f"{url}: cannot be reached ({reason})")
+    return DataError(f"{url}: cannot be reached ({_first_line(reason)})")
+
+
+def _content_range(response) -> tuple[int, int, int | None] | None:
+    """(first byte, last byte, total or None) of a 206 answer's Content-Range, or None."""
+    import re
+
+    found = re.fullmatch(r"bytes (\d+)-(\d+)/(\d+|\*)", (response.headers.get("Content-Range") or "").strip())
+    if not found:
+        return None
+    first, last, total = found.groups()
+    return int(first), int(last), None if total == "*" else int(total)
+
+
+def _too_much(url: str, partial: Path, size: int, sent: str) -> DataError:
+    partial.unlink(missing_ok=True)
+    return DataError(f"{url}: the server {sent}, more than the {size} bytes the manifest says; stopped there and "
+                     "deleted what was written, nothing was changed")
 
 
 def content_length(url: str) -> int | None:
@@ -79,12 +103,16 @@ def download(url: str, partial: Path, size: int | None = None, sha256: str | Non
             resumed = have > 0 and status == 206
             if have and not resumed:  # the server sent the whole file again: start over
                 have = 0
-            if resumed:
-                first = (response.headers.get("Content-Range") or "").split(" ")[-1].split("-")[0]
-                if first != str(have):
-                    raise DataError(f"{url}: the server resumed at byte {first}, not {have}")
+            if status == 206:
+                span = _content_range(response)
+                if span is None or span[0] != have or (not resumed and span[2] != span[1] + 1):
+                    raise DataError(f"{url}: the server answered with part of the file ("
+                                    f"{response.headers.get('Content-Range') or 'no Content-Range'}) where bytes "
+                                    f"{have}- were asked for; nothing was written")
             length = response.headers.get("Content-Length")
             total = have + int(length) if length and length.isdigit() else size
+            if size is not None and total is not None and total > size:
+                raise _too_much(url, partial, size, f"announces {total} bytes")
             if resumed:
                 with open(partial, "rb") as fh:
                     for block in iter(lambda: fh.read(CHUNK), b""):
@@ -93,18 +121,24 @@ def download(url: str, partial: Path, size: int | None = None, sha256: str | Non
             if task and have:
                 task.advance(have, "resuming")
             started, done = time.monotonic(), 0
+            # read1: what has arrived (up to CHUNK), so an interrupted slow transfer keeps every byte it got
+            read = getattr(response, "read1", response.read)
             try:
                 with open(partial, "ab" if resumed else "wb") as out:
-                    for block in iter(lambda: response.read(CHUNK), b""):
+                    for block in iter(lambda: read(CHUNK), b""):
+                        if size is not None and have + done + len(block) > size:
+                            out.close()
+                            raise _too_much(url, partial, size, f"sent more than {size} bytes")
                         out.write(block)
+                        out.flush()
                         h.update(block)
                         done += len(block)
                         if task:
                             task.advance(len(block), _rate(done, started, (total - have) if total else None))
-            except (OSError, urllib.error.URLError) as exc:
+            except (OSError, urllib.error.URLError, http.client.HTTPException) as exc:
                 got = partial.stat().st_size if partial.is_file() else 0
-                raise RunError(f"{url}: the transfer stopped after {got} bytes ({exc}); run the same command "
-                               "again to resume it") from None
+                raise RunError(f"{url}: the transfer stopped after {got} bytes ({_first_line(exc)}); run the same "
+                               "command again to resume it") from None
             finally:
                 if task:
                     task.done()

@@ -26,38 +26,77 @@ def _member_path(name: str, strip: str, archive: Path) -> PurePosixPath | None:
     return path if path.parts else None
 
 
-def _extract_zip(archive: Path, tmp: Path, strip: str, task) -> list[str]:
+MAX_RATIO = 100  # an archive without a declared unpacked size expands to at most this times its size
+
+
+class _Budget:
+    """Bytes an extraction may still write; exceeded, it stops with a DataError naming the archive."""
+
+    def __init__(self, archive: Path, limit: int, why: str):
+        self.archive, self.left, self.limit, self.why = archive, limit, limit, why
+
+    def check_table(self, total: int, folder: Path) -> None:
+        if total > self.limit:
+            raise DataError(f"{self.archive}: its members add up to {total} bytes, more than {self.why} "
+                            f"({self.limit} bytes); nothing was extracted")
+        free = shutil.disk_usage(folder).free
+        if total > free:
+            raise DataError(f"{self.archive}: its members need {total} bytes on {folder} and {free} are free; "
+                            "nothing was extracted")
+
+    def copy(self, src, dst, name: str) -> None:
+        for block in iter(lambda: src.read(1 << 20), b""):
+            self.left -= len(block)
+            if self.left < 0:
+                raise DataError(f"{self.archive}: member {name!r} expands past {self.why} ({self.limit} bytes); "
+                                "nothing was extracted")
+            dst.write(block)
+
+
+def _once(names: list[str], archive: Path) -> None:
+    seen: set[str] = set()
+    for name in names:
+        if name in seen:
+            raise DataError(f"{archive}: member {name!r} appears twice in the archive; cirbench does not pick one "
+                            "of the two, nothing was extracted")
+        seen.add(name)
+
+
+def _extract_zip(archive: Path, tmp: Path, strip: str, task, budget: _Budget) -> list[str]:
     out = []
     with zipfile.ZipFile(archive) as zf:
-        for info in zf.infolist():
-            rel = _member_path(info.filename, strip, archive)
-            if rel is None or info.is_dir():
-                continue
+        infos = [(info, _member_path(info.filename, strip, archive)) for info in zf.infolist()]
+        infos = [(info, rel) for info, rel in infos if rel is not None and not info.is_dir()]
+        _once([str(rel) for _, rel in infos], archive)
+        budget.check_table(sum(info.file_size for info, _ in infos), tmp)
+        for info, rel in infos:
             target = tmp / rel
             target.parent.mkdir(parents=True, exist_ok=True)
             with zf.open(info) as src, open(target, "wb") as dst:  # a CRC mismatch raises here
-                shutil.copyfileobj(src, dst, 1 << 20)
+                budget.copy(src, dst, info.filename)
             out.append(str(rel))
             if task:
                 task.advance(1)
     return out
 
 
-def _extract_tar(archive: Path, tmp: Path, strip: str, task) -> list[str]:
+def _extract_tar(archive: Path, tmp: Path, strip: str, task, budget: _Budget) -> list[str]:
     out = []
     with tarfile.open(archive, "r:*") as tf:
-        for member in tf:
-            rel = _member_path(member.name, strip, archive)
-            if rel is None or member.isdir():
-                continue
+        members = [(m, _member_path(m.name, strip, archive)) for m in tf.getmembers()]  # the table, read first
+        members = [(m, rel) for m, rel in members if rel is not None and not m.isdir()]
+        for member, _rel in members:
             if not member.isfile():
                 raise DataError(f"{archive}: member {member.name!r} is a link or a device, which cirbench does not "
                                 "extract")
+        _once([str(rel) for _, rel in members], archive)
+        budget.check_table(sum(m.size for m, _ in members), tmp)
+        for member, rel in members:
             target = tmp / rel
             target.parent.mkdir(parents=True, exist_ok=True)
             src = tf.extractfile(member)
             with src, open(target, "wb") as dst:
-                shutil.copyfileobj(src, dst, 1 << 20)
+                budget.copy(src, dst, member.name)
             if target.stat().st_size != member.size:
                 raise DataError(f"{archive}: member {member.name!r} is truncated")
             out.append(str(rel))
@@ -66,9 +105,16 @@ def _extract_tar(archive: Path, tmp: Path, strip: str, task) -> list[str]:
     return out
 
 
-def extract(archive: Path, kind: str, dest: Path, strip: str = "", progress=None, label: str = "") -> tuple[list[str], int]:
-    """Extract ``archive`` (zip or tar) into ``dest``; returns (member paths relative to ``dest``, number
-    of files kept because the user already had them)."""
+def extract(archive: Path, kind: str, dest: Path, strip: str = "", progress=None, label: str = "",
+            unpacked_size: int | None = None) -> tuple[list[str], int]:
+    """Extract ``archive`` (zip or tar) into ``dest``, writing at most ``unpacked_size`` bytes (else
+    MAX_RATIO times the archive's size); returns (member paths relative to ``dest``, number of files
+    kept because the user already had them)."""
+    if unpacked_size is not None:
+        budget = _Budget(archive, unpacked_size, "the unpacked size the manifest says")
+    else:
+        budget = _Budget(archive, MAX_RATIO * archive.stat().st_size,
+                         f"{MAX_RATIO} times the archive's size (a manifest may declare unpacked_size)")
     dest.mkdir(parents=True, exist_ok=True)
     tmp = dest / f".cirbench-extract-{archive.name}"
     shutil.rmtree(tmp, ignore_errors=True)
@@ -76,7 +122,7 @@ def extract(archive: Path, kind: str, dest: Path, strip: str = "", progress=None
     task = progress.task(f"extract {label or archive.name}", total=None) if progress else None
     try:
         try:
-            members = (_extract_zip if kind == "zip" else _extract_tar)(archive, tmp, strip, task)
+            members = (_extract_zip if kind == "zip" else _extract_tar)(archive, tmp, strip, task, budget)
         except (zipfile.BadZipFile, tarfile.TarError, EOFError, OSError, ValueError) as exc:
             raise DataError(f"{archive.name} is not a complete {kind} archive ({type(exc).__name__}: {exc}); "
                             "nothing was extracted") from None
