@@ -1,9 +1,14 @@
+import os
 import sys
 from pathlib import Path
 
 import pytest
 
 sys.path.insert(0, str(Path(__file__).parent))
+# The suite sees cirbench's own methods, datasets and encoders only, whatever else is installed (a test
+# asserting what `--method all` runs must not fail beside an installed plugin); the tests of entry
+# points set CIRBENCH_ENTRY_POINTS=1 for the processes they start.
+os.environ["CIRBENCH_ENTRY_POINTS"] = "0"
 
 from helpers import folder_dataset, tiny_clip_dir  # noqa: E402
 

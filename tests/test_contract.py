@@ -337,7 +337,7 @@ def test_a_third_party_plugin_using_the_new_hooks_runs_from_the_cli(tmp_path, my
     (site / "hook_plugin-0.1.dist-info" / "METADATA").write_text("Metadata-Version: 2.1\nName: hook-plugin\nVersion: 0.1\n")
     (site / "hook_plugin-0.1.dist-info" / "entry_points.txt").write_text(
         "[cirbench.methods]\nscored-reranked = hook_plugin:ScoredReranked\n")
-    env = {"PYTHONPATH": str(site), "CIRBENCH_CACHE": str(tmp_path / "cache")}
+    env = {"PYTHONPATH": str(site), "CIRBENCH_ENTRY_POINTS": "1", "CIRBENCH_CACHE": str(tmp_path / "cache")}
     listing = cli("list", "methods", cwd=tmp_path, env=env).stdout
     assert "scored-reranked" in listing and "options: weight" in listing
     proc = cli("run", "-m", "scored-reranked,image-only", "--dataset", mydata, "--encoder", f"local-dir:{tiny_dir}",

@@ -101,7 +101,7 @@ def test_third_party_method_through_an_entry_point(tmp_path, mydata, tiny_dir):
         "Metadata-Version: 2.1\nName: my-cir-plugin\nVersion: 0.1\n")
     (site / "my_cir_plugin-0.1.dist-info" / "entry_points.txt").write_text(
         "[cirbench.methods]\nweighted = my_cir_plugin:Weighted\n")
-    env = {"PYTHONPATH": str(site), "CIRBENCH_CACHE": str(tmp_path / "cache")}
+    env = {"PYTHONPATH": str(site), "CIRBENCH_ENTRY_POINTS": "1", "CIRBENCH_CACHE": str(tmp_path / "cache")}
     listing = cirbench("list", "methods", cwd=tmp_path, env=env).stdout
     assert "weighted" in listing and "my_cir_plugin:Weighted" in listing
     proc = cirbench("run", "-m", "weighted,image-only", "--dataset", mydata, "--encoder", f"local-dir:{tiny_dir}",

@@ -213,3 +213,95 @@ def test_a_cache_cirbench_made_is_tagged_and_cleared_even_when_empty(tmp_path):
     assert code == 0 and not (tmp_path / "cache" / "features").exists()
     code, out = invoke("cache", "clear", "--cache-dir", tmp_path / "cache")
     assert code == 0 and "removed 0.0 MiB" in out
+
+
+# -- 6. plugins that exit, fail half-way, take a built-in's name as an alias, or register nothing ---------
+
+def plugin_file(tmp_path, name: str, body: str):
+    path = tmp_path / f"{name}.py"
+    path.write_text("from cirbench import Method, register_method\n\n" + body)
+    return path
+
+
+def test_a_plugin_that_calls_sys_exit_is_broken_not_the_end_of_the_run(tmp_path):
+    path = plugin_file(tmp_path, "quits", "import sys\nsys.exit(0)\n")
+    root = flat_dataset(tmp_path / "ds", QUERIES)
+    code, out = invoke("run", "--plugin", path, "--dataset", root, "--encoder", "colour-test", "-m", "image-only",
+                       "--quiet", "--results-dir", tmp_path / "r", "--cache-dir", tmp_path / "c")
+    assert code == 2 and f"plugin {path} does not load: it called sys.exit(0) while being imported" in out
+    code, out = invoke("list", "methods", "--plugin", path)
+    assert code == 0 and "image-only" in out and f"plugin {path}  BROKEN: it called sys.exit(0)" in out
+
+
+def test_a_plugin_that_fails_half_way_leaves_nothing_registered(tmp_path):
+    from cirbench.contracts import plugins
+    from cirbench.contracts.registry import methods
+
+    path = plugin_file(tmp_path, "halfway", "@register_method('halfway-first')\nclass First(Method):\n    pass\n\n\n"
+                                            "raise RuntimeError('the second half is broken')\n")
+    plugins.load([path], strict=False)
+    assert "halfway-first" not in methods and "the second half is broken" in plugins.broken[str(path)]
+    code, out = invoke("run", "--plugin", path, "-m", "halfway-first", "--dataset", flat_dataset(tmp_path / "ds", QUERIES),
+                       "--encoder", "colour-test", "--quiet", "--results-dir", tmp_path / "r")
+    assert code == 2 and "does not load: RuntimeError: the second half is broken" in out
+
+
+def test_an_alias_that_is_a_built_in_name_is_refused(tmp_path):
+    from cirbench.contracts import plugins
+    from cirbench.contracts.registry import methods
+
+    path = plugin_file(tmp_path, "shadow", "@register_method('shadow', aliases=('image-only',))\n"
+                                           "class Shadow(Method):\n    pass\n")
+    plugins.load([path], strict=False)
+    assert "alias 'image-only'" in plugins.broken[str(path)] and "is the name of the method registered by" in \
+        plugins.broken[str(path)]
+    assert "shadow" not in methods and methods.get("image-only").__name__ != "Shadow"
+
+
+def test_a_plugin_that_registers_nothing_says_so_and_a_second_load_runs_it_once(tmp_path):
+    from cirbench.contracts import plugins
+    from cirbench.contracts.registry import methods
+
+    log = tmp_path / "imports.log"
+    quiet = plugin_file(tmp_path, "quiet", f"open({str(log)!r}, 'a').write('imported\\n')\n")
+    with pytest.warns(UserWarning, match=f"plugin {quiet} registered no method, dataset or encoder"):
+        plugins.load([quiet])
+    counted = plugin_file(tmp_path, "counted", f"open({str(log)!r}, 'a').write('counted\\n')\n\n\n"
+                                              "@register_method('counted')\nclass Counted(Method):\n    pass\n")
+    plugins.load([counted])
+    plugins.load([counted])
+    assert log.read_text().splitlines() == ["imported", "counted"] and "counted" in methods
+    assert str(counted) not in plugins.broken
+
+
+def test_entry_point_plugins_can_be_left_out_of_a_run(tmp_path, monkeypatch):
+    """CIRBENCH_ENTRY_POINTS=0: what is installed beside cirbench does not join `--method all` (the suite
+    runs so, except the tests of entry points themselves)."""
+    from cirbench.contracts import registry
+
+    site = tmp_path / "site"
+    (site / "installed_plugin-0.1.dist-info").mkdir(parents=True)
+    (site / "installed_plugin-0.1.dist-info" / "METADATA").write_text(
+        "Metadata-Version: 2.1\nName: installed-plugin\nVersion: 0.1\n")
+    (site / "installed_plugin-0.1.dist-info" / "entry_points.txt").write_text(
+        "[cirbench.methods]\ninstalled = installed_plugin:Installed\n")
+    monkeypatch.syspath_prepend(str(site))
+    monkeypatch.setenv("CIRBENCH_ENTRY_POINTS", "1")
+    assert "installed" in [ep.name for ep in registry.entry_points("cirbench.methods")]
+    monkeypatch.setenv("CIRBENCH_ENTRY_POINTS", "0")
+    assert list(registry.entry_points("cirbench.methods")) == []
+
+
+def test_built_in_methods_are_named_by_their_registered_names_in_messages_and_records(tmp_path):
+    """Each built-in class (ImageText, WeiCom) runs, fails and is recorded under its registered name."""
+    root = flat_dataset(tmp_path / "ds", [{"reference": G("red"), "text": "blue", "target": G("blue")}])
+    (root / "gallery.txt").write_text("gallery/blue.png\n")
+    code, out = invoke("run", "--dataset", root, "--encoder", "colour-test", "-m", "image+text,weicom", "--workers", 0,
+                       "--json", "--results-dir", tmp_path / "r", "--cache-dir", tmp_path / "c")
+    assert code == 1
+    errors = [x for x in out.splitlines() if x.startswith("error:")]
+    assert errors == ["error: weicom on ds:val: WeiCom standardises each similarity over the gallery, and a gallery "
+                      "of one image has no spread (--option weicom.normalize=false scores it without)"]
+    cells = json.loads(out[out.index("{"):])["cells"]
+    assert {c["method"]: c["status"] for c in cells} == {"image+text": "computed", "weicom": "failed"}
+    assert [p.name for p in (tmp_path / "r").rglob("*.json")] == ["image+text.json"]

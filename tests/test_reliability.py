@@ -310,7 +310,7 @@ def test_a_plugin_that_loads_to_something_unusable_is_listed_as_broken(tmp_path,
     site = plugin_site(tmp_path, "[cirbench.methods]\nnothing = odd_plugin:NOTHING\nnotamethod = odd_plugin:Plain\n"
                                  "crashes = odd_plugin_missing:X\n",
                        "NOTHING = None\n\nclass Plain:\n    pass\n")
-    env = {"PYTHONPATH": str(site), "CIRBENCH_CACHE": str(tmp_path / "c")}
+    env = {"PYTHONPATH": str(site), "CIRBENCH_ENTRY_POINTS": "1", "CIRBENCH_CACHE": str(tmp_path / "c")}
     listing = cirbench("list", "methods", cwd=tmp_path, env=env).stdout
     assert "nothing      BROKEN: it loads to None" in listing
     assert "notamethod   BROKEN: it loads to <class 'odd_plugin.Plain'>, not a subclass" in listing

@@ -15,6 +15,7 @@ import importlib.util
 import os
 import sys
 import traceback
+import warnings
 from pathlib import Path
 
 from cirbench.contracts.registry import PLUGIN_ERRORS, datasets, encoders, methods
@@ -23,6 +24,7 @@ from cirbench.errors import UsageError
 ENV = "CIRBENCH_PLUGINS"
 loaded: dict[str, str] = {}  # spec -> the module name it was imported as
 broken = PLUGIN_ERRORS  # spec -> why it did not load (the registries name them in unknown-name errors)
+REGISTRIES = (methods, datasets, encoders)
 
 
 def env_specs() -> list[str]:
@@ -32,6 +34,12 @@ def env_specs() -> list[str]:
 def _where(exc: BaseException) -> str:
     frames = traceback.extract_tb(exc.__traceback__)
     return f" ({frames[-1].filename}:{frames[-1].lineno})" if frames else ""
+
+
+def _why(exc: BaseException) -> str:
+    if isinstance(exc, SystemExit):
+        return f"it called sys.exit({exc.code!r}) while being imported{_where(exc)}"
+    return f"{type(exc).__name__}: {exc}{_where(exc)}"
 
 
 def _import(spec: str) -> str:
@@ -68,12 +76,20 @@ def load(specs=(), strict: bool = True) -> list[str]:
             done.append(loaded[spec])
             continue
         if spec not in broken:
+            before = [r.snapshot() for r in REGISTRIES]
             try:
                 loaded[spec] = _import(spec)
                 done.append(loaded[spec])
+                if all(r.snapshot()[0] == b[0] for r, b in zip(REGISTRIES, before)):
+                    warnings.warn(f"plugin {spec} registered no method, dataset or encoder (does its import "
+                                  "reach a @register_... decorator?)", stacklevel=2)
                 continue
-            except Exception as exc:  # a plugin's bug must not take the harness down
-                broken[spec] = f"{type(exc).__name__}: {exc}{_where(exc)}"
+            except KeyboardInterrupt:
+                raise
+            except BaseException as exc:  # a plugin's bug (or its sys.exit) must not take the harness down
+                for registry, state in zip(REGISTRIES, before):
+                    registry.restore(state)  # nothing of a plugin that failed half-way stays registered
+                broken[spec] = _why(exc)
         if strict_here:
             raise UsageError(f"plugin {spec} does not load: {broken[spec]}")
     return done

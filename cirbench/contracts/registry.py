@@ -30,6 +30,17 @@ T = TypeVar("T")
 PLUGIN_ERRORS: dict[str, str] = {}
 
 
+ENTRY_POINTS_ENV = "CIRBENCH_ENTRY_POINTS"  # "0": load no installed plugin (a run independent of the environment)
+
+
+def entry_points(group: str):
+    import os
+
+    if os.environ.get(ENTRY_POINTS_ENV, "1").strip().lower() in ("0", "no", "false", "off"):
+        return []
+    return metadata.entry_points(group=group)
+
+
 class RegistryError(Exception):
     """A programming error in registrations (a name registered twice)."""
 
@@ -70,6 +81,11 @@ class Registry(Generic[T]):
                 )
             if key in self._aliases and self._aliases[key] != name:
                 raise RegistryError(f"{self.kind} alias {key!r} already points to {self._aliases[key]!r}")
+            if key != name and key in self._items:
+                raise RegistryError(f"{self.kind} alias {key!r} ({origin}) is the name of the {self.kind} registered "
+                                    f"by {self._origin[key]}")
+            if key == name and key in self._aliases:
+                raise RegistryError(f"{self.kind} name {name!r} ({origin}) is an alias of {self._aliases[key]!r}")
         self._items[name] = obj
         self._origin[name] = origin
         for alias in aliases:
@@ -92,7 +108,7 @@ class Registry(Generic[T]):
             for module in self.builtin_modules:
                 importlib.import_module(module)
             builtins = set(self._items)
-            for ep in metadata.entry_points(group=self.group):
+            for ep in entry_points(self.group):
                 if ep.name in builtins:
                     warnings.warn(
                         f"plugin {self.kind} {ep.name!r} from {ep.value} is ignored: "
@@ -100,10 +116,16 @@ class Registry(Generic[T]):
                         stacklevel=2,
                     )
                     continue
+                state = self.snapshot()
                 try:
                     obj = ep.load()
-                except Exception as exc:  # a broken plugin must not break the harness
-                    self._broken(ep, f"importing {ep.value} failed: {type(exc).__name__}: {exc}")
+                except KeyboardInterrupt:
+                    raise
+                except BaseException as exc:  # a broken plugin (or its sys.exit) must not break the harness
+                    self.restore(state)  # nothing it registered before failing stays
+                    why = (f"it called sys.exit({exc.code!r}) while being imported" if isinstance(exc, SystemExit)
+                           else f"{type(exc).__name__}: {exc}")
+                    self._broken(ep, f"importing {ep.value} failed: {why}")
                     continue
                 if obj is not None and self._items.get(ep.name) is obj:  # its module registered it already
                     continue
@@ -127,6 +149,14 @@ class Registry(Generic[T]):
         warnings.warn(f"plugin {self.kind} {ep.name!r} is broken: {self.broken[ep.name]}", stacklevel=3)
 
     # -- lookup ---------------------------------------------------------------------------------
+    def snapshot(self) -> tuple:
+        return dict(self._items), dict(self._aliases), dict(self._origin)
+
+    def restore(self, state: tuple) -> None:
+        """Back to a snapshot: what a plugin that failed half-way registered is taken away again."""
+        items, aliases, origin = state
+        self._items, self._aliases, self._origin = dict(items), dict(aliases), dict(origin)
+
     def names(self) -> list[str]:
         self._load()
         return sorted(self._items)
