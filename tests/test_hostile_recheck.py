@@ -305,3 +305,49 @@ def test_built_in_methods_are_named_by_their_registered_names_in_messages_and_re
     cells = json.JSONDecoder().raw_decode(out[out.index("{"):])[0]["cells"]
     assert {c["method"]: c["status"] for c in cells} == {"image+text": "computed", "weicom": "failed"}
     assert [p.name for p in (tmp_path / "r").rglob("*.json")] == ["image+text.json"]
+
+
+# -- 7. a result edited by hand, an outcomes file changed or gone -----------------------------------------
+
+@pytest.fixture
+def two_methods(tmp_path):
+    root = flat_dataset(tmp_path / "alpha", QUERIES)
+    code, out = invoke("run", "--dataset", root, "--encoder", "colour-test", "-m", "image-only,text-only", "--workers",
+                       0, "--quiet", "--results-dir", tmp_path / "r", "--cache-dir", tmp_path / "c")
+    assert code == 0, out
+    return tmp_path / "r"
+
+
+def report_of(results_dir, out):
+    code, said = invoke("report", "--results-dir", results_dir, "--out", out, "--no-grids", "--no-html")
+    assert code == 0, said
+    tables, _, unread = (out / "results.md").read_text().partition("## Result files not read")
+    return said, tables
+
+
+def test_a_metric_edited_by_hand_is_in_no_table(two_methods, tmp_path):
+    path = next(two_methods.rglob("text-only.json"))
+    record = json.loads(path.read_text())
+    honest = record["metrics"]["R@1"]
+    record["metrics"]["R@1"] = 99.0
+    path.write_text(json.dumps(record))
+    said, md = report_of(two_methods, tmp_path / "o")
+    assert f"warning: skipped {path}, left out of every table:" in said and "values give" in said
+    assert "99.00" not in md and "text-only" not in md and "image-only" in md
+    code, out = invoke("compare", "image-only", "text-only", "--results-dir", two_methods, "--json")
+    assert "text-only.json, left out of every table" in out
+    record["metrics"]["R@1"] = honest  # put back: the result is in the tables again
+    path.write_text(json.dumps(record))
+    assert "text-only" in report_of(two_methods, tmp_path / "o2")[1]
+
+
+def test_an_outcomes_file_changed_or_gone_is_named(two_methods, tmp_path):
+    path = next(two_methods.rglob("text-only.json"))
+    npz = path.with_name("text-only.outcomes.npz")
+    npz.write_bytes(npz.read_bytes() + b"\0")
+    said, md = report_of(two_methods, tmp_path / "o")
+    assert f"warning: skipped {path}, left out of every table: {npz}: changed after its result was written" in said
+    assert "older result file(s)" not in md and "text-only" not in md
+    npz.unlink()
+    said, _ = report_of(two_methods, tmp_path / "o2")
+    assert f"{npz}: the per-query outcomes its result {path} names are missing" in said

@@ -152,7 +152,8 @@ def _split_position(record) -> int:
 
 
 def load(results_dir: Path, resamples: int = stats.DEFAULT_RESAMPLES, seed: int = 0) -> Report:
-    """Every readable result file with its outcomes; a warning for each file that is not one."""
+    """Every readable result file with its outcomes; a warning for each file that is not one, or whose
+    outcomes are missing, changed or do not fit it (such a result is in no table)."""
     from cirbench.errors import DataError
 
     cells, warnings = [], []
@@ -164,9 +165,9 @@ def load(results_dir: Path, resamples: int = stats.DEFAULT_RESAMPLES, seed: int 
             continue
         try:
             outcomes = results.load_outcomes(record)
-        except DataError as exc:
-            warnings.append(f"{path}: per-query outcomes not read ({exc}); its intervals are n/a")
-            outcomes = None
+        except DataError as exc:  # its numbers cannot be trusted: left out of every table and test
+            warnings.append(f"skipped {path}, left out of every table: {exc}")
+            continue
         cells.append(Cell(record, outcomes))
     return Report(cells, resamples, seed, warnings)
 

@@ -21,8 +21,9 @@ def compare_methods(results_dir: Path, method_a: str, method_b: str, datasets: l
     names = {r.method.name for r in records}
     for m in (method_a, method_b):
         if m not in names:
+            skipped = f"; {len(report.warnings)} file(s) left out: {report.warnings[0]}" if report.warnings else ""
             raise UsageError(f"no result files of method {m!r} under {results_dir} (methods there: "
-                             f"{', '.join(sorted(names)) or 'none'})")
+                             f"{', '.join(sorted(names)) or 'none'}{skipped})")
     enc_labels, ds_labels = encoder_labels(records), dataset_labels(records)
     wanted = [d.partition(":") for d in (datasets or [])]
     known = {ds_labels[dataset_key(r)] for r in records} | {r.dataset.name for r in records}

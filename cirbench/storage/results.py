@@ -326,13 +326,20 @@ def check_outcomes(out: Outcomes, result: Result, path) -> None:
 
 
 def load_outcomes(result: Result) -> Outcomes | None:
-    """The result's per-query outcomes, or None for old result files (or a missing/changed file); a
-    DataError for a file that does not fit its result (see check_outcomes)."""
+    """The result's per-query outcomes, or None for a result file written before outcomes existed; a
+    DataError naming the file for outcomes that are missing, changed since the result was written, or do
+    not fit it (see check_outcomes)."""
     path = result.outcomes_path
-    if path is None or not path.is_file():
+    if path is None:
         return None
-    if result.outcomes.get("sha256") and fsutil.sha256_file(path) != result.outcomes["sha256"]:
-        return None
+    if not path.is_file():
+        raise DataError(f"{path}: the per-query outcomes its result {result.path} names are missing")
+    recorded = result.outcomes.get("sha256")
+    if recorded:
+        found = fsutil.sha256_file(path)
+        if found != recorded:
+            raise DataError(f"{path}: changed after its result was written (sha256 {found[:12]}..., the result "
+                            f"{result.path} records {recorded[:12]}...)")
     out = Outcomes.load(path)
     check_outcomes(out, result, path)
     return out
