@@ -580,6 +580,9 @@ def world_rebuild(
                f"{acc['color']:.1f}%, domain {acc['domain']:.1f}%")
 
 
+INTERRUPTED = "interrupted: what was encoded so far is in the cache; run again to continue"
+
+
 def _terminate(signum, frame):
     raise KeyboardInterrupt(f"signal {signum}")
 
@@ -593,8 +596,12 @@ def main() -> None:
         typer.echo(f"error: {exc}", err=True)
         sys.exit(exc.exit_code)
     except KeyboardInterrupt:
-        typer.echo("interrupted: what was encoded so far is in the cache; run again to continue", err=True)
+        typer.echo(INTERRUPTED, err=True)
         sys.exit(130)
+    except SystemExit as exc:  # typer turns Ctrl-C and SIGTERM into a bare exit 130
+        if exc.code == 130:
+            typer.echo(INTERRUPTED, err=True)
+        raise
     except Exception as exc:
         if "--debug" in sys.argv:
             raise

@@ -70,7 +70,8 @@ class WeiCom(Method):
     description = "weighted fusion of Gaussian-CDF-normalised image and text similarities (training-free)"
     display_order = 7
     scoring = "scores"
-    options = {"lam": Option(float, 0.5, "weight of the text similarity (0: image only, 1: text only)"),
+    options = {"lam": Option(float, 0.5, "weight of the text similarity (0: image only, 1: text only)",
+                             bounds=(0, 1)),
                "fusion": Option(str, "weighted", "how the two similarities combine", FUSIONS),
                "normalize": Option(bool, None, "standardise each similarity over the gallery and apply the "
                                                "Gaussian CDF (default: as the official method names, only for "

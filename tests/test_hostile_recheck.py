@@ -351,3 +351,45 @@ def test_an_outcomes_file_changed_or_gone_is_named(two_methods, tmp_path):
     npz.unlink()
     said, _ = report_of(two_methods, tmp_path / "o2")
     assert f"{npz}: the per-query outcomes its result {path} names are missing" in said
+
+
+# -- 8. one line, exit 2, where there was an internal error or a silent acceptance -------------------------
+
+@pytest.mark.parametrize("value,code", [("5", 2), ("-3", 2), ("1.0001", 2), ("0", 0), ("1", 0)])
+def test_weicoms_lambda_is_bounded_as_declared(tmp_path, value, code):
+    root = flat_dataset(tmp_path / "ds", QUERIES)
+    got, out = invoke("run", "--dataset", root, "--encoder", "colour-test", "-m", "weicom", "-o", f"weicom.lam={value}",
+                      "--quiet", "--workers", 0, "--results-dir", tmp_path / "r", "--cache-dir", tmp_path / "c")
+    assert got == code, out
+    if code:
+        assert out.strip() == f"error: option weicom.lam='{value}' must lie between 0 and 1"
+
+
+def test_sigterm_ends_a_run_with_its_line_and_exit_130(tmp_path):
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    ready = tmp_path / "ready"
+    plugin = plugin_file(tmp_path, "sleeper", "import pathlib, time\n\n\n@register_method('sleeper')\n"
+                                              "class Sleeper(Method):\n    def encode_queries(self, batch):\n"
+                                              f"        pathlib.Path({str(ready)!r}).write_text('x')\n"
+                                              "        time.sleep(60)\n")
+    root = flat_dataset(tmp_path / "ds", QUERIES)
+    proc = subprocess.Popen([sys.executable, "-m", "cirbench", "run", "--plugin", str(plugin), "-m", "sleeper",
+                             "--dataset", str(root), "--encoder", "random:RN50", "--workers", "0", "--quiet",
+                             "--results-dir", str(tmp_path / "r"), "--cache-dir", str(tmp_path / "c")],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        for _ in range(600):
+            if ready.exists() or proc.poll() is not None:
+                break
+            time.sleep(0.1)
+        assert ready.exists(), proc.communicate()[1]
+        proc.send_signal(signal.SIGTERM)
+        _, err = proc.communicate(timeout=60)
+    finally:
+        proc.kill()
+    assert proc.returncode == 130
+    assert err.strip().splitlines()[-1] == "interrupted: what was encoded so far is in the cache; run again to continue"

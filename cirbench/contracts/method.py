@@ -59,6 +59,7 @@ class Option:
     default: Any = None
     help: str = ""
     choices: tuple | None = None
+    bounds: tuple | None = None  # (lowest, highest), both allowed, for a number
 
     def parse(self, method: str, key: str, value: Any) -> Any:
         """The value as the declared type: text is parsed (``--option``), other values must already be of
@@ -87,6 +88,8 @@ class Option:
             raise UsageError(f"{shown} must be a finite number")
         if self.choices is not None and value not in self.choices:
             raise UsageError(f"{shown} must be one of {', '.join(map(str, self.choices))}")
+        if self.bounds is not None and not self.bounds[0] <= value <= self.bounds[1]:
+            raise UsageError(f"{shown} must lie between {self.bounds[0]} and {self.bounds[1]}")
         return value
 
 
