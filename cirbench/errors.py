@@ -41,3 +41,7 @@ class RunError(CirbenchError):
     """A run started but could not finish."""
 
     exit_code = 1
+
+
+class DiskFullError(UsageError):
+    """A write found no space left: the message names the file, what it needed and what is free."""

@@ -393,3 +393,62 @@ def test_sigterm_ends_a_run_with_its_line_and_exit_130(tmp_path):
         proc.kill()
     assert proc.returncode == 130
     assert err.strip().splitlines()[-1] == "interrupted: what was encoded so far is in the cache; run again to continue"
+
+
+def _magiclens_file(path, params):
+    import pickle
+
+    import msgpack
+
+    path.write_bytes(pickle.dumps(msgpack.packb({"params": params}, use_bin_type=True)))
+    return path
+
+
+def _array(shape, fields=None):
+    import msgpack
+    import numpy as np
+
+    a = np.zeros(shape, dtype=np.float32)
+    return msgpack.ExtType(1, msgpack.packb(fields if fields is not None else [list(a.shape), "float32", a.tobytes()]))
+
+
+@pytest.mark.parametrize("case,message", [
+    ("no shape", "an array is msgpack of (shape, dtype, bytes), found"),
+    ("chunks without shape", "a chunked array of the file is malformed (KeyError: 'shape')"),
+    ("a list leaf", "params/clip/visual/conv1/kernel is list, not an array of numbers"),
+    ("a flat conv", "not a MagicLens checkpoint (IndexError"),
+])
+def test_magiclens_files_of_the_wrong_arrays_are_one_line(tmp_path, case, message):
+    import numpy as np
+
+    conv = {"no shape": _array((2,), fields=["float32", np.zeros(2, np.float32).tobytes()]),
+            "chunks without shape": {"__msgpack_chunked_array__": True, "chunks": {"0": _array((2,))}},
+            "a list leaf": [1.0, 2.0], "a flat conv": _array((4,))}[case]
+    params = {"clip": {"visual": {"conv1": {"kernel": conv}, "positional_embedding": _array((5, 4))},
+                       "text": {}}, "multimodal_encoder": {},
+              "contrastive_multimodal_pooler": {"pool_attn": {"query": {"w": _array((4, 2, 2))}}}}
+    path = _magiclens_file(tmp_path / "odd.pkl", params)
+    root = flat_dataset(tmp_path / "ds", QUERIES)
+    code, out = invoke("run", "--dataset", root, "--encoder", f"magiclens:{path}", "-m", "image-only", "--quiet",
+                       "--results-dir", tmp_path / "r", "--cache-dir", tmp_path / "c")
+    assert code == 2 and "internal error" not in out
+    (line,) = out.strip().splitlines()
+    assert line.startswith(f"error: {path}: ") and message in line
+
+
+def test_a_full_disk_under_the_cache_is_one_line_naming_the_path_and_the_space(tmp_path, monkeypatch):
+    import errno
+
+    import numpy as np
+
+    def no_space(fh, array, *a, **k):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(np, "save", no_space)
+    root = flat_dataset(tmp_path / "ds", QUERIES)
+    code, out = invoke("run", "--dataset", root, "--encoder", "colour-test", "-m", "image-only", "--quiet",
+                       "--workers", 0, "--results-dir", tmp_path / "r", "--cache-dir", tmp_path / "c")
+    assert code == 2, out
+    (line,) = out.strip().splitlines()
+    assert line.startswith(f"error: cannot write {tmp_path / 'c' / 'features'}/")
+    assert "no space left on the device (needs about 0.0 MiB, " in line and " MiB free); free some space" in line

@@ -82,7 +82,10 @@ def read_params(path: Path) -> dict:
 
     def ext_hook(code, data):
         if code in (1, 3):  # ndarray, numpy scalar: msgpack((shape, dtype name, raw bytes))
-            shape, dtype, buffer = msgpack.unpackb(data, raw=False)
+            fields = msgpack.unpackb(data, raw=False)
+            if not (isinstance(fields, (list, tuple)) and len(fields) == 3):
+                raise ValueError(f"an array is msgpack of (shape, dtype, bytes), found {short(fields)}")
+            shape, dtype, buffer = fields
             value = np.frombuffer(buffer, dtype=np.dtype(dtype)).reshape(shape)
             return value if code == 1 else value[()]
         if code == 2:  # native complex
@@ -102,10 +105,25 @@ def read_params(path: Path) -> dict:
         tree = msgpack.unpackb(bytes(payload), ext_hook=ext_hook, raw=False, strict_map_key=False)
     except Exception as exc:
         raise DataError(f"{path}: its bytes are not flax's msgpack serialization ({type(exc).__name__}: {exc})") from None
-    tree = _unchunk(tree)
+    try:
+        tree = _unchunk(tree)
+    except (KeyError, TypeError, ValueError, AttributeError) as exc:
+        raise DataError(f"{path}: a chunked array of the file is malformed ({type(exc).__name__}: {exc}); flax "
+                        "writes {'__msgpack_chunked_array__': True, 'shape': {...}, 'chunks': {...}}") from None
     if not isinstance(tree, dict) or not isinstance(tree.get("params"), dict):
         raise DataError(f"{path}: expected {{'params': {{clip, multimodal_encoder, contrastive_multimodal_pooler}}}}")
+    _check_leaves(tree["params"], "params", path)
     return tree["params"]
+
+
+def _check_leaves(tree, where: str, path: Path) -> None:
+    """Every parameter of the released file is an array (flax writes each as msgpack's ext type 1)."""
+    for key, value in tree.items():
+        if isinstance(value, dict):
+            _check_leaves(value, f"{where}/{key}", path)
+        elif not isinstance(value, (np.ndarray, np.generic)) or np.asarray(value).dtype.kind not in "fiu":
+            raise DataError(f"{path}: {where}/{key} is {type(value).__name__}, not an array of numbers (a MagicLens "
+                            "checkpoint holds one array per parameter)")
 
 
 def _get(tree: dict, dotted: str, path: Path):
@@ -440,10 +458,10 @@ def build_magiclens(rest: str, *, spec: str, device: str, precision: str, transf
     if transform not in ("clip", None):
         raise UsageError(f"encoder {spec!r} has MagicLens's own image processing only (not {transform!r})")
     params = read_params(path)
-    found = sizes(params, path)
-    try:
+    try:  # a tree of the right shape with a missing entry or an odd array is named, not an internal error
+        found = sizes(params, path)
         model = _modules(params, path)
-    except (KeyError, TypeError, ValueError) as exc:
+    except (KeyError, IndexError, TypeError, ValueError, AttributeError, RuntimeError) as exc:
         raise DataError(f"{path}: not a MagicLens checkpoint ({type(exc).__name__}: {exc})") from None
     identity = {"kind": "magiclens", "spec": spec, "weights_file": str(path.resolve()),
                 "weights_sha256": sha256_file(path), "precision": precision, "transform": "clip", "sizes": found,

@@ -136,7 +136,7 @@ class FeatureCache:
         features = np.ascontiguousarray(features, dtype=self.dtype)
         shard = shard_name(list(keys), self.dtype)
         npy = self.dir / f"{shard}.npy"
-        fsutil.atomic_write(npy, lambda fh: np.save(fh, features))
+        fsutil.atomic_write(npy, lambda fh: np.save(fh, features), size=features.nbytes)
         meta = {"keys": list(keys), "shape": list(features.shape), "dtype": self.dtype, "sha256": fsutil.sha256_file(npy)}
         fsutil.atomic_write(self.dir / f"{shard}.json", lambda fh: fh.write(json.dumps(meta).encode()))
         index = self._load_index()

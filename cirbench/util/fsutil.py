@@ -37,12 +37,18 @@ def _default_mode(directory: bool = False) -> int:
     return (0o777 if directory else 0o666) & ~_umask()
 
 
-def atomic_write(path: Path, write: Callable, binary: bool = True, fsync: bool = True) -> Path:
+def atomic_write(path: Path, write: Callable, binary: bool = True, fsync: bool = True,
+                 size: int | None = None) -> Path:
     """Write ``path`` through a temporary file in the same folder and a rename; ``write(fh)`` fills it.
-    The file gets the umask's permissions (a shared results folder stays readable by the team)."""
+    The file gets the umask's permissions (a shared results folder stays readable by the team). A full
+    disk is a DiskFullError naming the file, the ``size`` it needed (where known) and the space free."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=TMP_SUFFIX)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=TMP_SUFFIX)
+    except OSError as exc:
+        _raise_if_full(exc, path, size)
+        raise
     try:
         with os.fdopen(fd, "wb" if binary else "w", **({} if binary else {"encoding": "utf-8"})) as fh:
             write(fh)
@@ -51,10 +57,28 @@ def atomic_write(path: Path, write: Callable, binary: bool = True, fsync: bool =
                 os.fsync(fh.fileno())
         os.chmod(tmp, _default_mode())
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as exc:
         Path(tmp).unlink(missing_ok=True)
+        if isinstance(exc, OSError):
+            _raise_if_full(exc, path, size)
         raise
     return path
+
+
+def _raise_if_full(exc: OSError, path: Path, size: int | None) -> None:
+    import errno
+
+    from cirbench.errors import DiskFullError
+
+    if exc.errno not in (errno.ENOSPC, getattr(errno, "EDQUOT", errno.ENOSPC)):
+        return
+    try:
+        free = f"{shutil.disk_usage(path.parent).free / 2**20:.1f} MiB free"
+    except OSError:
+        free = "free space unknown"
+    need = f"needs about {size / 2**20:.1f} MiB, " if size is not None else ""
+    raise DiskFullError(f"cannot write {path}: no space left on the device ({need}{free}); free some space or "
+                        "point the folder elsewhere (--cache-dir, --results-dir)") from None
 
 
 def write_text(path: Path, text: str) -> Path:
