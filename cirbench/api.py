@@ -271,7 +271,7 @@ class Settings:
     device: str = "auto"
     precision: str = "fp32"
     transform: str | None = None
-    feature_dtype: str = "fp16"
+    feature_dtype: str = "fp32"  # as every official code scores; fp16 halves a huge gallery's memory
     overwrite: bool = False
     skip_bad_images: bool = False
     progress: Any = False  # bool, or a cirbench.util.progress.Progress

@@ -113,8 +113,9 @@ def run(
     transform: Transform = None,
     overwrite: Annotated[bool, typer.Option("--overwrite", help="Recompute cells that already have a result "
                                                                 "file.")] = False,
-    feature_dtype: Annotated[str, typer.Option("--feature-dtype", help="Image features stored and scored as fp16 "
-                                                                       "(half the memory) or fp32.")] = "fp16",
+    feature_dtype: Annotated[str, typer.Option("--feature-dtype", help="Image features stored and scored as fp32 "
+                                                                       "(as the official codes score them) or fp16 (half "
+                                                                       "the memory: million-image galleries).")] = "fp32",
     skip_bad_images: Annotated[bool, typer.Option("--skip-bad-images", help="Skip unreadable images (recorded) "
                                                                             "instead of stopping.")] = False,
     as_json: Annotated[bool, typer.Option("--json", help="Print results as JSON on stdout.")] = False,

@@ -452,3 +452,17 @@ def test_a_full_disk_under_the_cache_is_one_line_naming_the_path_and_the_space(t
     (line,) = out.strip().splitlines()
     assert line.startswith(f"error: cannot write {tmp_path / 'c' / 'features'}/")
     assert "no space left on the device (needs about 0.0 MiB, " in line and " MiB free); free some space" in line
+
+
+# -- 9. the defaults of the official codes ----------------------------------------------------------------
+
+def test_features_are_stored_and_scored_in_fp32_by_default_and_recorded(tmp_path):
+    import numpy as np
+
+    root = flat_dataset(tmp_path / "ds", QUERIES)
+    (cell,) = evaluate(root, ["image-only"], tmp_path).cells
+    assert cell.record.run.feature_dtype == "float32"
+    shards = list((tmp_path / "cache" / "features").rglob("*.npy"))
+    assert shards and {str(np.load(p).dtype) for p in shards} == {"float32"}
+    (half,) = evaluate(root, ["image-only"], tmp_path, feature_dtype="fp16", overwrite=True).cells
+    assert half.record.run.feature_dtype == "float16"

@@ -96,7 +96,7 @@ def test_train_command_is_the_same_on_the_world(tmp_path):
 
 
 def test_fp16_feature_storage_ranks_like_fp32(tmp_path):
-    """Features are stored in fp16 by default. On the embedded benchmark, fp16 and fp32 storage give the
+    """Features are stored in fp32 by default, fp16 on request. On the embedded benchmark, both give the
     same metrics and the same first result for every query; lower down, near-ties between almost
     identical renderings may swap places (measured: 97.5% of top-200 positions agree on the default world)."""
     import torch

@@ -29,7 +29,7 @@ class RunOptions:
     chunk_size: int = 16384  # gallery rows scored at a time: memory ~ queries x chunk
     overwrite: bool = False
     skip_bad_images: bool = False
-    feature_dtype: str = "float16"  # how image features are stored (and rounded): float16 or float32
+    feature_dtype: str = "float32"  # how image features are stored (and rounded): float32 or float16
     all_methods: bool = False  # the user asked for `--method all`
     prompts: dict[str, str] = field(default_factory=dict)  # user overrides of the split's prompt templates
     transform: str | None = None  # forces one image transform for every method (else each method's own)

@@ -24,7 +24,7 @@ class FeatureStore:
     """Image features of one encoder (model + transform) in one storage dtype."""
 
     def __init__(self, encoder, cache_dir: Path, batch_size: int = 64, workers: int = 0, progress=None,
-                 flush_every: int = 4096, flush_seconds: float = FLUSH_SECONDS, dtype: str = "float16",
+                 flush_every: int = 4096, flush_seconds: float = FLUSH_SECONDS, dtype: str = "float32",
                  content_keys: ContentKeys | None = None):
         self.encoder = encoder
         # features are rounded to the storage precision whether they come from the cache or not, so a
