@@ -466,3 +466,18 @@ def test_features_are_stored_and_scored_in_fp32_by_default_and_recorded(tmp_path
     assert shards and {str(np.load(p).dtype) for p in shards} == {"float32"}
     (half,) = evaluate(root, ["image-only"], tmp_path, feature_dtype="fp16", overwrite=True).cells
     assert half.record.run.feature_dtype == "float16"
+
+
+def test_hf_clip_rescales_in_float64_as_transformers_does():
+    """Every byte value: the float32 product (x * float32(1/255)) differs from transformers' rescale
+    (float64 product, cast) by one ulp on 126 of the 256 values."""
+    import numpy as np
+    from PIL import Image
+    from transformers.image_transforms import rescale
+
+    from cirbench.protocol.transforms import Rescale
+
+    pixels = np.arange(256, dtype=np.uint8).reshape(16, 16)[..., None].repeat(3, axis=2)
+    want = rescale(pixels, 1 / 255, data_format="channels_last", dtype=np.float32)
+    got = Rescale(1 / 255)(Image.fromarray(pixels)).permute(1, 2, 0).numpy()
+    assert got.dtype == np.float32 and np.array_equal(got, want)
