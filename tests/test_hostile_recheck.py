@@ -481,3 +481,31 @@ def test_hf_clip_rescales_in_float64_as_transformers_does():
     want = rescale(pixels, 1 / 255, data_format="channels_last", dtype=np.float32)
     got = Rescale(1 / 255)(Image.fromarray(pixels)).permute(1, 2, 0).numpy()
     assert got.dtype == np.float32 and np.array_equal(got, want)
+
+
+def test_the_hf_clip_encoder_squashes_cocos_query_crops(tmp_path):
+    """BGE-VL's encoder honours COCO's squash like open_clip's and MagicLens's: both bands of a 40 x 20
+    crop survive (its centre crop would cut the red one), the RGB conversion and the float64 rescale stay."""
+    import numpy as np
+    from PIL import Image
+
+    from cirbench.contracts.encoder import load_encoder
+    from cirbench.protocol.images import ImageRef, load_rgb
+    from cirbench.protocol.transforms import Rescale, ToRGB
+    from hf_models import tiny_hf_clip
+
+    encoder = load_encoder(f"hf-clip:{tiny_hf_clip(tmp_path / 'clip')}")
+    image = np.zeros((20, 40, 3), dtype=np.uint8)
+    image[:, :10] = (255, 0, 0)
+    image[:, 30:] = (0, 0, 255)
+    Image.fromarray(image).save(tmp_path / "m.png")
+    ref = ImageRef(tmp_path / "m.png", (("crop", 0, 0, 40, 20), ("squash",)))
+    squash = encoder.squash_preprocess
+    n = encoder.preprocess(load_rgb(ref)).shape[-1]
+    pixels = squash(load_rgb(ref))
+    assert pixels.shape[-2:] == (n, n)
+    assert pixels[0, n // 2, 1] > 0.5 and pixels[2, n // 2, -2] > 0.5
+    assert encoder.preprocess(load_rgb(ref))[0, n // 2, 1] < 0  # the centre crop loses the red band
+    kinds = [type(t) for t in squash.transforms]
+    assert kinds[0] is ToRGB and Rescale in kinds
+    assert encoder.identity["squash_preprocess"].startswith("Compose(     ToRGB()     Resize(size=(")

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 from cirbench.contracts.encoder import Encoder, copy_with, register_encoder, with_weights_rounded
 from cirbench.errors import MissingResourceError, UsageError
-from cirbench.protocol.transforms import FloorCenterCrop, Rescale, ToRGB
+from cirbench.protocol.transforms import FloorCenterCrop, Rescale, ToRGB, squash_variant
 from cirbench.protocol.transforms import build as build_transform
 from cirbench.util.hub import load_pretrained, require_cached, revision_of
 
@@ -70,6 +70,8 @@ class HFClipEncoder(Encoder):
         self.identity = identity
         self.preprocess = build_transform(preprocess, identity.get("transform", "clip"))
         self.identity["preprocess"] = repr(self.preprocess).replace("\n", " ")
+        # squashed images (COCO's query crops) go through this one: in the feature-cache key too
+        self.identity["squash_preprocess"] = repr(squash_variant(preprocess)).replace("\n", " ")
         self.identity["decode"] = "RGB before the transform"
         self.device, self.precision = device, precision
         self.dtype = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}[precision]
@@ -95,6 +97,12 @@ class HFClipEncoder(Encoder):
 
     def with_weights(self, weights: str) -> "HFClipEncoder":
         return with_weights_rounded(self, weights)
+
+    @property
+    def squash_preprocess(self):
+        """The processor's steps with its resize and crop replaced by a resize to the input square (COCO's
+        query crops, as open_clip encoders squash them)."""
+        return squash_variant(self.base_preprocess)
 
     def encode_images(self, pixels):
         with self._autocast():

@@ -159,10 +159,13 @@ def squash_variant(preprocess):
     from torchvision import transforms as T
 
     steps = list(getattr(preprocess, "transforms", []))
-    crops = [i for i, t in enumerate(steps) if isinstance(t, T.CenterCrop)]
-    resizes = [t for t in steps if isinstance(t, T.Resize)]
+    crops = [i for i, t in enumerate(steps) if isinstance(t, (T.CenterCrop, FloorCenterCrop))]
+    resizes = [i for i, t in enumerate(steps) if isinstance(t, T.Resize)]
     if not crops or not resizes:
         return preprocess
     size = steps[crops[0]].size
     n = size[0] if isinstance(size, (tuple, list)) else int(size)
-    return T.Compose([T.Resize((n, n), interpolation=resizes[0].interpolation), *steps[crops[0] + 1:]])
+    square = T.Resize((n, n), interpolation=steps[resizes[0]].interpolation)
+    # every other step stays where it was (an RGB conversion before the resize, as Hugging Face's has)
+    return T.Compose([square if i == resizes[0] else t for i, t in enumerate(steps)
+                      if i not in (crops[0], *resizes[1:])])
