@@ -130,3 +130,14 @@ def caption_prompts(batch) -> list[str]:
 
 def caption_template(split) -> str:
     return split.prompts["caption" if "caption" in split.prompts else "text"]
+
+
+def in_caption_order(template: str, split) -> str:
+    """An official template that names FashionIQ's captions ``{c1}`` ... ``{c2}``, in the order
+    ``--set caption_order`` forces (``official``: the second caption first, as Pic2Word's code), or as
+    written when no order is forced."""
+    import re
+
+    if getattr(split, "caption_order", None) != "official":
+        return template
+    return re.sub(r"\{c([12])\}", lambda m: "{c2}" if m.group(1) == "1" else "{c1}", template)

@@ -13,9 +13,11 @@ eval/flag_dataset.py) computes it:
   features summed, then normalised; the query text truncated at 75 tokens, start and end included
   (MMIT_Collator's ``caption_max_len=75``; the scripts' ``max_query_length`` is not used);
 - gallery = normalise(get_image_features(image)); inner-product search over the whole gallery, the
-  reference kept;
+  reference kept where the split keeps it (CIRCO and FashionIQ, as the official evaluation; CIRR's
+  protocol removes it, as for every method);
 - query texts: CIRCO "Find a picture that also {shared_concept}, but {relative_caption}." (its query
-  file's, final period included); FashionIQ "{c1}, and {c2}" (the two captions as they are).
+  file's, final period included); FashionIQ "{c1}, and {c2}" (the two captions as they are; ``--set
+  caption_order=official`` puts the second first, as for every method).
 
 The authors published no CIRR or GeneCIS query file (MegaPairs issue #34 asks for the CIRR one):
 there, and on every other dataset, cirbench encodes the relative caption as the split's CLIP fusion
@@ -29,7 +31,7 @@ from __future__ import annotations
 from cirbench.contracts.method import EncoderView, Method, Option, register_method
 from cirbench.protocol.scoring import normalize
 
-from ._shared import caption_template
+from ._shared import caption_template, in_caption_order
 
 # the official query files' texts (eval/data/*_query*.jsonl), by dataset
 OFFICIAL_TEMPLATES = {
@@ -37,9 +39,13 @@ OFFICIAL_TEMPLATES = {
     "fashioniq": "{c1}, and {c2}",
 }
 QUERY_TOKENS = 75  # MMIT_Collator(caption_max_len=75): start and end tokens included
-# The exact hub commit of the default models cannot be looked up from an offline machine: until one is
-# pinned here, the commit a run resolved is recorded in its results (encoder identity "revision").
-DEFAULT_REVISION = ""
+# The released models at pinned commits (those embeddings-benchmark/mteb pins for them, in
+# mteb/models/model_implementations/bge_vl_models.py); another model id runs at what it resolves to,
+# recorded in its results (encoder identity "revision"), or at --option bge-vl.revision.
+PINNED_REVISIONS = {
+    "BAAI/BGE-VL-base": "cc4c733ed997dbee4ac70ccffb911e70c9c24b93",
+    "BAAI/BGE-VL-large": "40fb48217f521df22a2a5bf15edd52ed1146ef05",
+}
 
 
 @register_method("bge-vl", aliases=("mmret", "bge-vl-base"))
@@ -51,14 +57,15 @@ class BGEVL(Method):
     options = {
         "model": Option(str, None, "a Hugging Face repository id or a local folder of a transformers CLIP model "
                                    "(default: BAAI/BGE-VL-base; BAAI/BGE-VL-large)"),
-        "revision": Option(str, DEFAULT_REVISION, "the hub revision (commit, tag or branch) of the model"),
+        "revision": Option(str, None, "the hub revision (commit, tag or branch) of the model (default: the pinned "
+                                      "commit of BAAI/BGE-VL-base and -large)"),
         "template": Option(str, None, "the query text template (default: the official query file's, per dataset)"),
     }
 
     @classmethod
     def own_encoder(cls, options, checkpoint):
         model = options.get("model") or cls.default_model
-        revision = options.get("revision") or ""
+        revision = options.get("revision") or PINNED_REVISIONS.get(model, "")
         return f"hf-clip:{model}" + (f"@{revision}" if revision else "")
 
     @classmethod
@@ -70,7 +77,9 @@ class BGEVL(Method):
         if chosen:
             self.template, self.source = chosen, "--option template"
         elif split.dataset in OFFICIAL_TEMPLATES:
-            self.template, self.source = OFFICIAL_TEMPLATES[split.dataset], "official query file"
+            self.template = in_caption_order(OFFICIAL_TEMPLATES[split.dataset], split)
+            self.source = "official query file" + (f"; caption order forced: {split.caption_order}"
+                                                   if self.template != OFFICIAL_TEMPLATES[split.dataset] else "")
         else:
             self.template, self.source = caption_template(split), "no official template: the split's caption prompt"
 

@@ -9,9 +9,11 @@ As the official inference.py and data_utils.py compute it:
   normalised multimodal embedding (see cirbench.encoders.magiclens for the model and its habits);
 - gallery = fuse(image embedding, embedding of the EMPTY instruction) for every gallery image: the
   official code embeds index images through the text tower and the fusion with ``tokenizer("")``;
-- scores = inner products over the whole gallery, the reference kept;
+- scores = inner products over the whole gallery, the reference kept where the split keeps it (CIRCO
+  and FashionIQ, as the official code; CIRR's protocol removes it, as for every method);
 - instructions: CIRCO "find {shared_concept} but {relative_caption}"; FashionIQ the two captions joined
-  by " and " as they are; domain conversion "find this object in {domain}".
+  by " and " as they are (``--set caption_order=official``: the second first, as for every method);
+  domain conversion "find this object in {domain}".
 
 The official code evaluates no CIRR or GeneCIS split: there, and on every other dataset, the relative
 caption is the instruction as the split's CLIP fusion methods encode it (recorded in the results);
@@ -26,7 +28,7 @@ from __future__ import annotations
 from cirbench.contracts.method import Method, Option, register_method
 from cirbench.errors import MissingResourceError
 
-from ._shared import caption_template
+from ._shared import caption_template, in_caption_order
 
 OFFICIAL_TEMPLATES = {
     "circo": "find {shared_concept} but {text}",
@@ -56,7 +58,9 @@ class MagicLens(Method):
         if chosen:
             self.template, self.source = chosen, "--option template"
         elif split.dataset in OFFICIAL_TEMPLATES:
-            self.template, self.source = OFFICIAL_TEMPLATES[split.dataset], "official code"
+            self.template = in_caption_order(OFFICIAL_TEMPLATES[split.dataset], split)
+            self.source = "official code" + (f"; caption order forced: {split.caption_order}"
+                                             if self.template != OFFICIAL_TEMPLATES[split.dataset] else "")
         else:
             self.template, self.source = caption_template(split), "no official template: the split's caption prompt"
 

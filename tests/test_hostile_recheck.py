@@ -509,3 +509,41 @@ def test_the_hf_clip_encoder_squashes_cocos_query_crops(tmp_path):
     kinds = [type(t) for t in squash.transforms]
     assert kinds[0] is ToRGB and Rescale in kinds
     assert encoder.identity["squash_preprocess"].startswith("Compose(     ToRGB()     Resize(size=(")
+
+
+def test_bge_vls_released_models_run_at_their_pinned_commits():
+    from cirbench.contracts.registry import methods
+
+    base, large = methods.get("bge-vl"), methods.get("bge-vl-large")
+    assert base.own_encoder({}, None) == "hf-clip:BAAI/BGE-VL-base@cc4c733ed997dbee4ac70ccffb911e70c9c24b93"
+    assert large.own_encoder({}, None) == "hf-clip:BAAI/BGE-VL-large@40fb48217f521df22a2a5bf15edd52ed1146ef05"
+    assert base.own_encoder({"model": "BAAI/BGE-VL-large"}, None).endswith("@40fb48217f521df22a2a5bf15edd52ed1146ef05")
+    assert base.own_encoder({"revision": "main"}, None) == "hf-clip:BAAI/BGE-VL-base@main"
+    assert base.own_encoder({"model": "/models/mine"}, None) == "hf-clip:/models/mine"
+
+
+@pytest.mark.parametrize("order,bge,magiclens", [(None, "{c1}, and {c2}", "{c1} and {c2}"),
+                                                 ("natural", "{c1}, and {c2}", "{c1} and {c2}"),
+                                                 ("official", "{c2}, and {c1}", "{c2} and {c1}")])
+def test_bge_vl_and_magiclens_follow_a_forced_caption_order(order, bge, magiclens):
+    from types import SimpleNamespace
+
+    from cirbench.contracts.registry import methods
+
+    split = SimpleNamespace(dataset="fashioniq", caption_order=order, prompts={"caption": "{c1} and {c2}"})
+    for name, want in (("bge-vl", bge), ("magiclens", magiclens)):
+        method = methods.get(name).__new__(methods.get(name))
+        method.option = lambda key: None
+        method.prepare(split)
+        assert method.template == want
+        assert ("caption order forced" in method.source) == (order == "official")
+
+
+def test_magiclens_base_published_numbers_are_in_the_paper_table():
+    from cirbench.analysis.tables import paper_numbers
+
+    paper = paper_numbers()
+    base = paper[(paper.method == "magiclens") & (paper.backbone == "magiclens-base")]
+    got = {(r.dataset, r.split, r.metric): r.value for r in base.itertuples() if r.dataset != "circo"}
+    assert got == {("cirr", "test1", "R@1"): 27.0, ("fashioniq", "average", "R@10"): 26.3,
+                   ("genecis", "average", "R@1"): 15.0}
