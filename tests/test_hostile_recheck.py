@@ -547,3 +547,49 @@ def test_magiclens_base_published_numbers_are_in_the_paper_table():
     got = {(r.dataset, r.split, r.metric): r.value for r in base.itertuples() if r.dataset != "circo"}
     assert got == {("cirr", "test1", "R@1"): 27.0, ("fashioniq", "average", "R@10"): 26.3,
                    ("genecis", "average", "R@1"): 15.0}
+
+
+# -- 10. each length check of the outcomes, on its own ---------------------------------------------------
+
+def _cut_qids(o):
+    o.qids = o.qids[:2]
+
+
+def _cut_texts(o):
+    o.texts = o.texts[:2]
+
+
+def _cut_ranking(o):
+    top, ranks, first = o.views["gallery"]
+    o.views["gallery"] = (top[:2], ranks, first)
+
+
+def _cut_values(o):
+    values, agg = o.values["R@1"]
+    o.values["R@1"] = (values[:2], agg)
+
+
+def _cut_ranks(o):
+    top, ranks, first = o.views["gallery"]
+    o.views["gallery"] = (top, ranks[:2], first)
+
+
+@pytest.mark.parametrize("cut,problem", [
+    (_cut_qids, "2 query ids for 3 queries"),
+    (_cut_texts, "2 texts for 3 queries"),
+    (_cut_ranking, "the gallery ranking has 2 rows, 3 first ranks and 3 rank lists for 3 queries"),
+    (_cut_ranks, "the gallery ranking has 3 rows, 3 first ranks and 2 rank lists for 3 queries"),
+    (_cut_values, "2 values of R@1 for 3 queries"),
+])
+def test_each_outcomes_length_check_names_what_is_short(two_methods, cut, problem):
+    from cirbench.errors import DataError
+    from cirbench.storage import results
+
+    path = next(two_methods.rglob("text-only.json"))
+    record = results.read(path)
+    outcomes = results.load_outcomes(record)
+    results.check_outcomes(outcomes, record, path)  # whole, it fits
+    cut(outcomes)
+    with pytest.raises(DataError) as err:
+        results.check_outcomes(outcomes, record, path)
+    assert str(err.value).startswith(f"{path}: per-query outcomes do not fit their result ({problem}")
