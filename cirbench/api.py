@@ -272,6 +272,7 @@ class Settings:
     precision: str = "fp32"
     transform: str | None = None
     feature_dtype: str = "fp32"  # as every official code scores; fp16 halves a huge gallery's memory
+    label: str | None = None  # names the setting of every method of the run (results kept side by side)
     overwrite: bool = False
     skip_bad_images: bool = False
     progress: Any = False  # bool, or a cirbench.util.progress.Progress
@@ -291,6 +292,9 @@ class Settings:
         w = self.workers
         if w is not None and (not isinstance(w, int) or isinstance(w, bool) or w < 0):
             raise UsageError(f"workers must be an integer >= 0, not {w!r}")
+        if self.label is not None and (not isinstance(self.label, str) or not self.label.strip()
+                                       or any(c in self.label for c in "[]\n")):
+            raise UsageError(f"label must be a non-empty text without brackets or line breaks, not {self.label!r}")
         if self.prompts is not None:
             if not isinstance(self.prompts, Mapping):
                 raise UsageError(f"prompts must map a prompt kind to a template, not {type(self.prompts).__name__}")
@@ -310,7 +314,7 @@ class Settings:
                           workers=min(4, os.cpu_count() or 1) if self.workers is None else self.workers,
                           overwrite=self.overwrite, skip_bad_images=self.skip_bad_images,
                           feature_dtype=FEATURE_DTYPES[self.feature_dtype], all_methods=all_methods,
-                          prompts=dict(self.prompts or {}), transform=self.transform,
+                          prompts=dict(self.prompts or {}), transform=self.transform, label=self.label,
                           command=list(self.command) if self.command is not None else list(sys.argv))
 
 

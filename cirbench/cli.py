@@ -25,6 +25,8 @@ app.add_typer(list_app, name="list")
 app.add_typer(cache_app, name="cache")
 world_app = typer.Typer(no_args_is_help=True, help="The embedded benchmark's world and its small CLIP.")
 app.add_typer(world_app, name="world")
+results_app = typer.Typer(no_args_is_help=True, help="List result files by method and setting, or prune settings.")
+app.add_typer(results_app, name="results")
 STATE = {"debug": False}
 
 # -- options shared by several commands (declared once) --------------------------------------------
@@ -118,11 +120,15 @@ def run(
                                                                        "the memory: million-image galleries).")] = "fp32",
     skip_bad_images: Annotated[bool, typer.Option("--skip-bad-images", help="Skip unreadable images (recorded) "
                                                                             "instead of stopping.")] = False,
+    label: Annotated[Optional[str], typer.Option("--label", help="Name this run's setting of each method (its "
+                                                                 "results are kept beside other settings'; default: "
+                                                                 "the options that differ from their defaults).")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print results as JSON on stdout.")] = False,
     quiet: Quiet = False,
     plugin: Plugins = [],
 ):
-    """Run methods on dataset splits; print a table of the main metrics."""
+    """Run methods on dataset splits; print a table of the main metrics. Each setting of a method (its
+    options that differ from their defaults, or --label) is kept in results of its own."""
     from cirbench.util import distributed
 
     try:
@@ -136,11 +142,16 @@ def run(
             options=option or None, prompts=pairs(prompt, "--prompt"), results_dir=results_dir, cache_dir=cache,
             batch_size=batch_size, workers=workers, device=device, precision=precision, transform=transform,
             feature_dtype=feature_dtype, overwrite=overwrite, skip_bad_images=skip_bad_images, plugins=plugin,
-            progress=Progress(enabled=not quiet and distributed.is_main())))
+            label=label, progress=Progress(enabled=not quiet and distributed.is_main())))
     except CirbenchError as exc:
         fail(exc)
     if not distributed.is_main():
         return
+    for o in evaluation.cells:  # said first: the results (a table, or JSON) follow
+        if o.replaced:
+            typer.echo(f"note: replaced {o.path}: the earlier result of {o.method}"
+                       f"{' [' + o.setting + ']' if o.setting else ''} on {o.dataset}:{o.split} (the same setting)",
+                       err=True)
     _print_outcomes(evaluation.cells, as_json)
     skipped = {}
     for o in evaluation.skipped:
@@ -148,7 +159,8 @@ def run(
     for name, why in skipped.items():
         typer.echo(f"note: {name} not run: {why}", err=True)
     for o in evaluation.failures:
-        typer.echo(f"error: {o.method} on {o.dataset}:{o.split}: {o.error}", err=True)
+        shown = f"{o.method} [{o.setting}]" if o.setting else o.method
+        typer.echo(f"error: {shown} on {o.dataset}:{o.split}: {o.error}", err=True)
     if evaluation.failures:
         raise typer.Exit(max(o.error.exit_code for o in evaluation.failures))
 
@@ -157,35 +169,116 @@ def _print_outcomes(cells, as_json: bool) -> None:
     records = [o.record for o in cells if o.record is not None]
     if as_json:
         typer.echo(json.dumps({"results": [r.to_dict() for r in records],
-                               "cells": [{"method": o.method, "dataset": o.dataset, "split": o.split,
-                                          "status": o.status, "path": str(o.path) if o.path else None,
+                               "cells": [{"method": o.method, "setting": o.setting, "dataset": o.dataset,
+                                          "split": o.split, "status": o.status,
+                                          "replaced": o.replaced, "path": str(o.path) if o.path else None,
                                           "error": str(o.error) if o.error else None} for o in cells]},
                               indent=2, default=str))
         return
     if not records:
         return
     from rich.console import Console
+    from rich.markup import escape
     from rich.table import Table
 
     from cirbench.analysis.cells import long_frame
     from cirbench.analysis.tables import dataset_tables
+    from cirbench.storage.results import method_id
 
     console = Console(width=200)
     for name, table in dataset_tables(long_frame(records)).items():
         t = Table(title=name)
+        models = len(set(table.index.get_level_values(0))) > 1  # a method brought its own model: name it
+        if models:
+            t.add_column("model")
         t.add_column("method")
         for s, m in table.columns:
             t.add_column(f"{s}\n{m}", justify="right")
         for (enc, meth), row in table.iterrows():
-            t.add_row(meth, *["-" if v != v else f"{v:.2f}" for v in row.tolist()])
+            shown = ["-" if v != v else f"{v:.2f}" for v in row.tolist()]
+            t.add_row(*([escape(enc)] if models else []), escape(meth), *shown)  # "[t=0.5]" is no markup
         console.print(t)
     for record in records:
         for path in record.submission:
-            console.print(f"{record.method.name} on {record.dataset.name}:{record.dataset.split}: "
-                          f"submission file {path}", highlight=False)
+            console.print(escape(f"{method_id(record)} on {record.dataset.name}:{record.dataset.split}: "
+                                 f"submission file {path}"), highlight=False)
     reused = sum(o.status == "reused" for o in cells)
     if reused:
         console.print(f"({reused} cell(s) reused from earlier result files; --overwrite recomputes them)")
+
+
+def _results_of(results_dir: Path, method: Optional[str], setting: Optional[str], dataset: Optional[str]):
+    """(readable results that match, warnings); ``setting`` "default" is the default setting."""
+    from cirbench.storage import results
+
+    if not Path(results_dir).is_dir():
+        raise UsageError(f"no results folder {results_dir} (pass --results-dir)")
+    found, warnings = [], []
+    for path in results.find(results_dir):
+        try:
+            record = results.read(path)
+        except CirbenchError as exc:
+            warnings.append(str(exc))
+            continue
+        if method is not None and record.method.name != method:
+            continue
+        if setting is not None and record.method.setting != ("" if setting == "default" else setting):
+            continue
+        if dataset is not None and dataset not in (record.dataset.name, f"{record.dataset.name}:{record.dataset.split}"):
+            continue
+        found.append(record)
+    return found, warnings
+
+
+MethodFilter = Annotated[Optional[str], typer.Option("--method", "-m", help="Only this method (its name).")]
+SettingFilter = Annotated[Optional[str], typer.Option("--setting", help="Only this setting, as listed ('default' for "
+                                                                        "the default one).")]
+DatasetFilter = Annotated[Optional[str], typer.Option("--dataset", "-d", help="Only this dataset (NAME or NAME:SPLIT).")]
+
+
+@results_app.command("list")
+def results_list(results_dir: ResultsDir = Path("results"), method: MethodFilter = None, setting: SettingFilter = None,
+                 dataset: DatasetFilter = None):
+    """One line per result file: method and setting, dataset:split, model, date, file."""
+    from cirbench.storage.results import method_id
+
+    try:
+        found, warnings = _results_of(results_dir, method, setting, dataset)
+    except CirbenchError as exc:
+        fail(exc)
+    for r in sorted(found, key=lambda r: (r.method.name, r.method.setting, r.dataset.name, r.dataset.split)):
+        typer.echo(f"{method_id(r)}\t{r.dataset.name}:{r.dataset.split}\t{r.encoder.label}\t{r.run.date}\t{r.path}")
+    for w in warnings:
+        typer.echo(f"warning: unreadable: {w}", err=True)
+    settings = {(r.method.name, r.method.setting) for r in found}
+    typer.echo(f"{len(found)} result file(s), {len(settings)} method setting(s)", err=True)
+
+
+@results_app.command("prune")
+def results_prune(method: Annotated[str, typer.Option("--method", "-m", help="The method whose results to delete.")],
+                  setting: Annotated[str, typer.Option("--setting", help="The setting to delete, as `cirbench "
+                                                                         "results list` shows it ('default': the "
+                                                                         "default one).")],
+                  results_dir: ResultsDir = Path("results"), dataset: DatasetFilter = None,
+                  dry_run: Annotated[bool, typer.Option("--dry-run", help="Say what would be deleted.")] = False):
+    """Delete one setting's result files (with their outcomes and submissions), e.g. an abandoned sweep."""
+    from cirbench.storage import results
+
+    try:
+        found, _ = _results_of(results_dir, method, setting, dataset)
+        if not found:
+            known = sorted({r.method.setting or "default" for r in _results_of(results_dir, method, None, dataset)[0]})
+            raise UsageError(f"no result of {method!r} with setting {setting!r} under {results_dir} (its settings "
+                             f"there: {', '.join(known) or 'none'})")
+    except CirbenchError as exc:
+        fail(exc)
+    for record in found:
+        if dry_run:
+            typer.echo(f"would delete {record.path}")
+        else:
+            for path in results.remove(record):
+                typer.echo(f"deleted {path}")
+    typer.echo(f"{'would delete' if dry_run else 'deleted'} {len(found)} result(s) of {method} [{setting}]", err=True)
 
 
 Resamples = Annotated[int, typer.Option("--bootstrap", min=0, help="Bootstrap resamples over queries for the 95% "

@@ -56,9 +56,9 @@ class BGEVL(Method):
     default_model = "BAAI/BGE-VL-base"
     options = {
         "model": Option(str, None, "a Hugging Face repository id or a local folder of a transformers CLIP model "
-                                   "(default: BAAI/BGE-VL-base; BAAI/BGE-VL-large)"),
+                                   "(default: BAAI/BGE-VL-base; BAAI/BGE-VL-large)", in_setting=False),
         "revision": Option(str, None, "the hub revision (commit, tag or branch) of the model (default: the pinned "
-                                      "commit of BAAI/BGE-VL-base and -large)"),
+                                      "commit of BAAI/BGE-VL-base and -large)", in_setting=False),
         "template": Option(str, None, "the query text template (default: the official query file's, per dataset)"),
     }
 

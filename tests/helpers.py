@@ -140,11 +140,23 @@ def run_cli(tmp_path, *args, code=0):
     return result
 
 
+def result_files(folder: Path, method: str) -> list[Path]:
+    """The result files of a method under a folder, whatever its setting (<method>.json for the default
+    one, <method>~<setting>.json for the others)."""
+    return sorted(p for p in Path(folder).rglob("*.json") if "submissions" not in p.parts
+                  and (p.stem == method or p.stem.startswith(f"{method}~")))
+
+
+def result_file(folder: Path, method: str) -> Path:
+    (path,) = result_files(folder, method)
+    return path
+
+
 def rankings(tmp_path, method: str) -> list[list[str]]:
     """Each query's top gallery ids, from the outcomes of the method's result file under tmp_path/r."""
     from cirbench.storage import results
 
-    path = next(p for p in (tmp_path / "r").rglob(f"{method}.json") if "submissions" not in p.parts)
+    path = result_file(tmp_path / "r", method)
     record = results.read(path)
     out = results.load_outcomes(record)
     top = out.views["gallery"][0]

@@ -17,7 +17,7 @@ import colour_encoder
 from cirbench.cli import app
 from cirbench.contracts.method import Method, Option
 from cirbench.contracts.registry import methods
-from helpers import flat_dataset
+from helpers import flat_dataset, result_file
 
 colour_encoder.register()
 G = "gallery/{}.png".format
@@ -350,7 +350,7 @@ def test_a_third_party_plugin_using_the_new_hooks_runs_from_the_cli(tmp_path, my
 
     tops = {}
     for name in ("scored-reranked", "image-only"):
-        path = next((tmp_path / "results").rglob(f"{name}.json"))
+        path = result_file(tmp_path / "results", name)
         tops[name] = results.load_outcomes(results.read(path)).views["gallery"][0]
     assert (tops["scored-reranked"][:, :3] == tops["image-only"][:, 2::-1]).all()
     assert (tops["scored-reranked"][:, 3:] == tops["image-only"][:, 3:]).all()

@@ -15,6 +15,7 @@ from typer.testing import CliRunner
 import colour_encoder
 import real_fixtures as F
 from cirbench.cli import app
+from helpers import result_file
 
 colour_encoder.register()
 
@@ -65,7 +66,7 @@ def test_seize_from_released_texts(tmp_path):
     assert m["mAP@5"] == pytest.approx(100 * (7 / 12 + 1) / 2)
     from cirbench.storage import results
 
-    record = results.read(next((tmp_path / "r").rglob("seize.json")))
+    record = results.read(result_file(tmp_path / "r", "seize"))
     top, _ranks, _first = results.load_outcomes(record).views["gallery"]
     assert [record_id(record, g) for g in top[0, :7]] == ["2", "5", "3", "7", "6", "1", "4"]
     # the code's default factors (the ranking above would hold for other ones)

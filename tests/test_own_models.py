@@ -14,7 +14,7 @@ import torch
 from PIL import Image
 
 import real_fixtures as F
-from helpers import query_batch, rankings, run_cli, split_view
+from helpers import query_batch, rankings, result_file, run_cli, split_view
 
 pytest.importorskip("transformers")
 normalize = torch.nn.functional.normalize
@@ -123,7 +123,7 @@ def test_bge_vl_ranks_as_the_official_evaluation(tmp_path, hfclip_dir):
             "--option", f"bge-vl.model={hfclip_dir}", "--feature-dtype", "fp32")
     query, index, ids = official_bge_vl(hfclip_dir, root, rows)
     assert rankings(tmp_path, "bge-vl") == official_top(query, index, ids)
-    record = json.loads(next((tmp_path / "r").rglob("bge-vl.json")).read_text())
+    record = json.loads(result_file(tmp_path / "r", "bge-vl").read_text())
     assert record["encoder"]["identity"]["kind"] == "hf-clip" and record["method"]["own_model"] is True
     assert record["method"]["text_length"] == 75 and record["encoder"]["identity"]["text_length"] == 75
     assert record["method"]["config"]["prompt"] == "Find a picture that also {shared_concept}, but {text}."
@@ -265,7 +265,7 @@ def test_magiclens_ranks_as_the_official_inference(tmp_path, magiclens):
             "--data", f"circo={root}", "--feature-dtype", "fp32")
     query, index, ids = official_magiclens(module, variables, root, rows)
     assert rankings(tmp_path, "magiclens") == official_top(query, index, ids)
-    record = json.loads(next((tmp_path / "r").rglob("magiclens.json")).read_text())
+    record = json.loads(result_file(tmp_path / "r", "magiclens").read_text())
     assert record["method"]["config"]["prompt"] == "find {shared_concept} but {text}"
     assert record["encoder"]["identity"]["kind"] == "magiclens"
     assert record["encoder"]["label"] == "magiclens (32-wide vision, patch 8, 24-d) (magic_lens_tiny.pkl)"

@@ -13,6 +13,7 @@ import pytest
 
 import real_fixtures as F
 from cli_helpers import cirbench
+from helpers import result_file
 
 README = Path(__file__).resolve().parents[1] / "README.md"
 
@@ -46,7 +47,7 @@ def run(folder, *args, env=None):
 def tops(folder: Path, method: str):
     from cirbench.storage import results
 
-    path = next(p for p in folder.rglob(f"{method}.json") if "submissions" not in p.parts)
+    path = result_file(folder, method)
     out = results.load_outcomes(results.read(path))
     return (out.views["gallery"] if "gallery" in out.views else out.views["subset"])[0]
 

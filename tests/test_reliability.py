@@ -11,7 +11,7 @@ from typer.testing import CliRunner
 
 import colour_encoder
 from cirbench.cli import app
-from helpers import folder_dataset
+from helpers import folder_dataset, result_file
 
 colour_encoder.register()
 
@@ -115,7 +115,7 @@ def test_a_star_or_dollar_in_a_caption_is_text(tmp_path, mydata, tiny_dir, tiny_
         out = run_json(tmp_path / f"{method}-{len(tops)}", mydata, *extra, "--transform", "clip",
                        "--feature-dtype", "fp32", methods=method, encoder=f"local-dir:{tiny_dir}")
         assert statuses(out) == {method: "computed"}
-        record = results.read(next((tmp_path / f"{method}-{len(tops)}" / "r").rglob(f"{method}.json")))
+        record = results.read(result_file(tmp_path / f"{method}-{len(tops)}" / "r", method))
         tops[len(tops)] = results.load_outcomes(record).views["gallery"][0]
     assert (tops[0] == tops[2]).all() and (tops[1] == tops[3]).all()
     code, text = invoke("data", "check", mydata)

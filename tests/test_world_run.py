@@ -5,6 +5,7 @@ import json
 import pytest
 
 from cli_helpers import cirbench
+from helpers import result_files
 
 pytestmark = pytest.mark.slow
 
@@ -29,7 +30,7 @@ def test_default_run_trains_everything_once_then_reuses(tmp_path):
     by_method = {}
     for record in first["results"]:
         # every recorded number is what the per-query ranks give, recomputed here from the outcomes file
-        path = next(p for p in (tmp_path / "results").rglob(f"{record['method']['name']}.json")
+        path = next(p for p in result_files(tmp_path / "results", record['method']['name'])
                     if f"/{record['dataset']['name']}/{record['dataset']['split']}/" in str(p))
         outcomes = results.load_outcomes(results.read(path))
         _top, ranks, _first = outcomes.views["gallery"]

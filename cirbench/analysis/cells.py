@@ -14,16 +14,19 @@ from pathlib import Path
 
 from cirbench.analysis import stats
 from cirbench.storage import results
+from cirbench.storage.results import method_id
 
-FRAME_COLUMNS = ["encoder", "encoder_key", "encoder_spec", "method_name", "method", "supervised", "transform",
-                 "dataset", "dataset_key", "split", "metric", "value", "low", "high", "main", "n_queries",
-                 "n_gallery", "split_order", "display_order", "model_name", "own_model"]
+FRAME_COLUMNS = ["encoder", "encoder_key", "encoder_spec", "method_name", "method_base", "setting", "method",
+                 "supervised", "transform", "dataset", "dataset_key", "split", "metric", "value", "low", "high",
+                 "main", "n_queries", "n_gallery", "split_order", "display_order", "model_name", "own_model"]
 
 
 def method_label(record) -> str:
+    """The method's row label: its name, its setting where it is not the default (``slerp [t=0.5]``),
+    and for a supervised method what it was trained on."""
     if record.method.supervised:
-        return f"{record.method.name} (supervised, trained on {record.method.train_dataset})"
-    return record.method.name
+        return f"{method_id(record)} (supervised, trained on {record.method.train_dataset})"
+    return method_id(record)
 
 
 def _labels(pairs) -> dict:
@@ -100,7 +103,8 @@ class Report:
                 if found is not None and self.resamples:
                     low, high = stats.interval(found[0], found[1], self.resamples, self.seed, split_key(r))
                 rows.append({"encoder": enc_labels[r.encoder.model_key], "encoder_key": r.encoder.model_key,
-                             "encoder_spec": r.encoder.spec, "method_name": r.method.name, "method": method_label(r),
+                             "encoder_spec": r.encoder.spec, "method_name": method_id(r), "method_base": r.method.name,
+                             "setting": r.method.setting, "method": method_label(r),
                              "supervised": r.method.supervised, "transform": r.method.transform,
                              "dataset": ds_labels[dataset_key(r)], "dataset_key": dataset_key(r),
                              "split": r.dataset.split, "metric": metric, "value": value, "low": low, "high": high,
@@ -114,7 +118,7 @@ class Report:
     def find(self, encoder_key: str, method: str, ds_key: str, split: str) -> Cell | None:
         for c in self.cells:
             r = c.record
-            if (r.encoder.model_key, r.method.name, dataset_key(r), r.dataset.split) == (encoder_key, method, ds_key, split):
+            if (r.encoder.model_key, method_id(r), dataset_key(r), r.dataset.split) == (encoder_key, method, ds_key, split):
                 return c
         return None
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from cirbench.errors import UsageError
+from cirbench.storage.results import method_id
 
 
 def compare_methods(results_dir: Path, method_a: str, method_b: str, datasets: list[str] | None = None,
@@ -18,7 +19,7 @@ def compare_methods(results_dir: Path, method_a: str, method_b: str, datasets: l
         raise UsageError(f"--bootstrap {resamples}: a paired test needs at least {MIN_RESAMPLES} resamples")
     report = load(results_dir, resamples, seed)
     records = report.records
-    names = {r.method.name for r in records}
+    names = {method_id(r) for r in records}  # a setting is a method of its own: "slerp [t=0.5]"
     for m in (method_a, method_b):
         if m not in names:
             skipped = f"; {len(report.warnings)} file(s) left out: {report.warnings[0]}" if report.warnings else ""
@@ -38,7 +39,7 @@ def compare_methods(results_dir: Path, method_a: str, method_b: str, datasets: l
     rows, groups = [], {}
     for cell in report.cells:
         r = cell.record
-        if r.method.name != method_a or cell.outcomes is None:
+        if method_id(r) != method_a or cell.outcomes is None:
             continue
         label = ds_labels[dataset_key(r)]
         if wanted and not any(d in (label, r.dataset.name) and (not s or s == r.dataset.split) for d, _, s in wanted):
@@ -74,7 +75,7 @@ def partners(report, record, method_b: str) -> list[str]:
     from cirbench.analysis.cells import dataset_key
 
     ds, split = dataset_key(record), record.dataset.split
-    found = [c for c in report.cells if c.record.method.name == method_b and dataset_key(c.record) == ds
+    found = [c for c in report.cells if method_id(c.record) == method_b and dataset_key(c.record) == ds
              and c.record.dataset.split == split and c.outcomes is not None]
     same = [c for c in found if c.record.encoder.model_key == record.encoder.model_key]
     chosen = same or found

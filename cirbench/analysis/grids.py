@@ -15,6 +15,7 @@ import numpy as np
 
 from cirbench.analysis.cells import (dataset_key, dataset_labels, display_orders, encoder_labels, method_label,
                                      method_order)
+from cirbench.storage.results import method_id
 from cirbench.util import fsutil
 
 THUMB = 96
@@ -129,7 +130,7 @@ def draw_grid(cells, rows: list[int], title: str):
             draw.text((x - 52, y + THUMB - 16), "target", fill=GREEN, font=small)
         for m, cell in enumerate(cells):
             y_row = y + (m + 1) * (THUMB + PAD)
-            draw.multiline_text((PAD, y_row + THUMB // 2 - 14), "\n".join(textwrap.wrap(cell.record.method.name, 20)[:2]),
+            draw.multiline_text((PAD, y_row + THUMB // 2 - 14), "\n".join(textwrap.wrap(method_id(cell.record), 20)[:2]),
                                 fill="black", font=small)
             ranked, ranks, _first = view_of(cell)
             hits = {int(r) for r in ranks[q] if 0 < r <= 5}

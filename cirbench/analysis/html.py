@@ -17,6 +17,7 @@ import numpy as np
 
 from cirbench.analysis.cells import dataset_labels, display_orders, encoder_labels
 from cirbench.analysis.tables import comparison_matrix, fmt, protocol_lines
+from cirbench.storage.results import method_id
 from cirbench.util import fsutil
 from cirbench.analysis.grids import choose, groups, thumbnail, view_of
 
@@ -103,13 +104,13 @@ def browser_data(report, out: Path, per_split: int, seed: int) -> dict:
                     continue
                 top, ranks, _f = view_of(cell)
                 found = [int(r) for r in ranks[q] if r > 0]
-                entry["m"][cell.record.method.name] = {
+                entry["m"][method_id(cell.record)] = {
                     "top": [thumbs(cell.outcomes, cell.outcomes.gallery[g]) for g in top[q, :5].tolist() if g >= 0],
                     "hits": sorted(r for r in found if r <= 5), "best": min(found) if found else 0}
             queries.append(entry)
         data.append({"group": f"{ds_labels[ds]}:{split}" + (f" ({enc_labels[enc]})" if len(set(enc_labels.values())) > 1
                                                             else ""),
-                     "methods": [c.record.method.name for c in cells], "queries": queries})
+                     "methods": [method_id(c.record) for c in cells], "queries": queries})
     thumbs.prune()
     return {"groups": data}
 

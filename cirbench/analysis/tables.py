@@ -11,6 +11,7 @@ from pathlib import Path
 import numpy as np
 
 from cirbench.analysis.cells import Report, dataset_key, dataset_labels, encoder_labels, method_order
+from cirbench.storage.results import method_id
 from cirbench.util import fsutil
 
 @dataclass
@@ -60,7 +61,9 @@ def dataset_tables(frame, report: Report | None = None) -> dict:
                 wide["high"][("average", metric)] = highs
         order = method_order(wide["value"].index.get_level_values("method").unique(),
                              dict(zip(part["method"], part["display_order"])))
-        index = sorted(wide["value"].index, key=lambda ix: (ix[0], order.index(ix[1])))
+        # only the (encoder, method) rows that have a result: the pivot makes every pair of them
+        present = set(part.drop_duplicates(["encoder", "method"]).set_index(["encoder", "method"]).index)
+        index = sorted((ix for ix in wide["value"].index if ix in present), key=lambda ix: (ix[0], order.index(ix[1])))
         for name in wide:
             wide[name] = wide[name].reindex(index)
         out[dataset] = Table(wide["value"], wide["low"], wide["high"], splits) if report is not None else wide["value"]
@@ -134,7 +137,9 @@ def paper_comparison(frame, tables: dict | None = None):
 
     paper = paper_numbers()
     cols = ["encoder_spec", "method_name", "method", "encoder", "dataset", "split", "metric", "value", "low", "high"]
-    measured = frame[cols].rename(columns={"method": "method_label"})
+    # a published number is of the method's own (default) setting: other settings are not compared with it
+    default = frame[frame["setting"].fillna("") == ""].assign(method_name=lambda f: f["method_base"])
+    measured = default[cols].rename(columns={"method": "method_label"})
     averages = (measured.groupby(["encoder_spec", "method_name", "method_label", "encoder", "dataset", "metric"],
                                  as_index=False)
                 .agg(value=("value", "mean"), splits=("split", "nunique")))
@@ -149,7 +154,7 @@ def paper_comparison(frame, tables: dict | None = None):
     both = pd.concat([measured, averages.drop(columns="splits")], ignore_index=True)
     # a published row names its backbone by encoder spec or, for a model a method brings, by its model
     # name (a MagicLens file's spec is its path; its model name says base or large)
-    names = frame.drop_duplicates("encoder_spec").set_index("encoder_spec")["model_name"]
+    names = default.drop_duplicates("encoder_spec").set_index("encoder_spec")["model_name"]
     both = pd.concat([both.assign(backbone_key=both["encoder_spec"]),
                       both.assign(backbone_key=both["encoder_spec"].map(names))], ignore_index=True)
     both = both.dropna(subset=["backbone_key"]).drop_duplicates(
@@ -242,8 +247,8 @@ def protocol_lines(records) -> list[str]:
     """Per (encoder, dataset, method): the transform, prompt, caption rule and options it ran with."""
     enc_labels, ds_labels = encoder_labels(records), dataset_labels(records)
     seen, lines = set(), ["| encoder | dataset | method | transform | prompt | rule / options |", "|---|---|---|---|---|---|"]
-    for r in sorted(records, key=lambda r: (r.encoder.label, r.dataset.name, r.method.name)):
-        key = (r.encoder.model_key, dataset_key(r), r.method.name)
+    for r in sorted(records, key=lambda r: (r.encoder.label, r.dataset.name, method_id(r))):
+        key = (r.encoder.model_key, dataset_key(r), method_id(r))
         if key in seen:
             continue
         seen.add(key)
@@ -257,7 +262,7 @@ def protocol_lines(records) -> list[str]:
             images += f"; references {r.method.reference_transform}"
         if r.method.weights != "loaded":
             images += f"; weights rounded through {r.method.weights}"
-        lines.append(f"| {enc_labels[r.encoder.model_key]} | {ds_labels[dataset_key(r)]} | {r.method.name} | "
+        lines.append(f"| {enc_labels[r.encoder.model_key]} | {ds_labels[dataset_key(r)]} | {method_id(r)} | "
                      f"{images} | `{str(prompt).replace('|', '/')}` | {text} |")
     return lines
 

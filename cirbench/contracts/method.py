@@ -60,6 +60,9 @@ class Option:
     help: str = ""
     choices: tuple | None = None
     bounds: tuple | None = None  # (lowest, highest), both allowed, for a number
+    # part of a result's setting (its row and file): False for an option whose value the encoder identity
+    # already names (an own-model method's model and revision: its rows are apart by model)
+    in_setting: bool = True
 
     def parse(self, method: str, key: str, value: Any) -> Any:
         """The value as the declared type: text is parsed (``--option``), other values must already be of
@@ -91,6 +94,23 @@ class Option:
         if self.bounds is not None and not self.bounds[0] <= value <= self.bounds[1]:
             raise UsageError(f"{shown} must lie between {self.bounds[0]} and {self.bounds[1]}")
         return value
+
+
+def setting_of(declared: Mapping[str, Option], options: Mapping[str, Any], label: str | None = None) -> str:
+    """A method's setting as a reader sees it: the user's ``label``, else its options that differ from
+    their declared defaults (``"t=0.5"``, ``"fusion=max, lam=0.3"``), else "" (the default setting).
+    Two settings of one method are two results, two rows and never one average or paired test."""
+    if label:
+        return label
+    parts = []
+    for key in sorted(declared):
+        value, option = options.get(key), declared[key]
+        if value is None or value == option.default or not option.in_setting:
+            continue
+        shown = ("true" if value else "false") if isinstance(value, bool) else repr(value) \
+            if isinstance(value, float) else str(value)
+        parts.append(f"{key}={shown}")
+    return ", ".join(parts)
 
 
 def resolve_options(method: str, declared: Mapping[str, Option], given: Mapping[str, Any]) -> dict[str, Any]:

@@ -97,15 +97,18 @@ class Engine:
             folder = cell.path.parent / "submissions" / cell.path.stem if cell.path is not None else None
             submission = records.submission(split, views, folder)
         except CirbenchError as exc:
-            return CellOutcome(m.name, split.dataset, split.split, "failed", error=exc)
+            return CellOutcome(m.name, split.dataset, split.split, "failed", error=exc, setting=cell.setting)
         except Exception as exc:  # a bug in a (plugin) method fails its cell, not the whole run
-            return CellOutcome(m.name, split.dataset, split.split, "failed", error=method_bug(m.name, exc))
+            return CellOutcome(m.name, split.dataset, split.split, "failed", error=method_bug(m.name, exc),
+                               setting=cell.setting)
         record = records.record(self, split, view, cell, values, inputs.cache_stats(m.view), inputs.skipped,
                                 result_name, content, wall=time.perf_counter() - t0 + shared)
         record.submission = [str(p) for p in submission]
+        replaced = cell.path is not None and cell.path.is_file()  # the same method and setting, made before
         if cell.path is not None and distributed.is_main():  # under torchrun every process scores; one writes
             results.write(cell.path, record, records.outcomes(split, views, values))
-        return CellOutcome(m.name, split.dataset, split.split, "computed", record, path=cell.path)
+        return CellOutcome(m.name, split.dataset, split.split, "computed", record, path=cell.path,
+                           setting=cell.setting, replaced=replaced)
 
 
 __all__ = ["Engine", "RunOptions", "BuiltMethod", "CellOutcome", "split_content_key"]

@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from cirbench import __version__
-from cirbench.contracts.method import EncoderView, Method, SplitView
+from cirbench.contracts.method import EncoderView, Method, SplitView, setting_of
 from cirbench.contracts.split import Split
 from cirbench.errors import CirbenchError, DataError, MissingResourceError, RunError
 from cirbench.storage import results
@@ -33,6 +33,7 @@ class RunOptions:
     all_methods: bool = False  # the user asked for `--method all`
     prompts: dict[str, str] = field(default_factory=dict)  # user overrides of the split's prompt templates
     transform: str | None = None  # forces one image transform for every method (else each method's own)
+    label: str | None = None  # names the setting of every method of the run (else its non-default options)
     command: list[str] = field(default_factory=lambda: list(sys.argv))
 
 
@@ -61,6 +62,8 @@ class CellOutcome:
     record: results.Result | None = None
     error: CirbenchError | None = None
     path: Path | None = None
+    setting: str = ""  # the method's setting ("" the default)
+    replaced: bool = False  # an earlier result of the same setting was there and was replaced
 
 
 @dataclass
@@ -73,6 +76,7 @@ class Cell:
     path: Path | None
     config: dict
     protocol: dict
+    setting: str = ""
 
 
 def split_content_key(split: Split) -> str:
@@ -113,7 +117,7 @@ def plan_cell(engine, m: BuiltMethod, split: Split, view: SplitView, content: st
     """The cell of one method on a split, or its CellOutcome when it is skipped, failed before any work
     (prepare() or config() raised, a plugin bug included), or reused from its result file."""
     def outcome(status, **kw):
-        return CellOutcome(m.name, split.dataset, split.split, status, **kw)
+        return CellOutcome(m.name, split.dataset, split.split, status, setting=setting, **kw)
 
     def failed(exc: CirbenchError):
         return refusal(BuiltMethod(m.name, m.cls, m.view, error=exc), split, engine.options.all_methods)
@@ -121,6 +125,7 @@ def plan_cell(engine, m: BuiltMethod, split: Split, view: SplitView, content: st
     if m.error is not None:
         return failed(m.error)
     method = m.instance
+    setting = setting_of(m.cls.options, method.ctx.options, engine.options.label)
     method.split = view
     method.ctx.split_prompts, method.ctx.dataset = view.prompts, view.dataset
     try:
@@ -139,10 +144,11 @@ def plan_cell(engine, m: BuiltMethod, split: Split, view: SplitView, content: st
         "references": engine.encoder_for(m.view.references, m.view.weights).key,
         "config": config, "options": method.ctx.options, "scoring": m.cls.scoring, "split": content,
         "images": images_key, "skip_bad_images": engine.options.skip_bad_images,
-        "feature_dtype": engine.options.feature_dtype})[:24]
+        "feature_dtype": engine.options.feature_dtype, "setting": setting})[:24]
     if engine.options.results_dir is None:
-        return Cell(m, key, None, config, protocol)
-    path = results.result_path(engine.options.results_dir, engine.encoder.slug, result_name, split.split, m.name)
+        return Cell(m, key, None, config, protocol, setting)
+    path = results.result_path(engine.options.results_dir, engine.encoder.slug, result_name, split.split, m.name,
+                               setting)
     if path.is_file() and not engine.options.overwrite:
         try:
             old = results.read(path)
@@ -150,7 +156,7 @@ def plan_cell(engine, m: BuiltMethod, split: Split, view: SplitView, content: st
             old = None
         if old is not None and old.cell_key == key:
             return outcome("reused", record=old, path=path)
-    return Cell(m, key, path, config, protocol)
+    return Cell(m, key, path, config, protocol, setting)
 
 
 def check_json(value, what: str) -> None:

@@ -32,7 +32,7 @@ def record(engine, split: Split, view: SplitView, cell, values: dict, cache: dic
                                     config=cell.config, options=dict(method.ctx.options), transform=m.transform,
                                     reference_transform=m.view.references, weights=m.view.weights,
                                     protocol=cell.protocol, display_order=float(m.cls.display_order),
-                                    text_length=m.view.text_length, own_model=m.own_model),
+                                    text_length=m.view.text_length, own_model=m.own_model, setting=cell.setting),
         dataset=results.DatasetRecord(
             name=split.dataset, split=split.split, root=str(Path(split.root).resolve()), result_name=result_name,
             n_queries=len(split.queries), n_gallery=len(split.gallery), remove_reference=split.remove_reference,

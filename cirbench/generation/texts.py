@@ -27,10 +27,10 @@ def text_options(captioner: str, llm: str, prompts_help: str) -> dict[str, Optio
         "captioner_revision": Option(str, None, "captioner revision (commit, tag)"),
         "llm": Option(str, llm, "instruction language model (Hugging Face id or folder) for local rewrites"),
         "llm_revision": Option(str, None, "language model revision (commit, tag)"),
-        "prompts_file": Option(str, None, prompts_help),
+        "prompts_file": Option(str, None, prompts_help, in_setting=False),  # the official prompts, recorded
         "max_new_tokens": Option(int, None, "the language model's generation budget (default: the method's)"),
         "seed": Option(int, 0, "seed of sampled decoding"),
-        "batch_size": Option(int, 8, "generation batch size"),
+        "batch_size": Option(int, 8, "generation batch size", in_setting=False),
     }
 
 

@@ -57,6 +57,9 @@ class MethodRecord:
     display_order: float = 100.0  # where the method sits in tables (the method declares it)
     text_length: int | None = None  # texts truncated at this many tokens (None: the encoder's own length)
     own_model: bool = False  # the method brought its own model (the record's encoder)
+    # the setting this result was made with ("" the default; else --label or the options that differ
+    # from their defaults): part of its identity, file name and row
+    setting: str = ""
 
     @property
     def train_dataset(self) -> str:
@@ -178,9 +181,18 @@ def _migrate_v1(raw: dict) -> dict:
     return raw
 
 
-def result_path(results_dir: Path, encoder_slug: str, dataset: str, split: str, method: str) -> Path:
+def result_path(results_dir: Path, encoder_slug: str, dataset: str, split: str, method: str,
+                setting: str = "") -> Path:
+    """<encoder>/<dataset>/<split>/<method>.json, or <method>~<setting>.json for another setting of it."""
     s = fsutil.slug
-    return Path(results_dir) / s(encoder_slug) / s(dataset) / s(split) / f"{s(method)}.json"
+    name = s(method) + (f"~{s(setting)}" if setting else "")
+    return Path(results_dir) / s(encoder_slug) / s(dataset) / s(split) / f"{name}.json"
+
+
+def method_id(record: "Result") -> str:
+    """What a result's method is, setting included: ``slerp`` or ``slerp [t=0.5]``."""
+    setting = getattr(record.method, "setting", "")
+    return f"{record.method.name} [{setting}]" if setting else record.method.name
 
 
 def write(path: Path, result: Result, outcomes: "Outcomes | None" = None) -> Result:
@@ -206,6 +218,25 @@ def read(path: Path) -> Result:
 def find(results_dir: Path) -> list[Path]:
     """Result files: <encoder>/<dataset>/<split>/<method>.json (submission files live deeper)."""
     return sorted(p for p in Path(results_dir).glob("*/*/*/*.json") if not p.name.startswith("."))
+
+
+def remove(result: "Result") -> list[Path]:
+    """Delete a result file and what it wrote beside it (its outcomes and submission files); returns
+    what was deleted."""
+    import shutil
+
+    gone = []
+    path = Path(result.path)
+    beside = [result.outcomes_path] if result.outcomes_path is not None else []
+    for p in [*beside, path]:
+        if p.is_file():
+            p.unlink()
+            gone.append(p)
+    submissions = path.parent / "submissions" / path.stem
+    if submissions.is_dir():
+        shutil.rmtree(submissions)
+        gone.append(submissions)
+    return gone
 
 
 # -- per-query outcomes --------------------------------------------------------------------------
