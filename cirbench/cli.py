@@ -292,7 +292,7 @@ def report(
     out: Annotated[Path, typer.Option("--out", help="Where tables, plots, grids and index.html go.")] = Path("reports"),
     bootstrap: Resamples = 1000,
     seed: Seed = 0,
-    latex: Annotated[bool, typer.Option("--latex", help="Also write tables.tex (booktabs).")] = False,
+    latex: Annotated[bool, typer.Option("--latex/--no-latex", help="Also write tables.tex (booktabs).")] = True,
     grids: Annotated[bool, typer.Option("--grids/--no-grids", help="Retrieval grids (one PNG per split).")] = True,
     grid_queries: Annotated[int, typer.Option("--grid-queries", min=1, help="Queries per grid.")] = 4,
     grid_sample: Annotated[str, typer.Option("--grid-sample", help="random, or disagree: the queries on which the "
@@ -300,7 +300,7 @@ def report(
     queries: Annotated[Optional[str], typer.Option("--queries", help="ID,ID,...: these queries in the grids.")] = None,
     html: Annotated[bool, typer.Option("--html/--no-html", help="Write index.html with a per-query browser.")] = True,
     browser_queries: Annotated[int, typer.Option("--browser-queries", min=1, help="Queries per split in the "
-                                                                                 "browser.")] = 100,
+                                                                                 "browser.")] = 40,
 ):
     """Render tables with 95% intervals, paired comparisons, plots, retrieval grids, an HTML page (and
     LaTeX) from result files."""

@@ -115,7 +115,8 @@ class PhiMethod(Method):
     def config(self):
         rule = ("two relative captions: each stripped of '.?, ', "
                 + ("both orders ('c1 and c2', 'c2 and c1') encoded, normalised and averaged"
-                   if self.split.caption_order is None else f"order forced: {self.split.caption_order}"))
+                   if self.split.caption_order is None else f"order forced: {self.split.caption_order}")
+                if "captions" in self.split.query_fields else "one text per query, in the template")
         return {"prompt": self.template, "caption_rule": rule, "checkpoint": self.checkpoint_info,
                 "injection": "every $ of the prompt" if self.inject_everywhere else "the template's $"}
 

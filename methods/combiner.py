@@ -120,7 +120,8 @@ class Combiner(Method):
 
     def config(self):
         rule = ("two relative captions: c1.strip('.?, ').capitalize() + ' and ' + c2.strip('.?, ') "
-                f"(CLIP4Cir validate.py){'; order forced: ' + self.split.caption_order if self.split.caption_order else ''}")
+                f"(CLIP4Cir validate.py){'; order forced: ' + self.split.caption_order if self.split.caption_order else ''}"
+                if "captions" in self.split.query_fields else "one text per query, as the split's text prompt gives it")
         return {"prompt": self.split.prompts["text"], "caption_rule": rule, "checkpoint": self.checkpoint_info,
                 "train_dataset": self.train_dataset, "supervised": True}
 

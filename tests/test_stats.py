@@ -149,3 +149,15 @@ def test_the_smallest_bootstrap_is_100_resamples(tmp_path):
     with pytest.raises(UsageError) as exc:  # 100 passes the check and meets the empty folder
         compare_methods(tmp_path, "a", "b", resamples=100)
     assert "--bootstrap" not in str(exc.value)
+
+
+def test_holm_adjusts_a_family_of_p_values_by_hand():
+    """p = (0.01, 0.04, 0.03, 0.005), m = 4; sorted 0.005, 0.01, 0.03, 0.04 times 4, 3, 2, 1 -> 0.02, 0.03,
+    0.06, 0.04, made monotone -> 0.02, 0.03, 0.06, 0.06; a NaN stays out of the family (m stays 4)."""
+    import numpy as np
+
+    from cirbench.analysis.stats import holm
+
+    got = holm([0.01, 0.04, float("nan"), 0.03, 0.005])
+    assert np.allclose(got[[0, 1, 3, 4]], [0.03, 0.06, 0.06, 0.02]) and np.isnan(got[2])
+    assert holm([0.6, 0.9]).tolist() == [1.0, 1.0]  # capped at 1

@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 
 from cirbench.analysis.cells import dataset_labels, display_orders, encoder_labels
-from cirbench.analysis.tables import comparison_matrix, fmt, protocol_lines
+from cirbench.analysis.tables import comparison_matrix, encoder_lines, example_texts, fmt, protocol_lines
 from cirbench.storage.results import method_id
 from cirbench.util import fsutil
 from cirbench.analysis.grids import choose, groups, thumbnail, view_of
@@ -228,34 +228,46 @@ window.addEventListener('error', function (e) {{
 
 
 def render_html(report, tables: dict, comp, paper, plots: dict, grid_files: list[tuple[str, Path]], out: Path,
-                browser_queries: int = 100, seed: int = 0) -> Path:
+                browser_queries: int = 40, seed: int = 0) -> Path:
 
     sections = []
     for dataset, table in tables.items():
-        parts = [f"<h2>{esc(dataset)}</h2>", _table_html(table)]
+        parts = [f"<h2 id='{esc(fsutil.slug(dataset))}'>{esc(dataset)}</h2>", _table_html(table)]
         if dataset in plots:
             parts.append(f"<img class='plot' src='{esc(plots[dataset].name)}' alt='{esc(dataset)} plot'>")
         split = "average" if len(table.splits) > 1 else table.splits[0]
         metrics = [m for s, m in table.value.columns if s == split]
-        for enc in dict.fromkeys(ix[0] for ix in table.value.index):
-            if metrics and not comp.empty:
-                matrix = comparison_matrix(comp, dataset, enc, split, metrics[0], display_orders(report.records))
+        for metric in (metrics if not comp.empty else []):  # one matrix per main metric
+            for enc in dict.fromkeys(ix[0] for ix in table.value.index):
+                matrix = comparison_matrix(comp, dataset, enc, split, metric, display_orders(report.records))
                 if matrix:
-                    parts.append(f"<p>Paired comparisons, {esc(split)} {esc(metrics[0])} ({esc(enc)}): row minus column; "
-                                 "* p &lt; 0.05 (paired bootstrap).</p>" + _markdown_table_html(matrix))
+                    parts.append(f"<p>Paired comparisons, {esc(split)} {esc(metric)} ({esc(enc)}): row minus column; "
+                                 "* p &lt; 0.05 after Holm's correction over the matrix's pairs (paired bootstrap)."
+                                 "</p>" + _markdown_table_html(matrix))
         for grid_dataset, grid in grid_files:
             if grid_dataset == dataset:
                 parts.append(f"<img class='grid' src='grids/{esc(grid.name)}' alt='retrieval grid {esc(grid.stem)}'>")
         sections.append("\n".join(parts))
-    if not paper.empty:
-        rows = "".join(f"<tr><td>{esc(r.method)}</td><td>{esc(r.dataset)}:{esc(r.split)}</td><td>{esc(r.metric)}</td>"
-                       f"<td>{esc(fmt(r.value_measured, r.measured_low, r.measured_high))}</td><td>{r.value_paper:.2f}</td>"
-                       f"<td>{esc(r.paper_inside_interval)}</td><td>{esc(r.verified)}</td><td>{esc(r.source)}</td></tr>"
-                       for r in paper.itertuples())
-        sections.append("<h2>Paper numbers beside measured ones</h2><table><thead><tr><th>method</th><th>split</th>"
-                        "<th>metric</th><th>measured</th><th>paper</th><th>paper inside the interval</th><th>verified"
-                        f"</th><th>source</th></tr></thead><tbody>{rows}</tbody></table>")
-    sections.append("<h2>Methods and protocols</h2>" + _markdown_table_html(protocol_lines(report.records)))
+    if paper.empty:
+        sections.append("<h2 id='paper'>Paper numbers beside measured ones</h2><p>No result matches a published number "
+                        "(they need the same method, encoder, dataset, split and metric).</p>")
+    else:
+        rows = "".join(f"<tr><td>{esc(r.method)}</td><td>{esc(r.backbone)}</td><td>{esc(r.dataset)}:{esc(r.split)}</td>"
+                       f"<td>{esc(r.metric)}</td><td>{esc(fmt(r.value_measured, r.measured_low, r.measured_high))}</td>"
+                       f"<td>{r.value_paper:.2f}</td><td>{r.difference:+.2f}</td><td>{esc(r.paper_inside_interval)}</td>"
+                       f"<td>{esc(r.verified)}</td><td>{esc(r.source)}</td></tr>" for r in paper.itertuples())
+        sections.append("<h2 id='paper'>Paper numbers beside measured ones</h2><table><thead><tr><th>method</th>"
+                        "<th>backbone</th><th>split</th><th>metric</th><th>measured</th><th>paper</th><th>difference</th>"
+                        "<th>paper inside the interval</th><th>verified</th><th>source</th></tr></thead>"
+                        f"<tbody>{rows}</tbody></table>")
+    sections.append("<h2 id='protocols'>Methods and protocols</h2>"
+                    + _markdown_table_html(protocol_lines(report.records, example_texts(report))))
+    items = "".join(f"<li>{esc(line[2:].strip())}</li>" if line.startswith("- ") else f"<ul><li>{esc(line.strip()[2:])}</li></ul>"
+                    for line in encoder_lines(report.records))
+    sections.append(f"<h2 id='encoders'>Encoders</h2><ul class='encoders'>{items}</ul>")
+    heads = re.findall(r"<h2 id='([^']*)'>([^<]*)</h2>", "\n".join(sections))
+    contents = " · ".join(f"<a href='#{i}'>{t}</a>" for i, t in heads + [("browse", "Per-query browser")])
+    sections.insert(0, f"<nav id='contents'>Contents: {contents}</nav>")
     data = browser_data(report, out, browser_queries, seed)
     intro = (f"{len(report.cells)} result files. Scores are percentages with 95% bootstrap intervals over queries "
              f"({report.resamples} resamples, seed {report.seed}). Grids: each method's top 5, ground truth in green.")

@@ -9,14 +9,17 @@ from __future__ import annotations
 from pathlib import Path
 
 from cirbench.analysis import stats
-from cirbench.analysis.cells import display_orders, encoder_labels, load, method_label
-from cirbench.analysis.tables import (_markdown, _plot, comparison_matrix, comparisons, dataset_tables, fmt,
-                                      latex, paper_comparison, protocol_lines)
+from cirbench.analysis.cells import display_orders, load, method_label
+from cirbench.analysis.tables import (_markdown, _plot, comparison_matrix, comparisons, dataset_tables, encoder_lines,
+                                      example_texts, fmt, latex, paper_comparison, protocol_lines)
 from cirbench.util import fsutil
 
+HOLM = "Holm's correction over the matrix's pairs"
+
+
 def render(results_dir: Path, out: Path, resamples: int = stats.DEFAULT_RESAMPLES, seed: int = 0,
-           write_latex: bool = False, grids: bool = True, grid_queries: int = 4, grid_sample: str = "random",
-           queries: list[str] | None = None, html: bool = True, browser_queries: int = 100) -> tuple[list[Path], list[str]]:
+           write_latex: bool = True, grids: bool = True, grid_queries: int = 4, grid_sample: str = "random",
+           queries: list[str] | None = None, html: bool = True, browser_queries: int = 40) -> tuple[list[Path], list[str]]:
     """Write results.md, results.csv, summary.csv, comparisons.csv, a PNG per dataset, retrieval grids,
     index.html and (with write_latex) tables.tex. Returns (written files, warnings)."""
     from cirbench.errors import DataError
@@ -50,14 +53,13 @@ def render(results_dir: Path, out: Path, resamples: int = stats.DEFAULT_RESAMPLE
         written.append(plot)
         lines += [f"![{dataset}]({plot.name})", ""]
         headline = [c for c in table.value.columns if c[0] == ("average" if len(table.splits) > 1 else table.splits[0])]
-        if headline and not comp.empty:
-            split, metric = headline[0]
+        for split, metric in (headline if not comp.empty else []):  # one matrix per main metric
             for enc in dict.fromkeys(ix[0] for ix in table.value.index):
                 matrix = comparison_matrix(comp, dataset, enc, split, metric, display_orders(records))
                 if matrix:
                     lines += [f"Paired comparisons, {split} {metric} ({enc}): row minus column, * where the paired "
-                              "bootstrap gives p < 0.05 (every pair, split and main metric: comparisons.csv).", "",
-                              *matrix, ""]
+                              f"bootstrap gives p < 0.05 after {HOLM} (every pair, split and main metric, with raw "
+                              "and corrected p: comparisons.csv).", "", *matrix, ""]
     submitted = [r for r in records if r.submission]
     if submitted:
         lines += ["## Test-server submissions", "",
@@ -98,22 +100,11 @@ def render(results_dir: Path, out: Path, resamples: int = stats.DEFAULT_RESAMPLE
                       f"({'the given queries' if queries else grid_sample + ' sample'}); ground truth outlined in "
                       "green.", ""] + [f"![{p.stem}](grids/{p.name})" for _, p in grid_files] + [""]
     lines += ["## Methods and protocols", "", "What each method ran with: image transform, prompt template, "
-              "caption rule and options.", "", *protocol_lines(records), ""]
-    encoders = {}
-    for r in records:
-        encoders.setdefault(r.encoder.model_key, r.encoder)
-    labels = encoder_labels(records)
-    lines += ["## Encoders", ""]
-    for key, enc in encoders.items():
-        ident = enc.identity
-        lines.append(f"- `{labels[key]}` (model key {key}): precision {ident.get('precision')}, QuickGELU "
-                     f"{ident.get('quick_gelu')}{' (' + ident['quick_gelu_reason'] + ')' if ident.get('quick_gelu_reason') else ''}, "
-                     f"open_clip {ident.get('open_clip_version')}")
-        for note in ident.get("notes", []):
-            lines.append(f"  - {note}")
+              "caption rule and options.", "", *protocol_lines(records, example_texts(report)), ""]
+    lines += ["## Encoders", "", *encoder_lines(records)]
     if report.warnings:
         lines += ["", "## Result files not read", "", *[f"- {w}" for w in report.warnings]]
-    md = fsutil.write_text(out / "results.md", "\n".join(lines) + "\n")
+    md = fsutil.write_text(out / "results.md", "\n".join(with_contents(lines)) + "\n")
     csv = fsutil.atomic_write(out / "results.csv", lambda fh: frame.to_csv(fh, index=False), binary=False)
     comp_csv = fsutil.atomic_write(out / "comparisons.csv", lambda fh: comp.to_csv(fh, index=False, float_format="%.4f"),
                                    binary=False)
@@ -121,7 +112,9 @@ def render(results_dir: Path, out: Path, resamples: int = stats.DEFAULT_RESAMPLE
         fh, index=False, float_format="%.2f"), binary=False)
     written = [md, csv, summary_csv, comp_csv, *written]
     if write_latex:
-        written.append(fsutil.write_text(out / "tables.tex", latex(tables)))
+        kinds = {method_label(r): "supervised" if r.method.supervised else "own model" if r.method.own_model else ""
+                 for r in records}
+        written.append(fsutil.write_text(out / "tables.tex", latex(tables, kinds)))
     if html:
         from cirbench.analysis.html import render_html
 
@@ -142,3 +135,19 @@ def _summary(tables: dict):
         flat.insert(0, "dataset", dataset)
         parts.append(flat.reset_index())
     return pd.concat(parts) if parts else pd.DataFrame(columns=["dataset", "encoder", "method"])
+
+
+def anchor(heading: str) -> str:
+    """The anchor GitHub (and most markdown renderers) give a heading: lower case, punctuation dropped,
+    spaces as hyphens."""
+    import re
+
+    return re.sub(r"[^\w\- ]", "", heading.strip().lower()).replace(" ", "-")
+
+
+def with_contents(lines: list[str]) -> list[str]:
+    """The report's lines with a table of contents (every ``## `` section) after its introduction."""
+    sections = [line[3:] for line in lines if line.startswith("## ")]
+    first = next((i for i, line in enumerate(lines) if line.startswith("## ")), len(lines))
+    contents = ["Contents: " + " · ".join(f"[{name}](#{anchor(name)})" for name in sections), ""] if sections else []
+    return lines[:first] + contents + lines[first:]

@@ -72,6 +72,9 @@ def average_interval(parts: list[tuple[np.ndarray, str, str]], n: int = DEFAULT_
     return _percentiles(total / len(parts))
 
 
+ALPHA = 0.05  # the significance level of every paired test and of its Holm-corrected family
+
+
 @dataclass
 class Paired:
     difference: float  # aggregate(a) - aggregate(b) on the queries both have
@@ -83,7 +86,7 @@ class Paired:
 
     @property
     def significant(self) -> bool:
-        return self.p < 0.05
+        return self.p < ALPHA
 
 
 def paired_draws(parts: list[tuple[np.ndarray, np.ndarray, str, str]], n: int, seed: int) -> tuple[float, np.ndarray]:
@@ -133,3 +136,18 @@ def format_p(p: float, n: int = DEFAULT_RESAMPLES) -> str:
     if p <= floor + 1e-12:
         return f"< {math.ceil(floor * 1000) / 1000:.3f}"
     return f"{p:.3f}"
+
+
+def holm(pvalues) -> np.ndarray:
+    """Holm's step-down adjustment of a family of p-values (controls the family-wise error rate): the
+    i-th smallest of m becomes max over j <= i of min(1, (m - j + 1) p_(j)); NaN stays NaN, outside the
+    family."""
+    p = np.asarray(pvalues, dtype=float)
+    out = np.full(p.shape, np.nan)
+    ok = np.flatnonzero(~np.isnan(p))
+    order = ok[np.argsort(p[ok], kind="stable")]
+    m, running = len(order), 0.0
+    for rank, i in enumerate(order):
+        running = max(running, min(1.0, (m - rank) * p[i]))
+        out[i] = running
+    return out

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import numpy as np
 
+from cirbench.analysis import stats
 from cirbench.analysis.cells import Report, dataset_key, dataset_labels, encoder_labels, method_order
 from cirbench.storage.results import method_id
 from cirbench.util import fsutil
@@ -212,22 +213,30 @@ def comparisons(report: Report, frame, tables: dict):
                                  "metric": metric, "method_a": names[0], "method_b": names[1],
                                  "difference": result.difference, "low": result.low, "high": result.high,
                                  "p": result.p, "significant": result.significant, "queries": result.n_queries})
-    return pd.DataFrame(rows, columns=["dataset", "encoder", "split", "metric", "method_a", "method_b", "difference",
-                                       "low", "high", "p", "significant", "queries"])
+    frame = pd.DataFrame(rows, columns=["dataset", "encoder", "split", "metric", "method_a", "method_b", "difference",
+                                        "low", "high", "p", "significant", "queries"])
+    # Holm's correction within each family: every pair of methods of one matrix (dataset, encoder, split, metric)
+    frame["p_holm"] = float("nan")
+    for _, family in frame.groupby(["dataset", "encoder", "split", "metric"], sort=False):
+        frame.loc[family.index, "p_holm"] = stats.holm(family["p"].to_numpy())
+    frame["significant_holm"] = frame["p_holm"] < stats.ALPHA
+    return frame
 
 
 def comparison_matrix(comp, dataset: str, encoder: str, split: str, metric: str, orders: dict | None = None
                       ) -> list[str]:
-    """Markdown: row method minus column method, * where the paired test says p < 0.05."""
+    """Markdown: row method minus column method, * where the paired test says p < 0.05 after Holm's
+    correction over the matrix's pairs."""
     part = comp[(comp.dataset == dataset) & (comp.encoder == encoder) & (comp.split == split) & (comp.metric == metric)]
     if part.empty:
         return []
     methods = method_order(set(part.method_a) | set(part.method_b), orders)
     cell = {}
     for r in part.itertuples():
-        cell[(r.method_a, r.method_b)] = (r.difference, r.significant)
-        cell[(r.method_b, r.method_a)] = (-r.difference, r.significant)
-    short = [m.split(" ")[0] for m in methods]
+        sig = bool(getattr(r, "significant_holm", r.significant))
+        cell[(r.method_a, r.method_b)] = (r.difference, sig)
+        cell[(r.method_b, r.method_a)] = (-r.difference, sig)
+    short = [m.split(" (")[0] for m in methods]  # without "(supervised, ...)"; a setting stays: slerp [t=0.5]
     lines = ["| " + " | ".join(["minus →", *short]) + " |", "|" + "---|" * (len(methods) + 1)]
     for a, name in zip(methods, short):
         row = []
@@ -243,8 +252,33 @@ def comparison_matrix(comp, dataset: str, encoder: str, split: str, metric: str,
     return lines
 
 
-def protocol_lines(records) -> list[str]:
-    """Per (encoder, dataset, method): the transform, prompt, caption rule and options it ran with."""
+def encoder_lines(records) -> list[str]:
+    """A markdown list item per encoder: its label, model key, precision, activation and version, with its
+    notes (the embedded small CLIP's zero-shot accuracy among them)."""
+    encoders = {}
+    for r in records:
+        encoders.setdefault(r.encoder.model_key, r.encoder)
+    labels = encoder_labels(records)
+    lines = []
+    for key, enc in encoders.items():
+        ident = enc.identity
+        why = f" ({ident['quick_gelu_reason']})" if ident.get("quick_gelu_reason") else ""
+        lines.append(f"- `{labels[key]}` (model key {key}): precision {ident.get('precision')}, QuickGELU "
+                     f"{ident.get('quick_gelu')}{why}, open_clip {ident.get('open_clip_version')}")
+        lines += [f"  - {note}" for note in ident.get("notes", [])]
+    return lines
+
+
+def example_texts(report) -> dict:
+    """result path -> its first query's text (what a prompt template was filled with), from the outcomes."""
+    return {str(c.record.path): c.outcomes.texts[0] for c in report.cells
+            if c.outcomes is not None and c.outcomes.texts}
+
+
+def protocol_lines(records, examples: dict | None = None) -> list[str]:
+    """Per (encoder, dataset, method): the transform, prompt (with an example of it filled, from
+    ``examples``: result path -> a query text), caption rule and options it ran with -- an option chosen
+    per dataset (slerp's t) shown with the value the method took."""
     enc_labels, ds_labels = encoder_labels(records), dataset_labels(records)
     seen, lines = set(), ["| encoder | dataset | method | transform | prompt | rule / options |", "|---|---|---|---|---|---|"]
     for r in sorted(records, key=lambda r: (r.encoder.label, r.dataset.name, method_id(r))):
@@ -254,8 +288,13 @@ def protocol_lines(records) -> list[str]:
         seen.add(key)
         declared = r.method.protocol or {"text": r.method.config.get("prompt", ""), "notes": []}  # older records
         prompt = declared.get("text", "")
-        notes = [*declared.get("notes", [])[:1], *(f"{k}={v}" for k, v in r.method.options.items()),
+        chosen = {k: v if v is not None else r.method.config.get(k) for k, v in r.method.options.items()}
+        notes = [*declared.get("notes", [])[:1], *(f"{k}={v}" for k, v in chosen.items() if v is not None),
                  *declared.get("notes", [])[1:]]
+        shown = f"`{str(prompt).replace('|', '/')}`"
+        example = (examples or {}).get(str(r.path))
+        if example is not None and "{text}" in str(prompt):  # the template as the first query filled it
+            shown += f" (e.g. `{str(prompt).replace('{text}', example).replace('|', '/')}`)"
         text = "; ".join(notes).replace("|", "\\|")
         images = r.method.transform
         if r.method.reference_transform and r.method.reference_transform != r.method.transform:
@@ -263,12 +302,14 @@ def protocol_lines(records) -> list[str]:
         if r.method.weights != "loaded":
             images += f"; weights rounded through {r.method.weights}"
         lines.append(f"| {enc_labels[r.encoder.model_key]} | {ds_labels[dataset_key(r)]} | {method_id(r)} | "
-                     f"{images} | `{str(prompt).replace('|', '/')}` | {text} |")
+                     f"{images} | {shown} | {text} |")
     return lines
 
 
-def latex(tables: dict) -> str:
-    """Booktabs tables of the main metrics (value and 95% interval), one per dataset."""
+def latex(tables: dict, kinds: dict | None = None) -> str:
+    """Booktabs tables of the main metrics (value and 95% interval), one per dataset: the best zero-shot
+    value of each column in bold, and the rows of supervised methods and of methods that bring their own
+    model set apart below a rule each (``kinds``: method label -> "supervised" or "own model")."""
     def esc(text: str) -> str:
         for a, b in (("\\", r"\textbackslash{}"), ("&", r"\&"), ("%", r"\%"), ("$", r"\$"), ("#", r"\#"),
                      ("_", r"\_"), ("{", r"\{"), ("}", r"\}"), ("~", r"\textasciitilde{}"), ("^", r"\^{}")):
@@ -283,13 +324,24 @@ def latex(tables: dict) -> str:
                 r"\begin{tabular}{l" + ("l" if multi else "") + "r" * len(cols) + "}", r"\toprule"]
         head = (["Encoder"] if multi else []) + ["Method"] + [f"{esc(s)} {esc(m)}" for s, m in cols]
         out.append(" & ".join(head) + r" \\")
-        out.append(r"\midrule")
-        for ix in table.value.index:
-            cells = []
-            for c in cols:
-                v, lo, hi = table.value.loc[ix, c], table.low.loc[ix, c], table.high.loc[ix, c]
-                cells.append("" if v != v else (f"{v:.1f}" if lo != lo else f"{v:.1f} {{\\scriptsize [{lo:.1f}, {hi:.1f}]}}"))
-            out.append(" & ".join(([esc(ix[0])] if multi else []) + [esc(ix[1])] + cells) + r" \\")
-        out += [r"\bottomrule", r"\end{tabular}", rf"\caption{{{esc(dataset)}: main metrics (\%).}}",
+        kind = {ix: (kinds or {}).get(ix[1], "") for ix in table.value.index}
+        groups = [[ix for ix in table.value.index if kind[ix] == k] for k in ("", "own model", "supervised")]
+        zero_shot = groups[0] + groups[1]  # bold: the best of the zero-shot rows
+        best = {c: max((table.value.loc[ix, c] for ix in zero_shot if table.value.loc[ix, c] == table.value.loc[ix, c]),
+                       default=None) for c in cols}
+        for group in groups:
+            if not group:
+                continue
+            out.append(r"\midrule")
+            for ix in group:
+                cells = []
+                for c in cols:
+                    v, lo, hi = table.value.loc[ix, c], table.low.loc[ix, c], table.high.loc[ix, c]
+                    shown = "" if v != v else (f"{v:.1f}" if ix not in zero_shot or round(v, 1) != round(best[c], 1)
+                                               else rf"\textbf{{{v:.1f}}}")
+                    cells.append(shown if v != v or lo != lo else f"{shown} {{\\scriptsize [{lo:.1f}, {hi:.1f}]}}")
+                out.append(" & ".join(([esc(ix[0])] if multi else []) + [esc(ix[1])] + cells) + r" \\")
+        out += [r"\bottomrule", r"\end{tabular}", rf"\caption{{{esc(dataset)}: main metrics (\%); best zero-shot value "
+                                                   r"in bold; supervised and own-model methods below their own rules.}}",
                 rf"\label{{tab:{fsutil.slug(dataset)}}}", r"\end{table}", ""]
     return "\n".join(out)
