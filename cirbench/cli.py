@@ -428,23 +428,42 @@ def list_methods(plugin: Plugins = []):
     for name in methods.names():
         cls = methods.get(name)
         tag = " [supervised]" if cls.supervised else ""
-        opts = f" options: {', '.join(cls.options)}" if cls.options else ""
-        typer.echo(f"{name:12s} {cls.description}{tag}{opts}  ({methods.origin(name)})")
+        typer.echo(f"{name:12s} {cls.description}{tag}  ({methods.origin(name)})")
+        for key, opt in cls.options.items():  # each option as it is given, its default and what it does
+            default = f" (default {opt.default})" if opt.default is not None else ""  # else the help says it
+            typer.echo(f"{'':12s}   -o {name}.{key}={opt.type.__name__.upper()}{default}  {opt.help}")
     for name, why in sorted(methods.broken.items()):
         typer.echo(f"{name:12s} BROKEN: {why}")
     _broken_plugins()
 
 
 @list_app.command("datasets")
-def list_datasets(plugin: Plugins = []):
-    """Registered datasets and their splits."""
+def list_datasets(plugin: Plugins = [], data_root: DataRoot = None, data: DataPaths = []):
+    """Registered datasets and their splits, and whether each has data under the data root."""
+    from cirbench.acquire import manifests
+    from cirbench.contracts.dataset import resolve_root
     from cirbench.contracts.registry import datasets
+    from cirbench.errors import UsageError as NoRoot
 
     _load_listed(plugin)
+    fetchable = set(manifests.shipped_names())
     for name in datasets.names():
         cls = datasets.get(name)
         splits = ", ".join(cls.splits) if cls.splits else "(from the files)"
         typer.echo(f"{name:12s} {cls.description}  splits: {splits}")
+        if cls.generated:
+            where = "data: built by cirbench itself (no download)"
+        elif not cls.splits:
+            where = "data: a folder you give (--dataset PATH)"
+        else:
+            try:
+                folder = resolve_root(name, data_root, pairs(data, "--data"))
+                where = (f"data: found at {folder}" if folder.is_dir() else f"data: none at {folder}"
+                         + (f" (cirbench data get {name})" if name in fetchable else ""))
+            except NoRoot:
+                where = "data: no data root given (--data-root PATH or CIRBENCH_DATA_ROOT)" + (
+                    f"; cirbench data get {name} --data-root PATH fetches it" if name in fetchable else "")
+        typer.echo(f"{'':12s}   {where}")
     for name, why in sorted(datasets.broken.items()):
         typer.echo(f"{name:12s} BROKEN: {why}")
     _broken_plugins()
@@ -546,7 +565,12 @@ def data_get(
             raise UsageError(f"dataset name {dataset!r} is not a folder name: it would be written outside the data "
                              "root (name a folder inside it, or pass --data NAME=PATH)")
         chosen = manifests.read(manifest) if manifest else manifests.shipped(name)
-        folder = resolve_root(name, data_root, pairs(data, "--data"))
+        try:
+            folder = resolve_root(name, data_root, pairs(data, "--data"))
+        except UsageError:
+            if not dry_run:
+                raise
+            folder = Path("<data root>") / name  # a dry run only says where things would go
         with Progress(enabled=not quiet) as progress:
             outcome = get(chosen, folder, mirror=mirror, dry_run=dry_run, progress=progress)
             hub_lines = hub_copy(from_hub, folder, progress) if from_hub and not dry_run else []
@@ -556,6 +580,8 @@ def data_get(
         typer.echo(line)
     if from_hub and dry_run:
         typer.echo(f"would copy the files of the Hugging Face dataset repository {from_hub} into {folder}")
+    if dry_run:
+        typer.echo(outcome.total_line)
     for step in outcome.manual:
         typer.echo(f"manual: {step}")
     if dry_run:

@@ -32,7 +32,7 @@ SUFFIXES = (".png", ".jpg", ".jpeg")
 @register_dataset("fashioniq")
 class FashionIQ(Dataset):
     name = "fashioniq"
-    description = "FashionIQ val: dress, shirt, toptee (R@10/R@50, reference kept)"
+    description = "FashionIQ val: dress, shirt, toptee (R@1/5/10/50, R@10 and R@50 in the tables; reference kept)"
     splits = CATEGORIES
     default_splits = CATEGORIES
     expected_layout = ("fashioniq/captions/cap.{dress,shirt,toptee}.val.json, "

@@ -39,7 +39,8 @@ def slerp(v, w, t: float):
 class Slerp(Method):
     description = "spherical interpolation of the normalised image and text features (training-free)"
     display_order = 6
-    options = {"t": Option(float, None, "interpolation weight towards the text, 0..1 (default: per dataset)",
+    options = {"t": Option(float, None, "interpolation weight towards the text, 0..1 (default per dataset: "
+                             + ", ".join(f"{d} {v}" for d, v in PAPER_T.items()) + f"; elsewhere {FALLBACK_T})",
                              bounds=(0, 1))}
 
     def prepare(self, split):

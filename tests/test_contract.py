@@ -339,7 +339,7 @@ def test_a_third_party_plugin_using_the_new_hooks_runs_from_the_cli(tmp_path, my
         "[cirbench.methods]\nscored-reranked = hook_plugin:ScoredReranked\n")
     env = {"PYTHONPATH": str(site), "CIRBENCH_ENTRY_POINTS": "1", "CIRBENCH_CACHE": str(tmp_path / "cache")}
     listing = cli("list", "methods", cwd=tmp_path, env=env).stdout
-    assert "scored-reranked" in listing and "options: weight" in listing
+    assert "scored-reranked" in listing and "-o scored-reranked.weight=FLOAT" in listing
     proc = cli("run", "-m", "scored-reranked,image-only", "--dataset", mydata, "--encoder", f"local-dir:{tiny_dir}",
                "--option", "scored-reranked.weight=0.5", "--workers", "0", "--json", cwd=tmp_path, env=env)
     records = {r["method"]["name"]: r for r in json.loads(proc.stdout)["results"]}

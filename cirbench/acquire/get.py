@@ -20,6 +20,7 @@ class Outcome:
     lines: list[str] = field(default_factory=list)  # what happened, one line per part
     manual: list[str] = field(default_factory=list)  # what the user still has to do
     transferred: int = 0  # parts downloaded by this call
+    total_line: str = ""  # a dry run: what the parts to fetch add up to
 
 
 def _size_text(n: int | None) -> str:
@@ -65,6 +66,7 @@ def get(manifest: Manifest, folder: Path, mirror: str | None = None, dry_run: bo
     out = Outcome(manual=list(manifest.manual))
     state = record.read(folder) if folder.is_dir() else {"parts": {}}
     state.setdefault("dataset", manifest.dataset)
+    pending: list[Part] = []  # a dry run: the parts it would fetch
     for part in manifest.parts:
         url = mirrored(part.url, mirror)
         done = state["parts"].get(part.url)
@@ -73,6 +75,7 @@ def get(manifest: Manifest, folder: Path, mirror: str | None = None, dry_run: bo
             continue
         where = folder / part.to
         if dry_run:
+            pending.append(part)
             what = f"{part.archive} archive, extracted into" if part.archive else "saved in"
             out.lines.append(f"{part.label}: would fetch {url} ({_size_text(part.size)}), {what} {where}")
             continue
@@ -110,6 +113,12 @@ def get(manifest: Manifest, folder: Path, mirror: str | None = None, dry_run: bo
         state["parts"][part.url] = record.entry(part.url, url, digest, got, files, part.archive)
         record.write(folder, state)
         out.transferred += 1
+    if dry_run:
+        known = sum(p.size for p in pending if p.size is not None)
+        unknown = sum(p.size is None for p in pending)
+        out.total_line = (f"total: {_size_text(known)} in {len(pending) - unknown} part(s) of known size"
+                          + (f", and {unknown} part(s) whose size the manifest does not give" if unknown else ""))
+        return out
     downloads = folder / DOWNLOADS
     if downloads.is_dir() and not any(downloads.iterdir()):
         downloads.rmdir()

@@ -143,7 +143,9 @@ class Dataset:
         if not self.root.is_dir():
             raise DataError(
                 f"dataset {self.label!r}: folder {self.root} does not exist. Expected: {self.expected_layout}. "
-                f"Point at it with --data-root PATH (holding {self.label}/) or --data {self.label}=PATH."
+                f"Point at it with --data-root PATH (holding {self.label}/) or --data {self.label}=PATH"
+                + (f"; `cirbench data get {self.label} --data-root PATH` fetches what can be fetched"
+                   if self.label in _fetchable() else "") + "."
             )
 
     def inside(self, relative: str, what: str) -> Path:
@@ -205,6 +207,17 @@ def string_list(value, where, what: str) -> list[str]:
     if not isinstance(value, list) or not all(isinstance(v, str) and v for v in value):
         raise DataError(f"{where}: {what} must be a list of image paths (strings), found {short(value)}")
     return value
+
+
+def _fetchable() -> list[str]:
+    """The datasets `cirbench data get` has a manifest for."""
+    from importlib import resources
+
+    try:
+        folder = resources.files("cirbench").joinpath("resources/manifests")
+        return sorted(p.name[:-5] for p in folder.iterdir() if p.name.endswith(".json"))
+    except OSError:
+        return []
 
 
 def resolve_root(name: str, data_root: str | os.PathLike | None, overrides: dict[str, str]) -> Path:
