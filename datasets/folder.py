@@ -40,7 +40,7 @@ def read_jsonl(path: Path) -> list[tuple[int, dict]]:
 
 @register_dataset("folder")
 class FolderDataset(Dataset):
-    description = "your own data: <split>.jsonl queries + gallery/ folder (see README)"
+    description = "your own data: <split>.jsonl queries + gallery/ folder (see docs/datasets.md)"
     expected_layout = "a folder with gallery/ (or gallery.txt) and one or more <split>.jsonl query files"
 
     @property

@@ -50,7 +50,7 @@ class MagicLens(Method):
     def own_encoder(cls, options, checkpoint):
         if checkpoint is None:
             raise MissingResourceError("magiclens runs on a released checkpoint: --checkpoint magiclens=FILE "
-                                       "(magic_lens_clip_base.pkl or magic_lens_clip_large.pkl; see the README)")
+                                       "(magic_lens_clip_base.pkl or magic_lens_clip_large.pkl; see docs/methods.md)")
         return f"magiclens:{checkpoint}"
 
     def prepare(self, split):

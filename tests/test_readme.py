@@ -1,5 +1,5 @@
-"""The README's plugin guide, run as written: its code blocks (```python blocks whose first line names a
-file, "# my_reranker.py") are written to files and run the way the README shows."""
+"""The guides, run as written: the code blocks of the README and of docs/*.md (```python blocks whose first
+line names a file, "# my_reranker.py") are written to files and run the way the guides show."""
 
 from __future__ import annotations
 
@@ -15,17 +15,38 @@ import real_fixtures as F
 from cli_helpers import cirbench
 from helpers import result_file
 
-README = Path(__file__).resolve().parents[1] / "README.md"
+ROOT = Path(__file__).resolve().parents[1]
+README = ROOT / "README.md"
+GUIDES = [README, *sorted((ROOT / "docs").glob("*.md"))]
 
 
 def blocks() -> dict[str, str]:
-    """File name -> code of every README block that names its file."""
+    """File name -> code of every block of the guides that names its file (each name once)."""
     out = {}
-    for code in re.findall(r"```python\n(.*?)```", README.read_text(encoding="utf-8"), flags=re.S):
-        first = code.splitlines()[0]
-        if re.fullmatch(r"# [\w.]+\.py", first.strip()):
-            out[first[2:].strip()] = code
+    for guide in GUIDES:
+        for code in re.findall(r"```python\n(.*?)```", guide.read_text(encoding="utf-8"), flags=re.S):
+            first = code.splitlines()[0]
+            if re.fullmatch(r"# [\w.]+\.py", first.strip()):
+                assert first[2:].strip() not in out, f"{guide}: {first} is named twice in the guides"
+                out[first[2:].strip()] = code
     return out
+
+
+def test_every_python_block_of_the_guides_names_its_file_and_is_run():
+    """A guide's python block either names its file (and runs here) or is not a python block."""
+    for guide in GUIDES:
+        for code in re.findall(r"```python\n(.*?)```", guide.read_text(encoding="utf-8"), flags=re.S):
+            assert re.fullmatch(r"# [\w.]+\.py", code.splitlines()[0].strip()), f"{guide}: {code.splitlines()[0]}"
+    assert set(blocks()) == {"my_reranker.py", "my_scorer.py", "my_dataset.py", "try_my_reranker.py",
+                             "my_encoder.py"}
+
+
+def test_the_readme_is_a_quick_start_and_its_links_lead_somewhere():
+    text = README.read_text(encoding="utf-8")
+    assert len(text.splitlines()) <= 250
+    for guide in GUIDES:
+        for target in re.findall(r"\]\((?!https?://|#)([^)#]+)", guide.read_text(encoding="utf-8")):
+            assert (guide.parent / target).exists(), f"{guide.name}: link to {target} leads nowhere"
 
 
 @pytest.fixture
@@ -33,7 +54,7 @@ def guide(tmp_path) -> Path:
     folder = tmp_path / "guide"
     folder.mkdir()
     found = blocks()
-    assert set(found) >= {"my_reranker.py", "my_scorer.py", "my_dataset.py", "try_my_reranker.py"}
+    assert set(found) >= {"my_reranker.py", "my_scorer.py", "my_dataset.py", "try_my_reranker.py", "my_encoder.py"}
     for name, code in found.items():
         (folder / name).write_text(code)
     return folder
@@ -120,3 +141,30 @@ def test_a_broken_plugin_file_is_listed_and_stops_only_the_run_that_names_it(tmp
                                          "@register_method('odd')\nclass Odd:\n    pass\n")
     proc = cirbench("run", "--plugin", "notamethod.py", "-m", "odd", cwd=guide, check=False)
     assert proc.returncode == 2 and "not a subclass of cirbench.method.Method" in proc.stderr
+
+
+def test_the_encoder_example_brings_its_own_model_beside_a_shared_encoder_method(guide, tmp_path):
+    """colour-words embeds the text's colour word with its own mean-colour model: on flat colours every
+    target is first (R@1 100, by hand), in the same run as image-only on a random CLIP; the run's table
+    names each row's model, and `list encoders` lists the kind."""
+    from PIL import Image
+
+    tiny = tmp_path / "tiny"
+    (tiny / "gallery").mkdir(parents=True)
+    for name, rgb in {"red": (220, 30, 30), "green": (30, 200, 30), "blue": (30, 30, 220)}.items():
+        Image.new("RGB", (48, 32), rgb).save(tiny / "gallery" / f"{name}.png")
+    (tiny / "val.jsonl").write_text("".join(json.dumps({"reference": f"gallery/{r}.png", "text": f"make it {t}",
+                                                        "target": f"gallery/{t}.png"}) + "\n"
+                                            for r, t in (("red", "blue"), ("blue", "green"), ("green", "red"))))
+    out = run(guide, "--plugin", "my_encoder.py", "-m", "colour-words,image-only", "--dataset", str(tiny),
+              "--encoder", "random:ViT-B-32", "--cache-dir", str(tmp_path / "c"))
+    records = {r["method"]["name"]: r for r in out["results"]}
+    assert records["colour-words"]["metrics"]["R@1"] == 100.0
+    assert records["colour-words"]["encoder"]["spec"] == "mean-colour:v1" and records["colour-words"]["method"]["own_model"]
+    assert records["image-only"]["encoder"]["spec"] == "random:ViT-B-32"
+    table = cirbench("run", "--plugin", "my_encoder.py", "-m", "colour-words,image-only", "--dataset", str(tiny),
+                     "--encoder", "random:ViT-B-32", "--cache-dir", str(tmp_path / "c"), "--workers", "0",
+                     "--quiet", cwd=guide).stdout
+    assert any("mean-colour:v1" in line and "colour-words" in line for line in table.splitlines())
+    listing = cirbench("list", "encoders", "--plugin", "my_encoder.py", cwd=guide).stdout
+    assert "mean-colour  Mean colours and colour words (an example of the encoder contract)." in listing

@@ -454,7 +454,7 @@ def build_magiclens(rest: str, *, spec: str, device: str, precision: str, transf
     path = Path(rest).expanduser()
     if not rest or not path.is_file():
         raise DataError(f"encoder {spec!r}: no MagicLens checkpoint at {path} (download magic_lens_clip_base.pkl or "
-                        "magic_lens_clip_large.pkl; see the README)")
+                        "magic_lens_clip_large.pkl; see docs/methods.md)")
     if transform not in ("clip", None):
         raise UsageError(f"encoder {spec!r} has MagicLens's own image processing only (not {transform!r})")
     params = read_params(path)

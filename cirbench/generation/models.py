@@ -30,7 +30,7 @@ def require_transformers():
         import transformers
     except ImportError:
         raise MissingResourceError("generating captions and rewrites needs Hugging Face transformers: "
-                                   f"{EXTRA_HINT} (or give the released texts; see the README)") from None
+                                   f"{EXTRA_HINT} (or give the released texts; see docs/methods.md)") from None
     transformers.utils.logging.disable_progress_bar()  # cirbench shows its own progress
     transformers.utils.logging.set_verbosity_error()
     return transformers

@@ -52,7 +52,7 @@ def choose_source(method, split, fields: list[str]) -> str:
     if mode == "released" and not present:
         raise MissingResourceError(
             f"{method.method_name} needs the released texts {', '.join(fields)} in {split.dataset}:{split.split}'s "
-            "annotation file, and it does not hold them (see the README for the released files, or use "
+            "annotation file, and it does not hold them (see docs/methods.md for the released files, or use "
             f"--option {method.method_name}.texts=generate)")
     if mode == "released" or (mode == "auto" and present):
         return "released"
