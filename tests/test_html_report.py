@@ -66,6 +66,14 @@ def test_the_page_loads_with_no_console_errors_and_holds_the_numbers(report):
             assert row and value in row.group(1), (record["method"]["name"], metric)
     # the browser rendered the sampled queries
     assert "3 of 3 sampled queries" in dom and "make it blue" in dom
+    # what results.md holds, the page holds too: contents, a matrix per main metric with Holm stated, the
+    # paper-numbers section, each protocol with a filled prompt, the encoders
+    assert re.search(r'<nav id="contents">Contents: <a href="#ds[^"]*">ds</a>', dom)
+    for metric in ("R@1", "R@10", "R@50"):
+        assert f"Paired comparisons, val {metric} (colour-test): row minus column; * p &lt; 0.05 after Holm" in dom
+    for section in ("paper", "protocols", "encoders"):
+        assert f'<h2 id="{section}">' in dom
+    assert "<code>{text}</code> (e.g. <code>make it blue</code>)" in dom and "<code>colour-test</code> (model key" in dom
 
 
 def test_a_grid_renders_in_the_browser(report, tmp_path):

@@ -41,13 +41,18 @@ def _table_html(table) -> str:
             f"<tbody>{''.join(rows)}</tbody></table>")
 
 
+def inline(text: str) -> str:
+    """Markdown text (as the .md report writes it) as HTML: escaped, its `code` spans as <code>."""
+    return re.sub(r"`([^`]*)`", r"<code>\1</code>", esc(text))
+
+
 def _markdown_table_html(lines: list[str]) -> str:
     """A markdown table (as the .md report writes them) as HTML."""
     rows = [[c.strip() for c in line.strip().strip("|").split("|")] for line in lines if not line.startswith("|---")]
     if not rows:
         return ""
     head = "".join(f"<th>{esc(c)}</th>" for c in rows[0])
-    body = "".join("<tr>" + "".join(f"<td>{esc(c.strip('`'))}</td>" for c in r) + "</tr>" for r in rows[1:])
+    body = "".join("<tr>" + "".join(f"<td>{inline(c)}</td>" for c in r) + "</tr>" for r in rows[1:])
     return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
 
 
@@ -262,8 +267,8 @@ def render_html(report, tables: dict, comp, paper, plots: dict, grid_files: list
                         f"<tbody>{rows}</tbody></table>")
     sections.append("<h2 id='protocols'>Methods and protocols</h2>"
                     + _markdown_table_html(protocol_lines(report.records, example_texts(report))))
-    items = "".join(f"<li>{esc(line[2:].strip())}</li>" if line.startswith("- ") else f"<ul><li>{esc(line.strip()[2:])}</li></ul>"
-                    for line in encoder_lines(report.records))
+    items = "".join(f"<li>{inline(line[2:].strip())}</li>" if line.startswith("- ")
+                    else f"<ul><li>{inline(line.strip()[2:])}</li></ul>" for line in encoder_lines(report.records))
     sections.append(f"<h2 id='encoders'>Encoders</h2><ul class='encoders'>{items}</ul>")
     heads = re.findall(r"<h2 id='([^']*)'>([^<]*)</h2>", "\n".join(sections))
     contents = " · ".join(f"<a href='#{i}'>{t}</a>" for i, t in heads + [("browse", "Per-query browser")])
