@@ -217,6 +217,22 @@ def test_a_cache_cirbench_made_is_tagged_and_cleared_even_when_empty(tmp_path):
 
 # -- 6. plugins that exit, fail half-way, take a built-in's name as an alias, or register nothing ---------
 
+@pytest.fixture(autouse=True)
+def registries_as_they_were():
+    """Whatever a test's plugins register is gone after it (a later `--method all` must not see it)."""
+    from cirbench.contracts import plugins
+
+    for r in plugins.REGISTRIES:
+        r.names()
+    saved = [r.snapshot() for r in plugins.REGISTRIES]
+    loaded, broken = dict(plugins.loaded), dict(plugins.broken)
+    yield
+    for r, state in zip(plugins.REGISTRIES, saved):
+        r.restore(state)
+    plugins.loaded.clear(), plugins.loaded.update(loaded)
+    plugins.broken.clear(), plugins.broken.update(broken)
+
+
 def plugin_file(tmp_path, name: str, body: str):
     path = tmp_path / f"{name}.py"
     path.write_text("from cirbench import Method, register_method\n\n" + body)

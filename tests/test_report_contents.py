@@ -15,7 +15,7 @@ from typer.testing import CliRunner
 
 import colour_encoder
 from cirbench.cli import app
-from cirbench.contracts.method import Method, register_method
+from cirbench.contracts.method import Method
 from helpers import flat_dataset
 
 colour_encoder.register()
@@ -50,9 +50,13 @@ class OwnColour(Method):
         return self.ctx.text_features(batch.texts).to(batch.reference_features.device)
 
 
-def test_an_own_model_method_beside_image_plus_text_gets_only_its_own_row(tmp_path, tiny_dir):
-    if "own-colour" not in __import__("cirbench.contracts.registry", fromlist=["methods"]).methods:
-        register_method("own-colour")(OwnColour)
+def test_an_own_model_method_beside_image_plus_text_gets_only_its_own_row(tmp_path, tiny_dir, monkeypatch):
+    from cirbench.contracts.registry import methods
+
+    methods.names()  # the built-ins first, then this test's method, for this test only
+    monkeypatch.setitem(methods._items, "own-colour", OwnColour)
+    monkeypatch.setitem(methods._origin, "own-colour", "tests")
+    monkeypatch.setattr(OwnColour, "registry_name", "own-colour", raising=False)
     root = flat_dataset(tmp_path / "ds", QUERIES)
     code, out = invoke("run", "--dataset", root, "--encoder", f"local-dir:{tiny_dir}", "-m", "image+text,own-colour",
                        "--workers", 0, "--quiet", "--results-dir", tmp_path / "r", "--cache-dir", tmp_path / "c")
