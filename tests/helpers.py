@@ -189,3 +189,22 @@ class RecordingProgress:
 
     def done(self):
         self.finished = True
+
+
+def invoke(*args, **kw):
+    """The command line in this process: (exit code, what it printed, stderr included)."""
+    from typer.testing import CliRunner
+
+    from cirbench.cli import app
+
+    result = CliRunner().invoke(app, [str(a) for a in args], **kw)
+    return result.exit_code, result.output
+
+
+def evaluate_colours(root, methods, tmp_path, **kw):
+    """cirbench.evaluate on a folder dataset with the colour test encoder (nothing written unless asked)."""
+    import cirbench
+
+    kw.setdefault("results_dir", None)
+    return cirbench.evaluate(methods=methods, datasets=[str(root)], encoder="colour-test", workers=0,
+                             cache_dir=tmp_path / "cache", **kw)

@@ -13,14 +13,12 @@ import numpy as np
 import pytest
 import torch
 from PIL import Image
-from typer.testing import CliRunner
 
 import cirbench
 import colour_encoder
-from cirbench.cli import app
 from cirbench.errors import DataError, UsageError
 from cirbench.contracts.method import Method
-from helpers import flat_dataset, folder_dataset
+from helpers import evaluate_colours, flat_dataset, folder_dataset, invoke
 
 colour_encoder.register()
 G = "gallery/{}.png".format
@@ -28,15 +26,7 @@ QUERIES = [{"reference": G("red"), "text": "blue", "target": G("blue")},
            {"reference": G("green"), "text": "white", "target": G("white")}]
 
 
-def invoke(*args, **kw):
-    result = CliRunner().invoke(app, [str(a) for a in args], **kw)
-    return result.exit_code, result.output
-
-
-def evaluate(root, methods, tmp_path, **kw):
-    kw.setdefault("results_dir", None)
-    return cirbench.evaluate(methods=methods, datasets=[str(root)], encoder="colour-test", workers=0,
-                             cache_dir=tmp_path / "cache", **kw)
+evaluate = evaluate_colours
 
 
 # -- 1. non-finite and zero outputs ------------------------------------------------------------------

@@ -9,8 +9,6 @@ folder order: blue 0, gray 1, green 2, red 3, white 4, yellow 5.
 
 from __future__ import annotations
 
-import json
-
 from typer.testing import CliRunner
 
 import colour_encoder
