@@ -167,5 +167,4 @@ def squash_variant(preprocess):
     n = size[0] if isinstance(size, (tuple, list)) else int(size)
     square = T.Resize((n, n), interpolation=steps[resizes[0]].interpolation)
     # every other step stays where it was (an RGB conversion before the resize, as Hugging Face's has)
-    return T.Compose([square if i == resizes[0] else t for i, t in enumerate(steps)
-                      if i not in (crops[0], *resizes[1:])])
+    return T.Compose([square if i == resizes[0] else t for i, t in enumerate(steps) if i != crops[0]])
