@@ -79,7 +79,7 @@ class BGEVL(Method):
         elif split.dataset in OFFICIAL_TEMPLATES:
             self.template = in_caption_order(OFFICIAL_TEMPLATES[split.dataset], split)
             self.source = "official query file" + (f"; caption order forced: {split.caption_order}"
-                                                   if self.template != OFFICIAL_TEMPLATES[split.dataset] else "")
+                                                   if split.caption_order else "")
         else:
             self.template, self.source = caption_template(split), "no official template: the split's caption prompt"
 

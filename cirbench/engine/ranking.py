@@ -26,7 +26,8 @@ from cirbench.contracts.method import Gallery, Method, QueryBatch, SplitView
 from cirbench.contracts.split import Split
 from cirbench.errors import RunError
 from cirbench.protocol import metrics as M
-from cirbench.protocol.scoring import normalize, rank_scores, rank_vectors, sort_members, subset_scores
+from cirbench.protocol.scoring import (_exclude, exact_target_ranks, normalize, rank_scores, rank_vectors,
+                                      ranks_in, sort_members, subset_scores)
 from cirbench.storage.results import OUTCOMES_TOP
 
 
@@ -40,6 +41,7 @@ class Layout:
     members: list[list[int]] | None  # each query's candidate subset (gallery indices), or None
     subset_only: bool  # the split ranks each query's subset only (no gallery-wide ranking)
     depth: int  # how much of the gallery ranking is kept
+    targets: object = None  # Q x T distinct targets (gallery indices, -1 padding) where a metric needs their exact ranks
 
     @classmethod
     def of(cls, split: Split) -> "Layout":
@@ -56,7 +58,12 @@ class Layout:
         subset_only = split.scope == "subset"
         depth = 0 if subset_only else max(M.needed_depth(split.metrics), OUTCOMES_TOP,
                                           split.submission_k if split.write_submission else 0)
-        return cls(pos, first, exclude, members, subset_only, depth)
+        targets = None
+        if not subset_only and M.EXACT_FAMILIES & set(split.metrics):
+            rows = [[pos[t] for t in dict.fromkeys(q.targets)] for q in split.queries]
+            width = max([1, *(len(r) for r in rows)])
+            targets = torch.tensor([r + [-1] * (width - len(r)) for r in rows], dtype=torch.long)
+        return cls(pos, first, exclude, members, subset_only, depth, targets)
 
 
 def query_batches(split: Split, view: SplitView, refs, layout: Layout, gallery: Gallery, batch_size: int,
@@ -97,7 +104,8 @@ def rank(method: Method, split: Split, view: SplitView, gallery_features, refs, 
     task = progress.task(f"rank {method.method_name} on {split.name}", total=len(split.queries)) if progress else None
     with torch.no_grad():
         produce = _vectors if method.scoring == "vectors" else _scores
-        top, scores_top, first_rank, sub_scores = produce(method, layout, gallery, batches(), chunk_size, device, task)
+        top, scores_top, first_rank, sub_scores, exact = produce(method, layout, gallery, batches(), chunk_size, device,
+                                                                 task)
     if task:
         task.done()
     sub_order = sub_sorted = None
@@ -110,6 +118,8 @@ def rank(method: Method, split: Split, view: SplitView, gallery_features, refs, 
         else:
             top, scores_top = _rerank(method, batches(), top, scores_top, device)
             first_rank = _first_ranks(top, first_rank, layout.first.numpy(), method.rerank_depth)
+            if exact is not None:
+                exact = _exact_after_rerank(top, exact, layout.targets.numpy(), method.rerank_depth)
     views: dict[str, tuple] = {}
     if not layout.subset_only:
         views["gallery"] = (top, _target_ranks(top, split, layout.pos), first_rank)
@@ -119,6 +129,10 @@ def rank(method: Method, split: Split, view: SplitView, gallery_features, refs, 
         views["subset"] = _subset_view(sub_order, split, layout.pos)
     listed = np.array([len(q.targets) for q in split.queries], dtype=np.int64)
     rank_views = {name: M.RankView(*v, n_listed=listed) for name, v in views.items()}
+    if exact is not None:  # each query's distinct targets, in _target_ranks' order
+        rank_views["gallery"].exact_ranks = [row[:len(dict.fromkeys(q.targets))] for q, row in zip(split.queries, exact)]
+    elif "subset" in rank_views:  # a subset is ranked whole: its ranks are exact
+        rank_views["subset"].exact_ranks = rank_views["subset"].target_ranks
     values = M.compute(rank_views, split.metrics, split.scope) if split.has_ground_truth else {}
     return views, values
 
@@ -138,14 +152,16 @@ def _vectors(method, layout: Layout, gallery: Gallery, batches, chunk_size: int,
         if task:
             task.advance(len(batch))
     q = torch.cat(queries) if queries else torch.empty(0, rep.shape[1], device=device)
-    top = scores_top = first_rank = sub = None
+    top = scores_top = first_rank = sub = exact = None
     if not layout.subset_only:
         excl = layout.exclude.to(device) if layout.exclude is not None else None
         s, ix, fr = rank_vectors(q, rep, layout.depth, layout.first.to(device), excl, chunk_size=chunk_size)
         top, scores_top, first_rank = ix.cpu().numpy(), s.cpu().numpy(), fr.cpu().numpy()
+        if layout.targets is not None:
+            exact = exact_target_ranks(q, rep, layout.targets.to(device), excl, chunk_size=chunk_size).cpu().numpy()
     if layout.members is not None:
         sub = subset_scores(q, rep, _pad(layout.members, device))
-    return top, scores_top, first_rank, sub
+    return top, scores_top, first_rank, sub, exact
 
 
 def _scores(method, layout: Layout, gallery: Gallery, batches, chunk_size: int, device, task):
@@ -153,7 +169,7 @@ def _scores(method, layout: Layout, gallery: Gallery, batches, chunk_size: int, 
     import torch
 
     n_gallery = len(gallery.ids)
-    tops, subs = [], []
+    tops, subs, exacts = [], [], []
     for i, batch in batches:
         scores = method.score(batch, gallery)
         check_output(method, scores, "scores", "queries", len(batch), (len(batch), n_gallery))
@@ -163,6 +179,9 @@ def _scores(method, layout: Layout, gallery: Gallery, batches, chunk_size: int, 
             excl = layout.exclude[sl] if layout.exclude is not None else None
             s, ix, fr = rank_scores(scores, layout.depth, layout.first[sl], excl)
             tops.append((s.cpu(), ix.cpu(), fr.cpu()))
+            if layout.targets is not None:
+                excluded = _exclude(scores.clone(), excl.to(device) if excl is not None else None, 0)
+                exacts.append(ranks_in(excluded, layout.targets[sl]).cpu())
         if layout.members is not None:
             mem = _pad(layout.members[sl], device)
             subs.append(scores.gather(1, mem.clamp(min=0)).cpu())
@@ -177,7 +196,8 @@ def _scores(method, layout: Layout, gallery: Gallery, batches, chunk_size: int, 
         width = max([1, *(len(m) for m in layout.members)])
         sub = torch.cat([torch.nn.functional.pad(x, (0, width - x.shape[1])) for x in subs]) if subs \
             else torch.zeros(0, width)
-    return top, scores_top, first_rank, sub
+    exact = torch.cat(exacts).numpy() if exacts else None
+    return top, scores_top, first_rank, sub, exact
 
 
 def _rerank(method: Method, batches, candidates: np.ndarray, scores: np.ndarray, device):
@@ -209,6 +229,18 @@ def _first_ranks(top: np.ndarray, first_rank: np.ndarray, first: np.ndarray, dep
         where = np.nonzero(top[q, :depth] == first[q])[0]
         if first[q] >= 0 and where.size:
             out[q] = where[0] + 1
+    return out
+
+
+def _exact_after_rerank(top: np.ndarray, exact: np.ndarray, targets: np.ndarray, depth: int) -> np.ndarray:
+    """Every target's exact rank after re-ranking: within the re-ranked depth its new position (the
+    re-ranker only reorders those candidates), beyond it the first stage's rank."""
+    out = exact.copy()
+    for q in range(len(out)):
+        where = {g: i + 1 for i, g in enumerate(top[q, :depth].tolist()) if g >= 0}
+        for j, t in enumerate(targets[q].tolist()):
+            if t >= 0 and t in where:
+                out[q, j] = where[t]
     return out
 
 

@@ -22,6 +22,9 @@ class RankView:
     # per query: how many ground truths the annotation lists, duplicates included (None: the distinct
     # count). CIRCO's official mAP divides by min(K, len(gt_img_ids)) as listed.
     n_listed: np.ndarray | None = None
+    # per query: the exact 1-based rank of each distinct target in the whole ranking (computed where a
+    # family of EXACT_FAMILIES asks for it; None otherwise)
+    exact_ranks: list[np.ndarray] | None = None
 
     @classmethod
     def from_ranking(cls, ranked, targets: list[list[int]]) -> "RankView":
@@ -103,6 +106,44 @@ def map_at_k(view: RankView, ks: list[int]) -> dict[str, MetricValues]:
     return out
 
 
+def average_precision(view: RankView, _ks=None) -> dict[str, MetricValues]:
+    """mAP over the whole ranking by Radenovic's trapezoid rule, as FREEDOM's and BASIC's code computes
+    it (cirtorch's compute_ap): for the j-th positive (0-based) at 0-based rank r, the precisions before
+    and at it, j / r (1 at r = 0) and (j + 1) / (r + 1), averaged, times a recall step of 1 / (n + 1e-5)
+    -- n the query's positives, the 1e-5 kept (an AP of 1 reads 0.999995) -- summed; 0 for a query
+    without positives, which counts in the mean."""
+    if view.exact_ranks is None:
+        raise ValueError("mAP over the whole ranking needs every target's exact rank (the split must ask for "
+                         "the 'ap' family, which has the engine compute them)")
+    values = []
+    for ranks in view.exact_ranks:
+        found = np.sort(ranks[ranks > 0]) - 1
+        step = 1.0 / (len(ranks) + 1e-5)
+        before = np.where(found == 0, 1.0, np.arange(len(found)) / np.maximum(found, 1))
+        at = (np.arange(len(found)) + 1) / (found + 1)
+        values.append(float(((before + at) * step / 2.0).sum()))
+    return {"mAP": MetricValues(np.array(values))}
+
+
+def recall_over_positives(view: RankView, ks: list[int]) -> dict[str, MetricValues]:
+    """FREEDOM's R@K: (positives in the first K) / (positives + 1e-5), 0 for a query without positives
+    (counted); the 1e-5 kept, as its code has it (ImageNet-R's Pic2Word recall has none)."""
+    out = {}
+    for k in ks:
+        values = [float(h.sum()) / (len(h) + 1e-5) for h in _hits(view, k)]
+        out[f"R@{k}"] = MetricValues(np.array(values))
+    return out
+
+
+def precision_over_positives(view: RankView, ks: list[int]) -> dict[str, MetricValues]:
+    """FREEDOM's P@K: (positives in the first K) / (min(positives, K) + 1e-5), 0 without positives."""
+    out = {}
+    for k in ks:
+        values = [float(h.sum()) / (min(len(h), k) + 1e-5) for h in _hits(view, k)]
+        out[f"P@{k}"] = MetricValues(np.array(values))
+    return out
+
+
 def rank_summary(view: RankView, _ks=None) -> dict[str, MetricValues]:
     """Mean and median 1-based rank of each query's (first) target."""
     ranks = np.where(view.first_rank > 0, view.first_rank, np.nan).astype(np.float64)
@@ -115,9 +156,16 @@ FAMILIES = {
     "primary_recall": (primary_recall_at_k, "gallery"),
     "positive_recall": (positive_recall_at_k, "gallery"),
     "map": (map_at_k, "gallery"),
+    "ap": (average_precision, "gallery"),
+    "recall_over_positives": (recall_over_positives, "gallery"),
+    "precision_over_positives": (precision_over_positives, "gallery"),
     "rank": (rank_summary, "gallery"),
     "recall_subset": (lambda view, ks: recall_at_k(view, ks, prefix="Rs"), "subset"),
 }
+
+
+# the families that read every target's exact rank in the whole ranking, not only the top
+EXACT_FAMILIES = {"ap"}
 
 
 def compute(views: dict[str, RankView], families: dict[str, list[int]], scope: str = "gallery") -> dict[str, MetricValues]:

@@ -121,6 +121,33 @@ def rank_scores(scores: torch.Tensor, k: int, first: torch.Tensor | None = None,
     return run.best_s, run.best_i, run.ranks()
 
 
+def ranks_in(scores: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    """1-based rank of each target (Q x T gallery indices, -1 padding: rank 0) in its row's full ranking
+    of ``scores`` (Q x G): descending, equal scores in gallery order (the tie rule of the top-k)."""
+    order = torch.sort(scores, dim=1, descending=True, stable=True).indices
+    position = torch.empty_like(order)
+    position.scatter_(1, order, torch.arange(order.shape[1], device=order.device).expand_as(order))
+    ranks = position.gather(1, targets.clamp(min=0).to(order.device)) + 1
+    return torch.where(targets.to(order.device) >= 0, ranks, torch.zeros_like(ranks))
+
+
+@torch.no_grad()
+def exact_target_ranks(queries: torch.Tensor, gallery: torch.Tensor, targets: torch.Tensor,
+                       exclude: torch.Tensor | None = None, chunk_size: int = 16384, query_chunk: int = 1024):
+    """The exact rank of every target of every query in its whole ranking of ``gallery`` (Q x T, see
+    :func:`ranks_in`), from the scores :func:`rank_vectors` computes (the same chunks, the excluded
+    item last): what a metric over the whole ranking (AP) needs, where the top-k holds only the first K."""
+    n_gallery = gallery.shape[0]
+    out = []
+    for q0 in range(0, queries.shape[0], query_chunk):
+        q = queries[q0:q0 + query_chunk]
+        ex = exclude[q0:q0 + query_chunk].to(q.device) if exclude is not None else None
+        scores = torch.cat([_exclude(q @ gallery[g0:g0 + chunk_size].to(q.device, q.dtype).T, ex, g0)
+                            for g0 in range(0, n_gallery, chunk_size)], 1)
+        out.append(ranks_in(scores, targets[q0:q0 + query_chunk]))
+    return torch.cat(out) if out else torch.zeros(0, targets.shape[1], dtype=torch.long)
+
+
 @torch.no_grad()
 def topk(queries: torch.Tensor, gallery: torch.Tensor, k: int, exclude: torch.Tensor | None = None,
          chunk_size: int = 16384, query_chunk: int = 1024):
