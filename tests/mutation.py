@@ -69,7 +69,7 @@ MODULES = {
                                        "tests/test_hostile.py"]),
         (("bge_vl", "magiclens"), ["tests/test_own_models.py", "tests/test_registry.py", "tests/test_hostile_recheck.py"]),
         (("_shared",), ["tests/test_pinned_protocols.py", "tests/test_protocols.py", "tests/test_checkpoints.py",
-                        "tests/test_official_defaults.py", "tests/test_llm_methods.py"]),
+                        "tests/test_official_defaults.py", "tests/test_llm_methods.py", "tests/test_hostile_recheck.py"]),
     ) for name in names},
     **{f"dataset:{name}": (f"datasets/{name}.py", ["tests/test_real_datasets.py", "tests/test_data_check.py",
                                                    "tests/test_official_defaults.py", "tests/test_hostile.py",
