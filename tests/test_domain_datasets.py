@@ -93,3 +93,103 @@ def test_a_malformed_line_or_an_empty_list_is_named(tmp_path):
     (root / "full_files.csv").write_text("ltll/../../outside.png New A\n")
     code, out = invoke("data", "check", "ltll", "--data", f"ltll={root}", "--quiet")
     assert code == 1 and "escapes the dataset folder" in out
+
+
+# -- FREEDOM, against a few lines written from the official code ------------------------------------------
+
+def official_freedom(image, database, corpus, names, text_features, domain, kappa, ni, miu):
+    """run_retrieval.py's calculate_rankings ("freedom") and utils.py, on normalised torch features; ranks."""
+    import torch
+
+    sim_img = image @ database.t()
+    _, ranks_img = torch.topk(sim_img, kappa, dim=1, largest=True, sorted=True)
+    neighbors = database[ranks_img]
+    if torch.min(torch.max(sim_img, 1)[0]).item() < 0.98:
+        neighbors = torch.cat((image.unsqueeze(1), neighbors[:, 0:-1, :]), 1)
+    top = torch.topk(neighbors @ corpus.t(), ni, dim=2, largest=True, sorted=True)[1].numpy()
+    labels, weights = [], []
+    for query in top:
+        counts = {}
+        for proxy in query:
+            for i in proxy:
+                counts[names[i]] = counts.get(names[i], 0) + 1
+        common = sorted(counts.keys(), key=lambda x: counts[x], reverse=True)[:miu]
+        values = [counts[k] for k in common]
+        labels.append(common)
+        weights.append([v / max(max(values), 0.0001) for v in values])
+    width = max(len(x) for x in labels)
+    texts = [c + " " + domain for row in labels for c in row + [""] * (width - len(row))]
+    w = torch.tensor([x for row in weights for x in row + [0] * (width - len(row))]).view(-1, 1)
+    fused = (text_features(texts) * w).reshape(-1, width, image.shape[1]).sum(dim=1)
+    return torch.argsort(fused @ database.t(), descending=True)
+
+
+FREEDOM_NICO_Q = [("nico/dim/cat/q1.png", "dim", "cat", "green"), ("nico/dim/dog/q2.png", "dim", "dog", "yellow")]
+FREEDOM_NICO_DB = [("nico/dim/cat/d1.png", "dim", "cat", "white"), ("nico/rock/cat/r1.png", "rock", "cat", "red"),
+                   ("nico/rock/dog/r2.png", "rock", "dog", "gray"), ("nico/rock/cat/r3.png", "rock", "cat", "blue")]
+
+
+@pytest.mark.parametrize("name", ["ltll", "nico"])
+def test_freedom_ranks_as_the_official_code(tmp_path, tiny_dir, tiny_encoder, name):
+    """LTLL: each query is in the database (no self proxy); NICO++ here: none is (its best similarity
+    is below 0.98), so the query itself is the first proxy."""
+    import cirbench
+    import torch
+    from cirbench.protocol.images import load_image
+    from cirbench.storage import results
+    from helpers import result_file
+
+    if name == "ltll":
+        rows, queries, split, domain = LTLL, LTLL[:2], "ltll:Today-Archive", "Archive"
+        root = layout(tmp_path / "ltll", LTLL, {"full_files.csv": LTLL})
+    else:
+        rows, queries, split, domain = FREEDOM_NICO_DB, FREEDOM_NICO_Q, "nico:dimlight-rock", "rock"
+        root = layout(tmp_path / "nico", FREEDOM_NICO_Q + FREEDOM_NICO_DB,
+                      {"query_files.csv": FREEDOM_NICO_Q, "database_files.csv": FREEDOM_NICO_DB})
+    corpus = tmp_path / "names.csv"
+    names = ["red car", "blue sky", "tower", "bridge", "yellow flower", "temple", "sea", "statue"]
+    corpus.write_text("".join(f"{n},x\n" for n in names))
+    ev = cirbench.evaluate(methods=["freedom"], datasets=[split], data={name: str(root)},
+                           encoder=f"local-dir:{tiny_dir}", workers=0, cache_dir=tmp_path / "c",
+                           results_dir=tmp_path / "r", options=["freedom.corpus=" + str(corpus), "freedom.kappa=3",
+                                                               "freedom.ni=3", "freedom.miu=2"])
+    (cell,) = ev.cells
+    assert cell.status == "computed", cell.error
+    out = results.load_outcomes(results.read(result_file(tmp_path / "r", "freedom")))
+
+    def feats(paths):
+        with torch.no_grad():
+            pixels = torch.stack([tiny_encoder.preprocess(load_image(root / p.split("/", 1)[1], keep_mode=True))
+                                  for p in paths])
+            return torch.nn.functional.normalize(tiny_encoder.encode_images(pixels), dim=-1)
+
+    def text_features(texts):
+        with torch.no_grad():
+            return torch.nn.functional.normalize(tiny_encoder.encode_texts(texts), dim=-1)
+
+    gallery = [r[0] for r in rows]
+    image, database = feats([q[0] for q in queries]), feats(gallery)
+    assert (float((image @ database.T).max(dim=1).values.min()) < 0.98) == (name == "nico")
+    # kappa 3, ni 3, miu 2: where the self proxy changes the NICO++ ranking (searched on this tiny CLIP)
+    want = official_freedom(image, database, text_features(names), names, text_features, domain, 3, 3, 2)
+    got = out.views["gallery"][0][:, :len(gallery)]
+    assert got.tolist() == want.tolist()
+    assert cell.record.method.config["corpus_names"] == 8 and cell.record.method.setting == "kappa=3, miu=2, ni=3"
+
+
+def test_freedom_without_its_class_list_says_so_and_all_skips_it(tmp_path):
+    root = layout(tmp_path / "ltll", LTLL, {"full_files.csv": LTLL})
+    code, out = invoke("run", "-m", "freedom", "--dataset", "ltll:Today-Archive", "--data", f"ltll={root}",
+                       "--encoder", "colour-test", "--quiet", "--results-dir", tmp_path / "r", "--cache-dir",
+                       tmp_path / "c")
+    assert code == 2 and "freedom needs the Open Images class-name list: pass --option freedom.corpus=PATH" in out
+
+
+def test_freedoms_most_frequent_names_by_hand():
+    """Counts over the proxies: a 2, b 3, c 1 -> b then a (miu 2), weights 3/3 and 2/3; equal counts keep
+    the order first seen (x before y); an empty name counts 0 whatever its occurrences."""
+    from cirbench.methods.freedom import most_frequent
+
+    assert most_frequent([["a", "b"], ["b", "c"], ["b", "a"]], 2) == (["b", "a"], [1.0, 2 / 3])
+    assert most_frequent([["x", "y"], ["y", "x"]], 3) == (["x", "y"], [1.0, 1.0])
+    assert most_frequent([["", "z"], ["", "z"]], 2) == (["z", ""], [1.0, 0.0])
