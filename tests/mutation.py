@@ -48,8 +48,9 @@ FAST = ["-m", "not slow"]
 # module (relative to the repository) -> the fast tests that guard it
 MODULES = {
     "metrics": ("cirbench/protocol/metrics.py", ["tests/test_metrics.py", "tests/test_real_datasets.py",
-                                        "tests/test_official_defaults.py"]),
-    "scoring": ("cirbench/protocol/scoring.py", ["tests/test_scoring.py", "tests/test_pinned_protocols.py"]),
+                                        "tests/test_official_defaults.py", "tests/test_whole_ranking_metrics.py"]),
+    "scoring": ("cirbench/protocol/scoring.py", ["tests/test_scoring.py", "tests/test_pinned_protocols.py",
+                                                 "tests/test_whole_ranking_metrics.py"]),
     "stats": ("cirbench/analysis/stats.py", ["tests/test_stats.py", "tests/test_pinned_protocols.py"]),
     "transforms": ("cirbench/protocol/transforms.py", ["tests/test_pinned_protocols.py", "tests/test_official_defaults.py",
                                                       "tests/test_hostile_recheck.py"]),
@@ -70,7 +71,10 @@ MODULES = {
         (("bge_vl", "magiclens"), ["tests/test_own_models.py", "tests/test_registry.py", "tests/test_hostile_recheck.py"]),
         (("_shared",), ["tests/test_pinned_protocols.py", "tests/test_protocols.py", "tests/test_checkpoints.py",
                         "tests/test_official_defaults.py", "tests/test_llm_methods.py", "tests/test_hostile_recheck.py"]),
+        (("freedom",), ["tests/test_domain_datasets.py"]),
     ) for name in names},
+    # the domain-conversion family's shared protocol (minidn, nico and ltll only declare their files)
+    "dataset:_domains": ("datasets/_domains.py", ["tests/test_domain_datasets.py", "tests/test_data_check.py"]),
     **{f"dataset:{name}": (f"datasets/{name}.py", ["tests/test_real_datasets.py", "tests/test_data_check.py",
                                                    "tests/test_official_defaults.py", "tests/test_hostile.py",
                                                    "tests/test_hostile_recheck.py", *extra])
