@@ -69,11 +69,9 @@ def test_exact_ranks_of_every_target_with_ties_exclusion_and_chunks():
     assert ranks_in(query @ gallery.T, targets).tolist() == [[3, 6, 0], [4, 6, 3]]
 
 
-def test_the_engine_ranks_every_positive_exactly_beyond_the_kept_top(tmp_path):
-    """55 identical grey images tie for the text "gray": the ranking is the gallery order, so the
-    positives g01 and g53 sit at 1-based ranks 2 and 54 -- the second beyond the 50 the engine keeps. By
-    hand: AP = ((0 + 1/2) + (1/53 + 2/54)) / 2 / (2 + 1e-5); R@3 = 1 / (2 + 1e-5), P@3 the same (min(2,
-    3) = 2)."""
+def greys(tmp_path, metrics: dict, main: list[str]):
+    """A folder dataset of 55 identical grey images (g00 ... g54) and one query for "gray" whose targets
+    are g01 and g53, scored with ``metrics``."""
     from PIL import Image
 
     root = tmp_path / "greys"
@@ -82,9 +80,17 @@ def test_the_engine_ranks_every_positive_exactly_beyond_the_kept_top(tmp_path):
         Image.new("RGB", (8, 8), (128, 128, 128)).save(root / "gallery" / f"g{i:02d}.png")
     (root / "val.jsonl").write_text(json.dumps({"reference": "gallery/g00.png", "text": "gray",
                                                 "targets": ["gallery/g01.png", "gallery/g53.png"]}) + "\n")
-    (root / "cirbench.json").write_text(json.dumps({"metrics": {"ap": [], "recall_over_positives": [3],
-                                                                "precision_over_positives": [3]},
-                                                    "main_metrics": ["mAP", "R@3", "P@3"]}))
+    (root / "cirbench.json").write_text(json.dumps({"metrics": metrics, "main_metrics": main}))
+    return root
+
+
+def test_the_engine_ranks_every_positive_exactly_beyond_the_kept_top(tmp_path):
+    """55 identical grey images tie for the text "gray": the ranking is the gallery order, so the
+    positives g01 and g53 sit at 1-based ranks 2 and 54 -- the second beyond the 50 the engine keeps. By
+    hand: AP = ((0 + 1/2) + (1/53 + 2/54)) / 2 / (2 + 1e-5); R@3 = 1 / (2 + 1e-5), P@3 the same (min(2,
+    3) = 2)."""
+    root = greys(tmp_path, {"ap": [], "recall_over_positives": [3], "precision_over_positives": [3]},
+                 ["mAP", "R@3", "P@3"])
     (cell,) = evaluate_colours(root, ["text-only"], tmp_path).cells
     assert cell.status == "computed", cell.error
     ap = ((0 + 1 / 2) + (1 / 53 + 2 / 54)) / 2 / (2 + 1e-5)
@@ -97,17 +103,9 @@ def test_the_scores_path_and_a_reranker_keep_the_ranks_exact(tmp_path):
     """The same greys through a method that gives its own scores (the text similarity: the same ranking),
     and through one that re-ranks the top 2 in reverse (g01 first: AP ((1 + 1)/2 + (1/53 + 2/54)/2) /
     (2 + 1e-5), the deep positive's rank untouched)."""
-    from PIL import Image
-
     from cirbench.contracts.method import Method
 
-    root = tmp_path / "greys"
-    (root / "gallery").mkdir(parents=True)
-    for i in range(55):
-        Image.new("RGB", (8, 8), (128, 128, 128)).save(root / "gallery" / f"g{i:02d}.png")
-    (root / "val.jsonl").write_text(json.dumps({"reference": "gallery/g00.png", "text": "gray",
-                                                "targets": ["gallery/g01.png", "gallery/g53.png"]}) + "\n")
-    (root / "cirbench.json").write_text(json.dumps({"metrics": {"ap": []}, "main_metrics": ["mAP"]}))
+    root = greys(tmp_path, {"ap": []}, ["mAP"])
 
     class OwnScores(Method):
         name = "own-scores"
