@@ -34,6 +34,10 @@ def test_trapezoid_ap_by_hand_and_not_the_non_interpolated_one():
     assert M.average_precision(view([[1]]))["mAP"].value() == pytest.approx(100 / (1 + 1e-5))  # 99.999, not 100
     # the ranks need not come sorted
     assert M.average_precision(view([[3, 1]]))["mAP"].values[0] == got[0]
+    # positives at ranks 1 and 2: (1 + 1)/2 + (1/1 + 2/2)/2, the second "before" precision 1/1 (not 1/2)
+    assert M.average_precision(view([[1, 2]]))["mAP"].values[0] == pytest.approx(2 / (2 + 1e-5), abs=1e-12)
+    # a positive the ranking does not reach (rank 0, e.g. outside a query's subset) counts in n only
+    assert M.average_precision(view([[1, 0]]))["mAP"].values[0] == pytest.approx(1 / (2 + 1e-5), abs=1e-12)
 
 
 def test_ap_refuses_a_view_without_exact_ranks():
