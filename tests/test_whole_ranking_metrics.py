@@ -62,15 +62,19 @@ def test_exact_ranks_of_every_target_with_ties_exclusion_and_chunks():
     from cirbench.protocol.scoring import exact_target_ranks, ranks_in
 
     gallery = torch.nn.functional.normalize(torch.tensor([[1.0, 0], [1, 0], [0, 1], [1, 1], [1, 0], [0.5, 1]]), dim=1)
-    query = torch.tensor([[1.0, 0.0], [0.0, 1.0]])
+    query = torch.nn.functional.normalize(torch.tensor([[1.0, 0.0], [0.0, 1.0], [1.0, 1.0]]), dim=1)  # 3 queries, 2-d
     # query 0 scores 1, 1, 0, .71, 1, .45: order 0, 1, 4 (ties in gallery order), 3, 5, 2; item 1 left out
-    # query 1 scores 0, 0, 1, .71, 0, .89: order 2, 5, 3, 0, 1, 4
-    targets = torch.tensor([[4, 2, -1], [0, 4, 3]])
-    exclude = torch.tensor([1, -1])
+    # query 1 scores 0, 0, 1, .71, 0, .89: item 2 left out: 5, 3, 0, 1, 4 (ties), then 2
+    # query 2 scores .71, .71, .71, 1, .71, .95: 3, 5, then the ties 0, 1, 2, 4
+    targets = torch.tensor([[4, 2, -1], [0, 4, 3], [3, 5, -1]])
+    exclude = torch.tensor([1, 2, -1])
     for chunk in (1, 2, 16):
-        got = exact_target_ranks(query, gallery, targets, exclude, chunk_size=chunk, query_chunk=1)
-        assert got.tolist() == [[2, 5, 0], [4, 6, 3]]
-    assert ranks_in(query @ gallery.T, targets).tolist() == [[3, 6, 0], [4, 6, 3]]
+        for block in (1, 2, 1024):
+            got = exact_target_ranks(query, gallery, targets, exclude, chunk_size=chunk, query_chunk=block)
+            assert got.tolist() == [[2, 5, 0], [3, 5, 2], [1, 2, 0]], (chunk, block)
+    assert ranks_in(query @ gallery.T, targets).tolist() == [[3, 6, 0], [4, 6, 3], [1, 2, 0]]
+    empty = exact_target_ranks(torch.empty(0, 2), gallery, torch.zeros(0, 3, dtype=torch.long))
+    assert empty.shape == (0, 3) and empty.dtype == torch.long
 
 
 def greys(tmp_path, metrics: dict, main: list[str]):
