@@ -26,8 +26,8 @@ from cirbench.contracts.method import Gallery, Method, QueryBatch, SplitView
 from cirbench.contracts.split import Split
 from cirbench.errors import RunError
 from cirbench.protocol import metrics as M
-from cirbench.protocol.scoring import (_exclude, exact_target_ranks, normalize, rank_scores, rank_vectors,
-                                      ranks_in, sort_members, subset_scores)
+from cirbench.protocol.scoring import (exact_target_ranks, normalize, rank_scores, rank_vectors, ranks_in,
+                                      sort_members, subset_scores)
 from cirbench.storage.results import OUTCOMES_TOP
 
 
@@ -180,8 +180,7 @@ def _scores(method, layout: Layout, gallery: Gallery, batches, chunk_size: int, 
             s, ix, fr = rank_scores(scores, layout.depth, layout.first[sl], excl)
             tops.append((s.cpu(), ix.cpu(), fr.cpu()))
             if layout.targets is not None:
-                excluded = _exclude(scores.clone(), excl.to(device) if excl is not None else None, 0)
-                exacts.append(ranks_in(excluded, layout.targets[sl]).cpu())
+                exacts.append(ranks_in(scores, layout.targets[sl], excl).cpu())
         if layout.members is not None:
             mem = _pad(layout.members[sl], device)
             subs.append(scores.gather(1, mem.clamp(min=0)).cpu())

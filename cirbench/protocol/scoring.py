@@ -121,9 +121,12 @@ def rank_scores(scores: torch.Tensor, k: int, first: torch.Tensor | None = None,
     return run.best_s, run.best_i, run.ranks()
 
 
-def ranks_in(scores: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+def ranks_in(scores: torch.Tensor, targets: torch.Tensor, exclude: torch.Tensor | None = None) -> torch.Tensor:
     """1-based rank of each target (Q x T gallery indices, -1 padding: rank 0) in its row's full ranking
-    of ``scores`` (Q x G): descending, equal scores in gallery order (the tie rule of the top-k)."""
+    of ``scores`` (Q x G): descending, equal scores in gallery order (the tie rule of the top-k); an
+    ``exclude``d item (one per row, -1: none) ranks last, as in :func:`rank_scores`."""
+    if exclude is not None:
+        scores = _exclude(scores.clone(), exclude.to(scores.device), 0)
     order = torch.sort(scores, dim=1, descending=True, stable=True).indices
     position = torch.empty_like(order)
     position.scatter_(1, order, torch.arange(order.shape[1], device=order.device).expand_as(order))
