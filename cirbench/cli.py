@@ -147,11 +147,12 @@ def run(
         fail(exc)
     if not distributed.is_main():
         return
+    from cirbench.storage.results import setting_label
+
     for o in evaluation.cells:  # said first: the results (a table, or JSON) follow
         if o.replaced:
-            typer.echo(f"note: replaced {o.path}: the earlier result of {o.method}"
-                       f"{' [' + o.setting + ']' if o.setting else ''} on {o.dataset}:{o.split} (the same setting)",
-                       err=True)
+            typer.echo(f"note: replaced {o.path}: the earlier result of {setting_label(o.method, o.setting)} on "
+                       f"{o.dataset}:{o.split} (the same setting)", err=True)
     _print_outcomes(evaluation.cells, as_json)
     skipped = {}
     for o in evaluation.skipped:
@@ -159,8 +160,7 @@ def run(
     for name, why in skipped.items():
         typer.echo(f"note: {name} not run: {why}", err=True)
     for o in evaluation.failures:
-        shown = f"{o.method} [{o.setting}]" if o.setting else o.method
-        typer.echo(f"error: {shown} on {o.dataset}:{o.split}: {o.error}", err=True)
+        typer.echo(f"error: {setting_label(o.method, o.setting)} on {o.dataset}:{o.split}: {o.error}", err=True)
     if evaluation.failures:
         raise typer.Exit(max(o.error.exit_code for o in evaluation.failures))
 

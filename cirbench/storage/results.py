@@ -189,10 +189,14 @@ def result_path(results_dir: Path, encoder_slug: str, dataset: str, split: str, 
     return Path(results_dir) / s(encoder_slug) / s(dataset) / s(split) / f"{name}.json"
 
 
+def setting_label(name: str, setting: str) -> str:
+    """A method with its setting, as every table and message names it: ``slerp`` or ``slerp [t=0.5]``."""
+    return f"{name} [{setting}]" if setting else name
+
+
 def method_id(record: "Result") -> str:
-    """What a result's method is, setting included: ``slerp`` or ``slerp [t=0.5]``."""
-    setting = getattr(record.method, "setting", "")
-    return f"{record.method.name} [{setting}]" if setting else record.method.name
+    """What a result's method is, setting included (see :func:`setting_label`)."""
+    return setting_label(record.method.name, record.method.setting)
 
 
 def write(path: Path, result: Result, outcomes: "Outcomes | None" = None) -> Result:
