@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 
 from cirbench.analysis.cells import dataset_labels, display_orders, encoder_labels
-from cirbench.analysis.tables import comparison_matrix, encoder_lines, example_texts, fmt, protocol_lines
+from cirbench.analysis.tables import encoder_lines, example_texts, fmt, protocol_lines, significance_matrices
 from cirbench.storage.results import method_id
 from cirbench.util import fsutil
 from cirbench.analysis.grids import choose, groups, thumbnail, view_of
@@ -240,15 +240,10 @@ def render_html(report, tables: dict, comp, paper, plots: dict, grid_files: list
         parts = [f"<h2 id='{esc(fsutil.slug(dataset))}'>{esc(dataset)}</h2>", _table_html(table)]
         if dataset in plots:
             parts.append(f"<img class='plot' src='{esc(plots[dataset].name)}' alt='{esc(dataset)} plot'>")
-        split = "average" if len(table.splits) > 1 else table.splits[0]
-        metrics = [m for s, m in table.value.columns if s == split]
-        for metric in (metrics if not comp.empty else []):  # one matrix per main metric
-            for enc in dict.fromkeys(ix[0] for ix in table.value.index):
-                matrix = comparison_matrix(comp, dataset, enc, split, metric, display_orders(report.records))
-                if matrix:
-                    parts.append(f"<p>Paired comparisons, {esc(split)} {esc(metric)} ({esc(enc)}): row minus column; "
-                                 "* p &lt; 0.05 after Holm's correction over the matrix's pairs (paired bootstrap)."
-                                 "</p>" + _markdown_table_html(matrix))
+        for split, metric, enc, matrix in significance_matrices(comp, dataset, table, display_orders(report.records)):
+            parts.append(f"<p>Paired comparisons, {esc(split)} {esc(metric)} ({esc(enc)}): row minus column; "
+                         "* p &lt; 0.05 after Holm's correction over the matrix's pairs (paired bootstrap)."
+                         "</p>" + _markdown_table_html(matrix))
         for grid_dataset, grid in grid_files:
             if grid_dataset == dataset:
                 parts.append(f"<img class='grid' src='grids/{esc(grid.name)}' alt='retrieval grid {esc(grid.stem)}'>")

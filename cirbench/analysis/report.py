@@ -10,8 +10,8 @@ from pathlib import Path
 
 from cirbench.analysis import stats
 from cirbench.analysis.cells import display_orders, load, method_label
-from cirbench.analysis.tables import (_markdown, _plot, comparison_matrix, comparisons, dataset_tables, encoder_lines,
-                                      example_texts, fmt, latex, paper_comparison, protocol_lines)
+from cirbench.analysis.tables import (_markdown, _plot, comparisons, dataset_tables, encoder_lines, example_texts, fmt,
+                                      latex, paper_comparison, protocol_lines, significance_matrices)
 from cirbench.util import fsutil
 
 HOLM = "Holm's correction over the matrix's pairs"
@@ -52,14 +52,10 @@ def render(results_dir: Path, out: Path, resamples: int = stats.DEFAULT_RESAMPLE
         plots[dataset] = plot
         written.append(plot)
         lines += [f"![{dataset}]({plot.name})", ""]
-        headline = [c for c in table.value.columns if c[0] == ("average" if len(table.splits) > 1 else table.splits[0])]
-        for split, metric in (headline if not comp.empty else []):  # one matrix per main metric
-            for enc in dict.fromkeys(ix[0] for ix in table.value.index):
-                matrix = comparison_matrix(comp, dataset, enc, split, metric, display_orders(records))
-                if matrix:
-                    lines += [f"Paired comparisons, {split} {metric} ({enc}): row minus column, * where the paired "
-                              f"bootstrap gives p < 0.05 after {HOLM} (every pair, split and main metric, with raw "
-                              "and corrected p: comparisons.csv).", "", *matrix, ""]
+        for split, metric, enc, matrix in significance_matrices(comp, dataset, table, display_orders(records)):
+            lines += [f"Paired comparisons, {split} {metric} ({enc}): row minus column, * where the paired "
+                      f"bootstrap gives p < 0.05 after {HOLM} (every pair, split and main metric, with raw "
+                      "and corrected p: comparisons.csv).", "", *matrix, ""]
     submitted = [r for r in records if r.submission]
     if submitted:
         lines += ["## Test-server submissions", "",

@@ -233,9 +233,8 @@ def comparison_matrix(comp, dataset: str, encoder: str, split: str, metric: str,
     methods = method_order(set(part.method_a) | set(part.method_b), orders)
     cell = {}
     for r in part.itertuples():
-        sig = bool(getattr(r, "significant_holm", r.significant))
-        cell[(r.method_a, r.method_b)] = (r.difference, sig)
-        cell[(r.method_b, r.method_a)] = (-r.difference, sig)
+        cell[(r.method_a, r.method_b)] = (r.difference, bool(r.significant_holm))
+        cell[(r.method_b, r.method_a)] = (-r.difference, bool(r.significant_holm))
     short = [m.split(" (")[0] for m in methods]  # without "(supervised, ...)"; a setting stays: slerp [t=0.5]
     lines = ["| " + " | ".join(["minus →", *short]) + " |", "|" + "---|" * (len(methods) + 1)]
     for a, name in zip(methods, short):
@@ -250,6 +249,21 @@ def comparison_matrix(comp, dataset: str, encoder: str, split: str, metric: str,
                 row.append("n/a")
         lines.append("| " + " | ".join([name, *row]) + " |")
     return lines
+
+
+def significance_matrices(comp, dataset: str, table, orders: dict | None = None) -> list[tuple[str, str, str, list]]:
+    """(split, metric, encoder, matrix lines) of a dataset: one matrix per main metric and encoder, on
+    the split average where the dataset has several splits (else its one split)."""
+    split = "average" if len(table.splits) > 1 else table.splits[0]
+    out = []
+    for column_split, metric in (table.value.columns if not comp.empty else []):
+        if column_split != split:
+            continue
+        for enc in dict.fromkeys(ix[0] for ix in table.value.index):
+            matrix = comparison_matrix(comp, dataset, enc, split, metric, orders)
+            if matrix:
+                out.append((split, metric, enc, matrix))
+    return out
 
 
 def encoder_lines(records) -> list[str]:
