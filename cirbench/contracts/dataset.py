@@ -140,12 +140,14 @@ class Dataset:
             raise UsageError(f"{self.label} has no split {split!r}; splits: {', '.join(available)}")
 
     def require_root(self) -> None:
+        from cirbench.acquire.manifests import shipped_names
+
         if not self.root.is_dir():
             raise DataError(
                 f"dataset {self.label!r}: folder {self.root} does not exist. Expected: {self.expected_layout}. "
                 f"Point at it with --data-root PATH (holding {self.label}/) or --data {self.label}=PATH"
                 + (f"; `cirbench data get {self.label} --data-root PATH` fetches what can be fetched"
-                   if self.label in _fetchable() else "") + "."
+                   if self.label in shipped_names() else "") + "."
             )
 
     def inside(self, relative: str, what: str) -> Path:
@@ -207,17 +209,6 @@ def string_list(value, where, what: str) -> list[str]:
     if not isinstance(value, list) or not all(isinstance(v, str) and v for v in value):
         raise DataError(f"{where}: {what} must be a list of image paths (strings), found {short(value)}")
     return value
-
-
-def _fetchable() -> list[str]:
-    """The datasets `cirbench data get` has a manifest for."""
-    from importlib import resources
-
-    try:
-        folder = resources.files("cirbench").joinpath("resources/manifests")
-        return sorted(p.name[:-5] for p in folder.iterdir() if p.name.endswith(".json"))
-    except OSError:
-        return []
 
 
 def resolve_root(name: str, data_root: str | os.PathLike | None, overrides: dict[str, str]) -> Path:

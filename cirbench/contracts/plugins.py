@@ -18,7 +18,7 @@ import traceback
 import warnings
 from pathlib import Path
 
-from cirbench.contracts.registry import PLUGIN_ERRORS, datasets, encoders, methods
+from cirbench.contracts.registry import PLUGIN_ERRORS, datasets, encoders, import_failure, methods
 from cirbench.errors import UsageError
 
 ENV = "CIRBENCH_PLUGINS"
@@ -34,12 +34,6 @@ def env_specs() -> list[str]:
 def _where(exc: BaseException) -> str:
     frames = traceback.extract_tb(exc.__traceback__)
     return f" ({frames[-1].filename}:{frames[-1].lineno})" if frames else ""
-
-
-def _why(exc: BaseException) -> str:
-    if isinstance(exc, SystemExit):
-        return f"it called sys.exit({exc.code!r}) while being imported{_where(exc)}"
-    return f"{type(exc).__name__}: {exc}{_where(exc)}"
 
 
 def _import(spec: str) -> str:
@@ -89,7 +83,7 @@ def load(specs=(), strict: bool = True) -> list[str]:
             except BaseException as exc:  # a plugin's bug (or its sys.exit) must not take the harness down
                 for registry, state in zip(REGISTRIES, before):
                     registry.restore(state)  # nothing of a plugin that failed half-way stays registered
-                broken[spec] = _why(exc)
+                broken[spec] = f"{import_failure(exc)}{_where(exc)}"
         if strict_here:
             raise UsageError(f"plugin {spec} does not load: {broken[spec]}")
     return done

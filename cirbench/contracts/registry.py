@@ -33,6 +33,13 @@ PLUGIN_ERRORS: dict[str, str] = {}
 ENTRY_POINTS_ENV = "CIRBENCH_ENTRY_POINTS"  # "0": load no installed plugin (a run independent of the environment)
 
 
+def import_failure(exc: BaseException) -> str:
+    """Why a plugin's import failed, in one line (its sys.exit said as such)."""
+    if isinstance(exc, SystemExit):
+        return f"it called sys.exit({exc.code!r}) while being imported"
+    return f"{type(exc).__name__}: {exc}"
+
+
 def entry_points(group: str):
     import os
 
@@ -123,9 +130,7 @@ class Registry(Generic[T]):
                     raise
                 except BaseException as exc:  # a broken plugin (or its sys.exit) must not break the harness
                     self.restore(state)  # nothing it registered before failing stays
-                    why = (f"it called sys.exit({exc.code!r}) while being imported" if isinstance(exc, SystemExit)
-                           else f"{type(exc).__name__}: {exc}")
-                    self._broken(ep, f"importing {ep.value} failed: {why}")
+                    self._broken(ep, f"importing {ep.value} failed: {import_failure(exc)}")
                     continue
                 if obj is not None and self._items.get(ep.name) is obj:  # its module registered it already
                     continue
