@@ -50,14 +50,20 @@ def read_rows(path: Path) -> list[tuple[str, str, str, str]]:
 
 
 class DomainConversion(Dataset):
-    """A dataset of the family: subclasses set ``name``, ``FOLDER`` (the official data/ folder name the
-    listed paths start with), ``DOMAINS`` (official domain -> its name in the code's tables), ``splits``
-    (``pairs(DOMAINS)``), ``FILES`` (query file, database file) and ``AT`` (the K of R@K and P@K)."""
+    """A dataset of the family: subclasses set ``name`` (also the official data/ folder the listed paths
+    start with), ``description``, ``DOMAINS`` (official domain -> its name in the code's tables), ``FILES``
+    (query file, database file) and ``AT`` (the K of R@K and P@K); their splits (every ordered pair) and
+    expected layout follow from those."""
 
-    FOLDER: str = ""
     DOMAINS: dict[str, str] = {}
     FILES: tuple[str, str] = ("query_files.csv", "database_files.csv")
     AT: tuple[int, ...] = ()
+
+    def __init_subclass__(cls, **kwargs):
+        super().__init_subclass__(**kwargs)
+        cls.splits = cls.default_splits = pairs(cls.DOMAINS)
+        files = ", ".join(f"{cls.name}/{f}" for f in dict.fromkeys(cls.FILES))
+        cls.expected_layout = f"{files} and the images they list"
 
     def _rows(self, which: str) -> list[tuple[str, str, str, str]]:
         path = self.root / which
@@ -67,7 +73,7 @@ class DomainConversion(Dataset):
 
     def _image(self, images: dict, rel: str, where: str) -> str:
         if rel not in images:
-            images[rel] = self.inside(rel.removeprefix(f"{self.FOLDER}/"), where)
+            images[rel] = self.inside(rel.removeprefix(f"{self.name}/"), where)
         return rel
 
     def load(self, split: str) -> Split:

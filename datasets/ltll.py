@@ -9,16 +9,13 @@ from __future__ import annotations
 
 from cirbench.contracts.dataset import register_dataset
 
-from ._domains import DomainConversion, pairs
+from ._domains import DomainConversion
 
 
 @register_dataset("ltll")
 class LTLL(DomainConversion):
     name = "ltll"
     description = "LTLL landmarks, today <-> archive (FREEDOM): the query in its own database (mAP, R@5/10, P@5/10)"
-    FOLDER = "ltll"
     DOMAINS = {"New": "Today", "Old": "Archive"}
     FILES = ("full_files.csv", "full_files.csv")
     AT = (5, 10)
-    splits = default_splits = pairs(DOMAINS)
-    expected_layout = "ltll/full_files.csv and the images they list"

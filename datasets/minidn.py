@@ -9,16 +9,13 @@ from __future__ import annotations
 
 from cirbench.contracts.dataset import register_dataset
 
-from ._domains import DomainConversion, pairs
+from ._domains import DomainConversion
 
 
 @register_dataset("minidn")
 class MiniDomainNet(DomainConversion):
     name = "minidn"
-    description = "MiniDomainNet domain conversion (FREEDOM): every ordered pair of clipart, painting, photo, sketch (mAP, R@50/100, P@50/100)"
-    FOLDER = "minidn"
+    description = ("MiniDomainNet domain conversion (FREEDOM): every ordered pair of clipart, painting, photo, "
+                   "sketch (mAP, R@50/100, P@50/100)")
     DOMAINS = {"clipart": "clipart", "painting": "painting", "real": "photo", "sketch": "sketch"}
-    FILES = ("query_files.csv", "database_files.csv")
     AT = (50, 100)
-    splits = default_splits = pairs(DOMAINS)
-    expected_layout = "minidn/query_files.csv, minidn/database_files.csv and the images they list"

@@ -9,16 +9,14 @@ from __future__ import annotations
 
 from cirbench.contracts.dataset import register_dataset
 
-from ._domains import DomainConversion, pairs
+from ._domains import DomainConversion
 
 
 @register_dataset("nico")
 class NICOpp(DomainConversion):
     name = "nico"
-    description = "NICO++ domain conversion (FREEDOM): every ordered pair of its six contexts (mAP, R@50/100, P@50/100)"
-    FOLDER = "nico"
-    DOMAINS = {"autumn": "autumn", "dim": "dimlight", "grass": "grass", "outdoor": "outdoor", "rock": "rock", "water": "water"}
-    FILES = ("query_files.csv", "database_files.csv")
+    description = ("NICO++ domain conversion (FREEDOM): every ordered pair of its six contexts (mAP, R@50/100, "
+                   "P@50/100)")
+    DOMAINS = {"autumn": "autumn", "dim": "dimlight", "grass": "grass", "outdoor": "outdoor", "rock": "rock",
+               "water": "water"}
     AT = (50, 100)
-    splits = default_splits = pairs(DOMAINS)
-    expected_layout = "nico/query_files.csv, nico/database_files.csv and the images they list"
