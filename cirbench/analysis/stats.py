@@ -40,6 +40,8 @@ def aggregate_rows(values: np.ndarray, agg: str) -> np.ndarray:
             return np.nanmean(values, axis=1)
         if agg == "median_rank":
             return np.floor(np.nanmedian(values - 1, axis=1)) + 1
+        if agg == "grouped_percent":  # a per-group statistic: resampling queries does not fit it
+            return np.full(values.shape[0], np.nan)
     raise ValueError(f"unknown aggregate {agg!r}")
 
 

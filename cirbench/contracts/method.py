@@ -162,6 +162,7 @@ class SplitView:
     n_gallery: int = 0
     info: dict = field(default_factory=dict)
     checkpoints: dict[str, Path] = field(default_factory=dict)  # trained for this dataset by the orchestration
+    root: Path | None = None  # the dataset's folder (where `cirbench data get` puts files its methods read)
     # the annotation fields every query of the split carries (e.g. released captions)
     query_fields: frozenset = frozenset()
     # fields only some queries carry: field -> the id of the first query without it
@@ -322,6 +323,21 @@ class Method:
     def score(self, batch: QueryBatch, gallery: Gallery):
         """B x G scores (higher is better) over the whole gallery, for ``scoring = "scores"``."""
         raise NotImplementedError(f"method {self.method_name!r} declares scoring='scores' but has no score()")
+
+    def score_subsets(self, batch: QueryBatch, gallery: Gallery):
+        """B x W scores of each query over its own candidates, ``batch.subsets[i]`` (gallery indices), in
+        that order and padded to the batch's longest subset (padding entries must be finite and are
+        ignored), for ``scoring = "scores"`` on a split that ranks per-query subsets (GeneCIS, i-CIR).
+        Default: ``score`` over the whole gallery, gathered; a method whose scores depend on the candidate
+        set (e.g. BASIC's expansion within an instance's database) or that should not score the whole
+        gallery for each query overrides it."""
+        import torch
+
+        scores = self.score(batch, gallery)
+        width = max([1, *(len(s) for s in batch.subsets)])
+        members = torch.tensor([list(s) + [0] * (width - len(s)) for s in batch.subsets], dtype=torch.long,
+                               device=scores.device)
+        return scores.gather(1, members)
 
     def rerank(self, batch: QueryBatch, candidates, scores):
         """New scores (B x R) for each query's top ``rerank_depth`` candidates (B x R gallery indices, best

@@ -90,6 +90,9 @@ class Split:
     submission_k: int = 50
     # checkpoints the orchestration trained for this dataset (method name -> path)
     checkpoints: dict[str, Path] = field(default_factory=dict)
+    # the query field whose values group the queries for metrics averaged per group first (i-CIR's
+    # "instance": its mmAP and minmAP); None where the split has no groups
+    group_by: str | None = None
 
     @property
     def name(self) -> str:
@@ -114,6 +117,13 @@ class Split:
             raise DataError(f"{where}: unknown metric family {unknown[0]!r} (known: {', '.join(FAMILIES)})")
         if self.scope not in ("gallery", "subset"):
             raise DataError(f"{where}: scope must be 'gallery' or 'subset', not {self.scope!r}")
+        if "ap_by_group" in self.metrics and not self.group_by:
+            raise DataError(f"{where}: the metric family 'ap_by_group' needs the split's group_by field")
+        if self.group_by:
+            ungrouped = next((q.qid for q in self.queries if self.group_by not in q.fields), None)
+            if ungrouped is not None:
+                raise DataError(f"{where}: query {ungrouped!r} has no {self.group_by!r} field, which groups the "
+                                "split's queries")
         missing = [g for g in self.gallery if g not in self.images]
         for q in self.queries:
             missing += [i for i in (q.reference, *q.targets, *(q.subset or ())) if i not in self.images]

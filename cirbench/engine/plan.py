@@ -101,7 +101,8 @@ def split_view(split: Split, prompt_overrides: dict[str, str]) -> SplitView:
     return SplitView(dataset=split.dataset, split=split.split, prompts={**split.prompts, **prompt_overrides},
                      caption_order=split.caption_order, remove_reference=split.remove_reference, scope=split.scope,
                      n_queries=len(split.queries), n_gallery=len(split.gallery), info=dict(split.info),
-                     checkpoints=dict(split.checkpoints), query_fields=frozenset(common), partial_fields=partial)
+                     checkpoints=dict(split.checkpoints), query_fields=frozenset(common), partial_fields=partial,
+                     root=Path(split.root) if split.root is not None else None)
 
 
 def refusal(m: BuiltMethod, split, all_methods: bool) -> CellOutcome:

@@ -133,6 +133,9 @@ def rank(method: Method, split: Split, view: SplitView, gallery_features, refs, 
         rank_views["gallery"].exact_ranks = [row[:len(dict.fromkeys(q.targets))] for q, row in zip(split.queries, exact)]
     elif "subset" in rank_views:  # a subset is ranked whole: its ranks are exact
         rank_views["subset"].exact_ranks = rank_views["subset"].target_ranks
+    if split.group_by:
+        for v in rank_views.values():
+            v.groups = [q.fields[split.group_by] for q in split.queries]
     values = M.compute(rank_views, split.metrics, split.scope) if split.has_ground_truth else {}
     return views, values
 
@@ -165,22 +168,30 @@ def _vectors(method, layout: Layout, gallery: Gallery, batches, chunk_size: int,
 
 
 def _scores(method, layout: Layout, gallery: Gallery, batches, chunk_size: int, device, task):
-    """The method's own B x G scores, ranked batch by batch."""
+    """The method's own scores, ranked batch by batch: B x G over the gallery, or on a split that ranks
+    per-query subsets only each query's candidates (``score_subsets``)."""
     import torch
 
     n_gallery = len(gallery.ids)
     tops, subs, exacts = [], [], []
     for i, batch in batches:
+        sl = slice(i, i + len(batch))
+        if layout.subset_only:  # only each query's own candidates are scored
+            width = max([1, *(len(m) for m in layout.members[sl])])
+            scores = method.score_subsets(batch, gallery)
+            check_output(method, scores, "subset scores", "queries", len(batch), (len(batch), width))
+            subs.append(scores.float().cpu())
+            if task:
+                task.advance(len(batch))
+            continue
         scores = method.score(batch, gallery)
         check_output(method, scores, "scores", "queries", len(batch), (len(batch), n_gallery))
         scores = scores.float().to(device)
-        sl = slice(i, i + len(batch))
-        if not layout.subset_only:
-            excl = layout.exclude[sl] if layout.exclude is not None else None
-            s, ix, fr = rank_scores(scores, layout.depth, layout.first[sl], excl)
-            tops.append((s.cpu(), ix.cpu(), fr.cpu()))
-            if layout.targets is not None:
-                exacts.append(ranks_in(scores, layout.targets[sl], excl).cpu())
+        excl = layout.exclude[sl] if layout.exclude is not None else None
+        s, ix, fr = rank_scores(scores, layout.depth, layout.first[sl], excl)
+        tops.append((s.cpu(), ix.cpu(), fr.cpu()))
+        if layout.targets is not None:
+            exacts.append(ranks_in(scores, layout.targets[sl], excl).cpu())
         if layout.members is not None:
             mem = _pad(layout.members[sl], device)
             subs.append(scores.gather(1, mem.clamp(min=0)).cpu())

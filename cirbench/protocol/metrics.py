@@ -25,6 +25,9 @@ class RankView:
     # per query: the exact 1-based rank of each distinct target in the whole ranking (computed where a
     # family of EXACT_FAMILIES asks for it; None otherwise)
     exact_ranks: list[np.ndarray] | None = None
+    # per query: the group it belongs to (the split's ``group_by`` field, e.g. i-CIR's instance), for the
+    # families that average within groups first; None where the split names none
+    groups: list | None = None
 
     @classmethod
     def from_ranking(cls, ranked, targets: list[list[int]]) -> "RankView":
@@ -41,7 +44,10 @@ class RankView:
 
 @dataclass
 class MetricValues:
-    """One metric: its per-query values and how they aggregate ("percent", "mean" or "median_rank")."""
+    """One metric: its per-query values and how they aggregate ("percent", "mean", "median_rank", or
+    "grouped_percent": a percentage of per-query weights that add up to a per-group statistic -- its
+    value is their mean x 100, as "percent", but a bootstrap over queries does not fit it, so it gets no
+    interval and no paired test)."""
 
     values: np.ndarray
     agg: str = "percent"
@@ -52,7 +58,7 @@ class MetricValues:
 
 def aggregate(values: np.ndarray, agg: str) -> float:
     values = np.asarray(values, dtype=np.float64)
-    if agg == "percent":
+    if agg in ("percent", "grouped_percent"):
         return float(100.0 * values.mean()) if values.size else float("nan")
     finite = values[np.isfinite(values)]
     if not finite.size:
@@ -106,7 +112,7 @@ def map_at_k(view: RankView, ks: list[int]) -> dict[str, MetricValues]:
     return out
 
 
-def average_precision(view: RankView, _ks=None) -> dict[str, MetricValues]:
+def _trapezoid_ap(view: RankView) -> np.ndarray:
     """mAP over the whole ranking by Radenovic's trapezoid rule, as FREEDOM's and BASIC's code computes
     it (cirtorch's compute_ap): for the j-th positive (0-based) at 0-based rank r, the precisions before
     and at it, j / r (1 at r = 0) and (j + 1) / (r + 1), averaged, times a recall step of 1 / (n + 1e-5)
@@ -122,7 +128,34 @@ def average_precision(view: RankView, _ks=None) -> dict[str, MetricValues]:
         before = np.where(found == 0, 1.0, np.arange(len(found)) / np.maximum(found, 1))
         at = (np.arange(len(found)) + 1) / (found + 1)
         values.append(float(((before + at) * step / 2.0).sum()))
-    return {"mAP": MetricValues(np.array(values))}
+    return np.array(values, dtype=np.float64)
+
+
+def average_precision(view: RankView, _ks=None) -> dict[str, MetricValues]:
+    """mAP over the whole ranking by Radenovic's trapezoid rule (see _trapezoid_ap)."""
+    return {"mAP": MetricValues(_trapezoid_ap(view))}
+
+
+def grouped_average_precision(view: RankView, _ks=None) -> dict[str, MetricValues]:
+    """i-CIR's per-instance means (billpsomas/icir run_retrieval.py save_results): each group's (instance's)
+    APs -- the trapezoid AP of ``ap`` -- averaged, then those means averaged over groups (mmAP); and each
+    group's smallest AP averaged over groups (minmAP). Stored per query as weights whose mean is the
+    number: AP x Q / (G x n_g) for mmAP; for minmAP, AP x Q / G at the first query holding its group's
+    minimum and 0 elsewhere (Q queries, G groups, n_g queries in the group)."""
+    if view.groups is None:
+        raise ValueError("mmAP and minmAP need each query's group (the split's group_by field)")
+    ap = _trapezoid_ap(view)
+    members: dict = {}
+    for i, g in enumerate(view.groups):
+        members.setdefault(g, []).append(i)
+    q, n_groups = len(ap), len(members)
+    mean_w, min_w = np.zeros(q), np.zeros(q)
+    for rows in members.values():
+        rows = np.array(rows)
+        mean_w[rows] = ap[rows] * q / (n_groups * len(rows))
+        lowest = rows[int(np.argmin(ap[rows]))]
+        min_w[lowest] = ap[lowest] * q / n_groups
+    return {"mmAP": MetricValues(mean_w, "grouped_percent"), "minmAP": MetricValues(min_w, "grouped_percent")}
 
 
 def recall_over_positives(view: RankView, ks: list[int]) -> dict[str, MetricValues]:
@@ -157,6 +190,7 @@ FAMILIES = {
     "positive_recall": (positive_recall_at_k, "gallery"),
     "map": (map_at_k, "gallery"),
     "ap": (average_precision, "gallery"),
+    "ap_by_group": (grouped_average_precision, "gallery"),
     "recall_over_positives": (recall_over_positives, "gallery"),
     "precision_over_positives": (precision_over_positives, "gallery"),
     "rank": (rank_summary, "gallery"),
@@ -165,7 +199,7 @@ FAMILIES = {
 
 
 # the families that read every target's exact rank in the whole ranking, not only the top
-EXACT_FAMILIES = {"ap"}
+EXACT_FAMILIES = {"ap", "ap_by_group"}
 
 
 def compute(views: dict[str, RankView], families: dict[str, list[int]], scope: str = "gallery") -> dict[str, MetricValues]:

@@ -182,9 +182,21 @@ def order_by_scores(scores: torch.Tensor, members: torch.Tensor) -> torch.Tensor
 @torch.no_grad()
 def subset_scores(queries: torch.Tensor, gallery: torch.Tensor, members: torch.Tensor) -> torch.Tensor:
     """Q x M scores of each query against its own members (``members``: Q x M gallery indices, -1 padding;
-    a padding entry's score is meaningless)."""
-    feats = gallery[members.clamp(min=0)].to(queries.device)  # Q x M x D
-    return torch.einsum("qd,qmd->qm", queries, feats.to(queries.dtype)).float()
+    a padding entry's score is meaningless). Queries sharing one subset (i-CIR's instance databases) are
+    scored against it together; memory stays near one subset's features, never Q x M x D."""
+    out = torch.zeros(members.shape, dtype=torch.float32, device=queries.device)
+    if not members.numel():
+        return out
+    distinct, which = torch.unique(members, dim=0, return_inverse=True)
+    order = torch.argsort(which, stable=True)
+    bounds = torch.bincount(which, minlength=len(distinct)).cumsum(0).tolist()
+    start = 0
+    for u, stop in enumerate(bounds):
+        rows = order[start:stop].to(queries.device)
+        start = stop
+        feats = gallery[distinct[u].clamp(min=0).to(gallery.device)].to(queries.device, queries.dtype)
+        out[rows] = (queries[rows] @ feats.T).float()
+    return out
 
 
 @torch.no_grad()
