@@ -18,7 +18,9 @@ compute it, every feature L2-normalised:
   normalises the query, which changes no ranking).
 
 The class list is a file: ``--option freedom.corpus=PATH`` (the official data/open_image_v7_class_names.csv,
-its first column). Without it the method cannot run, and ``--method all`` skips it with one line.
+its first column), by default <dataset folder>/open_image_v7_class_names.csv, which ``cirbench data get``
+fetches with minidn, nico, ltll and imagenet-r. Without it the method cannot run, and ``--method all``
+skips it with one line.
 """
 
 from __future__ import annotations
@@ -30,6 +32,7 @@ from cirbench.contracts.method import Method, Option, register_method
 from cirbench.errors import DataError, MissingResourceError
 from cirbench.protocol.scoring import normalize
 
+CORPUS = "open_image_v7_class_names.csv"  # where `cirbench data get` puts it in the dataset folder
 SELF_PROXY_BELOW = 0.98  # the official condition for adding the query itself as a proxy
 
 
@@ -69,8 +72,8 @@ class Freedom(Method):
     external_weights = True  # needs the released class-name list
     whole_split = True  # the self-proxy condition is decided over the split's queries
     options = {
-        "corpus": Option(str, None, "the Open Images class-name list (the official data/open_image_v7_class_names.csv)",
-                         in_setting=False),
+        "corpus": Option(str, None, "the Open Images class-name list (default: <dataset>/open_image_v7_class_names.csv, "
+                                    "from `cirbench data get`)", in_setting=False),
         "kappa": Option(int, 20, "proxy images per query", bounds=(1, 10**6)),
         "ni": Option(int, 7, "class names per proxy image", bounds=(1, 10**6)),
         "miu": Option(int, 7, "most frequent names kept per query", bounds=(1, 10**6)),
@@ -78,12 +81,17 @@ class Freedom(Method):
 
     def prepare(self, split):
         given = self.option("corpus")
-        if not given:
-            raise MissingResourceError("freedom needs the Open Images class-name list: pass --option "
-                                       "freedom.corpus=PATH (data/open_image_v7_class_names.csv of NikosEfth/freedom)")
-        path = Path(given).expanduser()
-        if not path.is_file():
-            raise MissingResourceError(f"freedom's class-name list {path} is missing (--option freedom.corpus=PATH)")
+        if given:
+            path = Path(given).expanduser()
+            if not path.is_file():
+                raise MissingResourceError(f"freedom's class-name list {path} is missing (--option freedom.corpus=PATH)")
+        else:
+            path = Path(split.root or ".") / CORPUS
+            if not path.is_file():
+                raise MissingResourceError(
+                    f"freedom needs the Open Images class-name list: {path} is missing; `cirbench data get "
+                    f"{split.dataset}` fetches it (data/{CORPUS} of NikosEfth/freedom), or pass --option "
+                    "freedom.corpus=PATH")
         if getattr(self, "corpus_path", None) != path:
             self.corpus_path, self.names = path, read_corpus(path)
             self.corpus = None

@@ -325,10 +325,12 @@ def test_the_shipped_manifests(tmp_path):
     repository snapshot held them; every destination is a folder of the layout the dataset reads."""
     from cirbench.acquire import manifests
 
-    assert manifests.shipped_names() == ["circo", "cirr", "coco", "fashioniq", "genecis", "imagenet-r"]
+    assert manifests.shipped_names() == ["circo", "cirr", "coco", "fashioniq", "genecis", "icir", "imagenet-r",
+                                         "ltll", "minidn", "nico"]
     layout = {"fashioniq": {"captions", "image_splits"}, "cirr": {"captions", "image_splits"},
               "circo": {"annotations", "COCO2017_unlabeled"}, "imagenet-r": {"."}, "coco": {"."},
-              "genecis": {"annotations", "coco", "vg"}}
+              "genecis": {"annotations", "coco", "vg"}, "icir": {".", "basic"}, "ltll": {"."}, "minidn": {"."},
+              "nico": {"."}}
     for name in manifests.shipped_names():
         m = manifests.shipped(name)
         assert m.dataset == name and {p.to for p in m.parts} == layout[name]
@@ -338,7 +340,13 @@ def test_the_shipped_manifests(tmp_path):
         dry = get(name, "--data-root", tmp_path / "data", "--dry-run")
         assert dry.exit_code == 0 and dry.output.count("would fetch") == len(m.parts)
     pinned = [p for n in manifests.shipped_names() for p in manifests.shipped(n).parts if p.sha256]
-    assert len(pinned) == 29  # every annotation file whose bytes the snapshot held
+    assert len(pinned) == 42  # every annotation file whose bytes the snapshot held
+    # FREEDOM's class list comes with each of its datasets, where freedom looks for it by default
+    for name in ("imagenet-r", "ltll", "minidn", "nico"):
+        assert any(p.file_name == "open_image_v7_class_names.csv" and p.to == "."
+                   for p in manifests.shipped(name).parts)
+    assert [p.spaces for p in manifests.shipped("ltll").parts if p.archive] == [("", "_")]
+    assert any("NICO_DG" in step for step in manifests.shipped("nico").manual)
     assert any("NLVR2" in step for step in manifests.shipped("cirr").manual)
     assert any("image-net.org" in step for step in manifests.shipped("imagenet-r").manual)
 
@@ -532,3 +540,35 @@ def test_manifest_entries_that_were_internal_errors_are_named(tmp_path, entry, m
     result = get("circo", "--manifest", manifest, "--data-root", tmp_path / "data")
     assert result.exit_code == 2 and message in result.output
     assert not list((tmp_path / "data").rglob("*.part"))
+
+
+def test_an_archive_can_be_renamed_as_a_set_up_script_would(tmp_path, server):
+    """LTLL as FREEDOM's set_dataset.py leaves it: spaces dropped from folder names, '_' in file names;
+    two members that the renaming makes one are refused, nothing extracted."""
+    import io
+    import zipfile
+
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w") as zf:
+        zf.writestr("New/images/Taj Mahal/taj mahal 1.jpg", b"a")
+        zf.writestr("Old/images/Big Ben/x.jpg", b"b")
+    server.files["/LTLL.zip"] = buf.getvalue()
+    manifest = tmp_path / "m.json"
+    entry = {"url": f"{server.url}/LTLL.zip", "archive": "zip", "spaces": {"folders": "", "files": "_"}}
+    manifest.write_text(json.dumps({"dataset": "ltll", "files": [entry]}))
+    result = get("ltll", "--manifest", manifest, "--data-root", tmp_path / "data")
+    assert "2 file(s) extracted" in result.output, result.output  # (data check then misses full_files.csv)
+    root = tmp_path / "data" / "ltll"
+    assert (root / "New/images/TajMahal/taj_mahal_1.jpg").read_bytes() == b"a"
+    assert (root / "Old/images/BigBen/x.jpg").is_file()
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w") as zf:
+        zf.writestr("A B/x.jpg", b"a")
+        zf.writestr("AB/x.jpg", b"b")
+    server.files["/two.zip"] = buf.getvalue()
+    manifest.write_text(json.dumps({"dataset": "ltll", "files": [{**entry, "url": f"{server.url}/two.zip"}]}))
+    result = get("ltll", "--manifest", manifest, "--data-root", tmp_path / "data2")
+    assert result.exit_code == 2 and "appears twice" in result.output
+    manifest.write_text(json.dumps({"dataset": "ltll", "files": [{**entry, "spaces": {"folders": "/"}}]}))
+    result = get("ltll", "--manifest", manifest, "--data-root", tmp_path / "data3")
+    assert result.exit_code == 2 and "spaces must be" in result.output

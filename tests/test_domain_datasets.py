@@ -182,7 +182,13 @@ def test_freedom_without_its_class_list_says_so_and_all_skips_it(tmp_path):
     code, out = invoke("run", "-m", "freedom", "--dataset", "ltll:Today-Archive", "--data", f"ltll={root}",
                        "--encoder", "colour-test", "--quiet", "--results-dir", tmp_path / "r", "--cache-dir",
                        tmp_path / "c")
-    assert code == 2 and "freedom needs the Open Images class-name list: pass --option freedom.corpus=PATH" in out
+    assert code == 2 and "freedom needs the Open Images class-name list" in out and "cirbench data get ltll" in out
+    # the default place: the dataset folder, where data get puts it
+    (root / "open_image_v7_class_names.csv").write_text("red car,x\nsea,y\n")
+    code, out = invoke("run", "-m", "freedom", "--dataset", "ltll:Today-Archive", "--data", f"ltll={root}",
+                       "--encoder", "colour-test", "--quiet", "--results-dir", tmp_path / "r", "--cache-dir",
+                       tmp_path / "c", "--option", "freedom.kappa=2")
+    assert code == 0, out
 
 
 def test_freedoms_most_frequent_names_by_hand():
@@ -193,3 +199,50 @@ def test_freedoms_most_frequent_names_by_hand():
     assert most_frequent([["a", "b"], ["b", "c"], ["b", "a"]], 2) == (["b", "a"], [1.0, 2 / 3])
     assert most_frequent([["x", "y"], ["y", "x"]], 3) == (["x", "y"], [1.0, 1.0])
     assert most_frequent([["", "z"], ["", "z"]], 2) == (["z", ""], [1.0, 0.0])
+
+
+# -- ImageNet-R under FREEDOM's protocol (--set protocol=freedom) -------------------------------------------
+
+def test_imagenet_r_freedom_protocol_by_hand(tmp_path):
+    """imgnet_targets.txt alone: its 8 lines are the queries and the database. photo-cartoon: the three real
+    images query (the query in its own database). Red queries (n001): the red cartoon, then the two red
+    reals (ties, list order), then the yellow cartoon: positives at 0-based 0 and 3:
+    AP = ((1 + 1) + (1/3 + 2/4)) / 2 / (2 + 1e-5). The blue query (n002): the blue cartoon listed before it:
+    AP = (1 + 1) / 2 / (1 + 1e-5)."""
+    import real_fixtures as F
+
+    root = F.imagenet_r(tmp_path / "imagenet-r")
+    ds = datasets.get("imagenet-r")(root, {"protocol": "freedom"})
+    assert len(ds.splits) == 20 and ds.splits[0] == "photo-cartoon" and ds.result_name == "imagenet-r-freedom"
+    split = ds.load("photo-cartoon")
+    assert [q.text for q in split.queries] == ["cartoon"] * 3 and len(split.gallery) == 8
+    assert split.queries[2].reference in split.gallery and not split.remove_reference
+    assert split.info["classes"].startswith("wnid")
+    cells = cirbench_evaluate(tmp_path, root, "imagenet-r:photo-cartoon", {"protocol": "freedom"})
+    e = 1e-5
+    red, blue = ((1 + 1) + (1 / 3 + 2 / 4)) / 2 / (2 + e), (1 + 1) / 2 / (1 + e)
+    assert cells[0].record.metrics["mAP"] == pytest.approx(100 * (2 * red + blue) / 3)
+    assert cells[0].record.dataset.result_name == "imagenet-r-freedom"
+    # cartoon-photo: the cartoons query; n001's positives are its two real images
+    assert ds.load("cartoon-photo").queries[0].targets == ("imgnet/real/n001/ILSVRC2012_val_00000001.JPEG",
+                                                           "imgnet/real/n001/ILSVRC2012_val_00000002.JPEG")
+    # label_names.csv names the classes, as FREEDOM's make_csv: two wnids of one name are one class
+    (root / "label_names.csv").write_text("n001,dog\nn002,dog\n")
+    merged = datasets.get("imagenet-r")(root, {"protocol": "freedom"}).load("photo-cartoon")
+    assert len(merged.queries[2].targets) == 3 and merged.info["classes"] == "label_names.csv"
+    (root / "label_names.csv").write_text("n001,dog\n")
+    with pytest.raises(DataError, match="has no name for 'n002'"):
+        datasets.get("imagenet-r")(root, {"protocol": "freedom"}).load("photo-cartoon")
+    with pytest.raises(UsageError, match="protocol=freedom reads imgnet_targets.txt alone"):
+        datasets.get("imagenet-r")(root, {"protocol": "freedom", "metric": "hit"})
+    with pytest.raises(UsageError, match="'pic2word' .* or 'freedom'"):
+        datasets.get("imagenet-r")(root, {"protocol": "magic"})
+
+
+def cirbench_evaluate(tmp_path, root, dataset, settings):
+    import cirbench
+
+    name = dataset.split(":")[0]
+    return cirbench.evaluate(methods=["image-only"], datasets=[dataset], data={name: str(root)},
+                             settings=settings, encoder="colour-test", workers=0,
+                             cache_dir=tmp_path / "cache", results_dir=tmp_path / "r").cells

@@ -96,7 +96,7 @@ def get(manifest: Manifest, folder: Path, mirror: str | None = None, dry_run: bo
         if part.archive:
             try:
                 members, kept = unpack.extract(path, part.archive, where, part.strip, progress, part.label,
-                                               part.unpacked_size)
+                                               part.unpacked_size, part.spaces)
             except DataError as exc:
                 path.unlink(missing_ok=True)  # a broken archive is fetched again next time, not resumed
                 raise DataError(f"{url}: {exc}") from None

@@ -4,7 +4,9 @@
      "files": [{"url": "...", "sha256": "hex" or null, "size": bytes or null,
                 "archive": "zip" | "tar" | null, "unpacked_size": bytes or null,
                 "to": "folder inside the dataset folder",
-                "strip": "optional prefix removed from archive member paths"}, ...],
+                "strip": "optional prefix removed from archive member paths",
+                "spaces": {"folders": "", "files": "_"} (optional: what replaces a space in the
+                          extracted folder and file names, as a dataset's set-up script renames them)}, ...],
      "manual": ["text of a manual step", ...]}
 
 More keys are allowed (``name``, ``note``: shown to the user). A file that is not an archive keeps its
@@ -37,6 +39,7 @@ class Part:
     name: str = ""
     note: str = ""
     unpacked_size: int | None = None  # an archive's files, all together (bounds the extraction)
+    spaces: tuple[str, str] | None = None  # (in folder names, in file names) a space is replaced by
 
     @property
     def file_name(self) -> str:
@@ -72,6 +75,15 @@ def _byte_count(entry: dict, key: str, where: str) -> int | None:
     return value
 
 
+def _spaces(value, where: str) -> tuple[str, str] | None:
+    if value is None:
+        return None
+    if not (isinstance(value, dict) and set(value) <= {"folders", "files"}
+            and all(isinstance(v, str) and v in ("", "_", "-") for v in value.values())):
+        raise DataError(f"{where}: spaces must be {{\"folders\": R, \"files\": R}} with R one of \"\", \"_\", \"-\"")
+    return value.get("folders", " "), value.get("files", " ")
+
+
 def parse(raw, source: str) -> Manifest:
     """A Manifest from parsed JSON; a DataError naming the manifest and the entry for anything wrong."""
     if not isinstance(raw, dict) or not isinstance(raw.get("dataset"), str) or not isinstance(raw.get("files"), list):
@@ -97,7 +109,8 @@ def parse(raw, source: str) -> Manifest:
             raise DataError(f"{where}: strip must be a path prefix")
         part = Part(url=entry["url"], to=_safe_folder(entry.get("to", "."), where),
                     sha256=sha.lower() if sha else None, size=size, archive=archive, strip=strip.strip("/"),
-                    name=str(entry.get("name", "")), note=str(entry.get("note", "")), unpacked_size=unpacked)
+                    name=str(entry.get("name", "")), note=str(entry.get("note", "")), unpacked_size=unpacked,
+                    spaces=_spaces(entry.get("spaces"), where))
         name = part.file_name
         if name in (".", "..") or "/" in name or "\\" in name or "\0" in name:
             raise DataError(f"{where}: the URL {entry['url']!r} names no file cirbench can save ({name!r})")

@@ -13,8 +13,10 @@ from pathlib import Path, PurePosixPath
 from cirbench.errors import DataError
 
 
-def _member_path(name: str, strip: str, archive: Path) -> PurePosixPath | None:
-    """A member's path inside the destination (None: outside ``strip``, or the prefix folder itself)."""
+def _member_path(name: str, strip: str, archive: Path, spaces: tuple[str, str] | None = None) -> PurePosixPath | None:
+    """A member's path inside the destination (None: outside ``strip``, or the prefix folder itself);
+    ``spaces``: what replaces a space in its folder names and in its file name (as a dataset's own set-up
+    script renames them, e.g. FREEDOM's set_dataset.py for LTLL and NICO++)."""
     path = PurePosixPath(name.replace("\\", "/"))
     if path.is_absolute() or ".." in path.parts:
         raise DataError(f"{archive}: member {name!r} would land outside the dataset folder")
@@ -23,6 +25,9 @@ def _member_path(name: str, strip: str, archive: Path) -> PurePosixPath | None:
         if path == prefix or prefix not in path.parents:
             return None
         path = path.relative_to(prefix)
+    if spaces is not None and path.parts:
+        folders, file = spaces
+        path = PurePosixPath(*(p.replace(" ", folders) for p in path.parts[:-1]), path.parts[-1].replace(" ", file))
     return path if path.parts else None
 
 
@@ -62,10 +67,10 @@ def _once(names: list[str], archive: Path) -> None:
         seen.add(name)
 
 
-def _extract_zip(archive: Path, tmp: Path, strip: str, task, budget: _Budget) -> list[str]:
+def _extract_zip(archive: Path, tmp: Path, strip: str, task, budget: _Budget, spaces=None) -> list[str]:
     out = []
     with zipfile.ZipFile(archive) as zf:
-        infos = [(info, _member_path(info.filename, strip, archive)) for info in zf.infolist()]
+        infos = [(info, _member_path(info.filename, strip, archive, spaces)) for info in zf.infolist()]
         infos = [(info, rel) for info, rel in infos if rel is not None and not info.is_dir()]
         _once([str(rel) for _, rel in infos], archive)
         budget.check_table(sum(info.file_size for info, _ in infos), tmp)
@@ -80,10 +85,10 @@ def _extract_zip(archive: Path, tmp: Path, strip: str, task, budget: _Budget) ->
     return out
 
 
-def _extract_tar(archive: Path, tmp: Path, strip: str, task, budget: _Budget) -> list[str]:
+def _extract_tar(archive: Path, tmp: Path, strip: str, task, budget: _Budget, spaces=None) -> list[str]:
     out = []
     with tarfile.open(archive, "r:*") as tf:
-        members = [(m, _member_path(m.name, strip, archive)) for m in tf.getmembers()]  # the table, read first
+        members = [(m, _member_path(m.name, strip, archive, spaces)) for m in tf.getmembers()]  # the table, read first
         members = [(m, rel) for m, rel in members if rel is not None and not m.isdir()]
         for member, _rel in members:
             if not member.isfile():
@@ -106,7 +111,7 @@ def _extract_tar(archive: Path, tmp: Path, strip: str, task, budget: _Budget) ->
 
 
 def extract(archive: Path, kind: str, dest: Path, strip: str = "", progress=None, label: str = "",
-            unpacked_size: int | None = None) -> tuple[list[str], int]:
+            unpacked_size: int | None = None, spaces: tuple[str, str] | None = None) -> tuple[list[str], int]:
     """Extract ``archive`` (zip or tar) into ``dest``, writing at most ``unpacked_size`` bytes (else
     MAX_RATIO times the archive's size); returns (member paths relative to ``dest``, number of files
     kept because the user already had them)."""
@@ -122,7 +127,7 @@ def extract(archive: Path, kind: str, dest: Path, strip: str = "", progress=None
     task = progress.task(f"extract {label or archive.name}", total=None) if progress else None
     try:
         try:
-            members = (_extract_zip if kind == "zip" else _extract_tar)(archive, tmp, strip, task, budget)
+            members = (_extract_zip if kind == "zip" else _extract_tar)(archive, tmp, strip, task, budget, spaces)
         except (zipfile.BadZipFile, tarfile.TarError, EOFError, OSError, ValueError) as exc:
             raise DataError(f"{archive.name} is not a complete {kind} archive ({type(exc).__name__}: {exc}); "
                             "nothing was extracted") from None
