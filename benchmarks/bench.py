@@ -34,6 +34,13 @@
    rerun. ``--baseline REV`` measures the same for a git revision of this repository (checked out into a
    temporary worktree) in the same sitting, so the two can be compared on one machine under one load.
 
+9. instances (``--figures instances``, not in the default set): i-CIR-shaped scoring, each query against
+   its own instance's database only (``--instances`` databases of ``--instance-size`` random 768-d
+   features, 9 queries each): ms per query and the memory above the gallery for a query-vector method
+   (image+text: the engine's grouped subset scoring), the clamped product and BASIC's scoring (its
+   centring, projection, expansion and fusion per instance; the text features given), against what the
+   former Q x M x D gather would have held.
+
 ``--figures sweep,pipeline,scale,keys,kill`` runs some of them only.
 """
 
@@ -320,6 +327,69 @@ def scale_worker(n_gallery: int, n_queries: int, dim: int, k: int) -> dict:
     return out
 
 
+def instance_worker(n_instances: int, size: int, per_instance: int, dim: int) -> dict:
+    """i-CIR-shaped scoring in its own process (its memory readings are its own)."""
+    from types import SimpleNamespace
+
+    import torch
+
+    from cirbench.methods.basic import Basic
+    from cirbench.methods.product import Product
+    from cirbench.protocol.scoring import normalize, subset_scores
+
+    torch.manual_seed(0)
+    gallery = normalize(torch.randn(n_instances * size, dim))
+    members = [list(range(i * size, (i + 1) * size)) for i in range(n_instances) for _ in range(per_instance)]
+    n_queries = len(members)
+    image, text = normalize(torch.randn(n_queries, dim)), normalize(torch.randn(n_queries, dim))
+    padded = torch.tensor(members)
+    corpus = normalize(torch.randn(1841, dim)), normalize(torch.randn(999, dim))
+    options = {key: opt.default for key, opt in Basic.options.items()}
+    basic = Basic.__new__(Basic)
+    basic.ctx = SimpleNamespace(options=options)
+    basic.laion_mean = 0.05 * torch.randn(1, dim)
+    basic.synthetic = normalize(torch.randn(200, dim)), normalize(torch.randn(200, dim))
+    basic._corpus = (*corpus, corpus[0].mean(dim=0, keepdim=True))
+    basic._fixed = None
+    product = Product.__new__(Product)
+    product.clamp = True
+
+    def per_instance_scores(score_group):
+        out = torch.zeros(n_queries, size)
+        for i in range(n_instances):
+            rows = list(range(i * per_instance, (i + 1) * per_instance))
+            out[rows] = score_group(image[rows], text[rows], gallery[members[rows[0]]])
+        return out
+
+    runs = {"image+text (vectors)": lambda: subset_scores(normalize(image + text), gallery, padded),
+            "product, clamped (scores)": lambda: per_instance_scores(
+                lambda i, t, db: product._fuse(i @ db.T, t @ db.T)),
+            "basic (scores)": lambda: per_instance_scores(basic._scores)}
+    out = {"instances": n_instances, "instance_size": size, "queries": n_queries, "dim": dim,
+           "gallery_mib": gallery.numel() * 4 / 2**20,
+           "gather_mib": n_queries * size * dim * 4 / 2**20, "methods": {}}
+    for name, run in runs.items():
+        base = rss_mib()
+        peak = [base]
+        done = threading.Event()
+
+        def watch():
+            while not done.is_set():
+                peak[0] = max(peak[0], rss_mib())
+                time.sleep(0.005)
+
+        watcher = threading.Thread(target=watch, daemon=True)
+        watcher.start()
+        start = time.perf_counter()
+        with torch.no_grad():
+            run()
+        seconds = time.perf_counter() - start
+        done.set()
+        watcher.join()
+        out["methods"][name] = {"ms_per_query": 1000 * seconds / n_queries, "extra_mib": max(peak[0], rss_mib()) - base}
+    return out
+
+
 def gpu_figures(scratch: Path, n_images: int = 2048, batch_size: int = 256) -> dict:
     """ViT-L/14 at 224 px (random weights) on the GPU: engine images/s against forward-only."""
     import torch
@@ -569,7 +639,10 @@ def main() -> None:
     parser.add_argument("--figures", default="sweep,pipeline,scale,keys,kill",
                         help="which figures to measure (default: %(default)s)")
     parser.add_argument("--kill-after", type=float, default=35.0, help="seconds of encoding before the SIGKILL")
+    parser.add_argument("--instances", type=int, default=20, help="instances: how many databases")
+    parser.add_argument("--instance-size", type=int, default=3700, help="instances: images per database")
     parser.add_argument("--scale-worker", nargs=4, type=int, help=argparse.SUPPRESS)
+    parser.add_argument("--instance-worker", nargs=4, type=int, help=argparse.SUPPRESS)
     parser.add_argument("--kill-worker", nargs=4, help=argparse.SUPPRESS)
     parser.add_argument("--baseline", help="firstrun: also measure this git revision (a commit or branch)")
     parser.add_argument("--firstrun-set", action="append", default=[], metavar="KEY=VALUE",
@@ -583,6 +656,9 @@ def main() -> None:
         return
     if args.kill_worker:
         kill_worker(*args.kill_worker)
+        return
+    if args.instance_worker:
+        print(json.dumps(instance_worker(*args.instance_worker)))
         return
     wanted = set(args.figures.split(","))
 
@@ -608,6 +684,11 @@ def main() -> None:
                                   "50"], capture_output=True, text=True, check=True)
             report["scale"] = json.loads(out.stdout)
             report["scale_extra_mib"] = report["scale"]["scale_extra_mib"]
+        if "instances" in wanted:
+            log(f"instances: {args.instances} databases of {args.instance_size:,} images, 9 queries each")
+            out = subprocess.run([sys.executable, __file__, "--instance-worker", str(args.instances),
+                                  str(args.instance_size), "9", "768"], capture_output=True, text=True, check=True)
+            report["instances"] = json.loads(out.stdout)
         if "keys" in wanted:
             log(f"content keys: {args.key_files:,} photo-sized files, first run and rerun")
             report["content_keys"] = content_key_cost(work / "keys" / "files", args.key_files)
@@ -651,6 +732,13 @@ def main() -> None:
         rows.append(("scale: memory above the gallery", f"{report['scale_extra_mib']:.0f} MiB", "<= 512 MiB",
                      f"gallery {scale['gallery_mib']:.0f} MiB, {scale['ms_per_query']:.1f} ms/query, "
                      f"{scale['seconds']:.1f} s"))
+    if "instances" in report:
+        inst = report["instances"]
+        for name, m in inst["methods"].items():
+            rows.append((f"instances: {name}", f"{m['ms_per_query']:.1f} ms/query", "",
+                         f"{m['extra_mib']:.0f} MiB above the {inst['gallery_mib']:.0f} MiB gallery ({inst['queries']} "
+                         f"queries, {inst['instances']} x {inst['instance_size']:,}); a Q x M x D gather: "
+                         f"{inst['gather_mib']:,.0f} MiB"))
     if "model_images_per_s" in report:
         speeds, ratios = report["model_images_per_s"], report["model_ratio_to_open_clip"]
         for name, value in speeds.items():

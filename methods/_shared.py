@@ -142,3 +142,14 @@ def in_caption_order(template: str, split) -> str:
     if getattr(split, "caption_order", None) != "official":
         return template
     return re.sub(r"\{c([12])\}", lambda m: "{c2}" if m.group(1) == "1" else "{c1}", template)
+
+
+def fetch_hint(dataset: str, file_name: str) -> str:
+    """"`cirbench data get DATASET` fetches it, or " where the dataset's shipped manifest lists the file
+    (a released file a method reads from the dataset folder), else ""."""
+    from cirbench.acquire import manifests
+
+    if dataset in manifests.shipped_names() and any(p.file_name == file_name
+                                                    for p in manifests.shipped(dataset).parts):
+        return f"`cirbench data get {dataset}` fetches it, or "
+    return ""

@@ -45,6 +45,7 @@ from cirbench.contracts.method import Method, Option, register_method
 from cirbench.errors import DataError, MissingResourceError
 from cirbench.protocol.scoring import normalize
 
+from ._shared import fetch_hint
 from .freedom import read_corpus
 
 POSITIVE, NEGATIVE = "generic_subjects.csv", "generic_styles.csv"
@@ -115,8 +116,9 @@ class Basic(Method):
             path = Path("basic") / default_name
         if not path.exists():
             raise MissingResourceError(
-                f"basic's {key.replace('_', ' ')} {path} is missing: run `cirbench data get {split.dataset}` (it fetches "
-                f"BASIC's released files into <dataset>/basic/) or pass --option basic.{key}=PATH")
+                f"basic's {key.replace('_', ' ')} {path} is missing: {fetch_hint(split.dataset, path.name)}pass "
+                f"--option basic.{key}=PATH (BASIC's released files: corpora/, data/laion_mean/, synthetic_data/ of "
+                "billpsomas/icir)")
         return path
 
     def prepare(self, split):

@@ -32,6 +32,8 @@ from cirbench.contracts.method import Method, Option, register_method
 from cirbench.errors import DataError, MissingResourceError
 from cirbench.protocol.scoring import normalize
 
+from ._shared import fetch_hint
+
 CORPUS = "open_image_v7_class_names.csv"  # where `cirbench data get` puts it in the dataset folder
 SELF_PROXY_BELOW = 0.98  # the official condition for adding the query itself as a proxy
 
@@ -89,9 +91,8 @@ class Freedom(Method):
             path = Path(split.root or ".") / CORPUS
             if not path.is_file():
                 raise MissingResourceError(
-                    f"freedom needs the Open Images class-name list: {path} is missing; `cirbench data get "
-                    f"{split.dataset}` fetches it (data/{CORPUS} of NikosEfth/freedom), or pass --option "
-                    "freedom.corpus=PATH")
+                    f"freedom needs the Open Images class-name list (data/{CORPUS} of NikosEfth/freedom): {path} is "
+                    f"missing; {fetch_hint(split.dataset, CORPUS)}pass --option freedom.corpus=PATH")
         if getattr(self, "corpus_path", None) != path:
             self.corpus_path, self.names = path, read_corpus(path)
             self.corpus = None
