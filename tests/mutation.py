@@ -48,9 +48,12 @@ FAST = ["-m", "not slow"]
 # module (relative to the repository) -> the fast tests that guard it
 MODULES = {
     "metrics": ("cirbench/protocol/metrics.py", ["tests/test_metrics.py", "tests/test_real_datasets.py",
-                                        "tests/test_official_defaults.py", "tests/test_whole_ranking_metrics.py"]),
+                                        "tests/test_official_defaults.py", "tests/test_whole_ranking_metrics.py",
+                                        "tests/test_icir.py"]),
     "scoring": ("cirbench/protocol/scoring.py", ["tests/test_scoring.py", "tests/test_pinned_protocols.py",
-                                                 "tests/test_whole_ranking_metrics.py"]),
+                                                 "tests/test_whole_ranking_metrics.py", "tests/test_icir.py"]),
+    # restricted unpickling of released statistics (BASIC's pickles)
+    "safe_pickle": ("cirbench/storage/safe_pickle.py", ["tests/test_icir.py"]),
     "stats": ("cirbench/analysis/stats.py", ["tests/test_stats.py", "tests/test_pinned_protocols.py"]),
     "transforms": ("cirbench/protocol/transforms.py", ["tests/test_pinned_protocols.py", "tests/test_official_defaults.py",
                                                       "tests/test_hostile_recheck.py"]),
@@ -72,13 +75,16 @@ MODULES = {
         (("_shared",), ["tests/test_pinned_protocols.py", "tests/test_protocols.py", "tests/test_checkpoints.py",
                         "tests/test_official_defaults.py", "tests/test_llm_methods.py", "tests/test_hostile_recheck.py"]),
         (("freedom",), ["tests/test_domain_datasets.py"]),
+        (("basic", "product"), ["tests/test_icir.py"]),
     ) for name in names},
     # the domain-conversion family's shared protocol (minidn, nico and ltll only declare their files)
     "dataset:_domains": ("datasets/_domains.py", ["tests/test_domain_datasets.py", "tests/test_data_check.py"]),
+    "dataset:icir": ("datasets/icir.py", ["tests/test_icir.py"]),
     **{f"dataset:{name}": (f"datasets/{name}.py", ["tests/test_real_datasets.py", "tests/test_data_check.py",
                                                    "tests/test_official_defaults.py", "tests/test_hostile.py",
                                                    "tests/test_hostile_recheck.py", *extra])
-       for name, extra in (("fashioniq", []), ("cirr", []), ("circo", []), ("imagenet_r", []),
+       for name, extra in (("fashioniq", []), ("cirr", []), ("circo", []),
+                           ("imagenet_r", ["tests/test_domain_datasets.py"]),
                            ("folder", ["tests/test_training_data.py"]),
                            ("coco", ["tests/test_coco.py"]), ("genecis", ["tests/test_genecis.py"]))},
 }
