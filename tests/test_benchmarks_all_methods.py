@@ -12,8 +12,8 @@ from cirbench.cli import app
 from test_checkpoints import searle_ckpt
 
 pytestmark = pytest.mark.slow
-METHODS = {"image-only", "text-only", "image+text", "pic2word", "combiner", "searle", "lincir", "slerp", "weicom",
-           "cirevl", "ldre", "seize"}
+METHODS = {"image-only", "text-only", "image+text", "product", "pic2word", "combiner", "searle", "lincir", "slerp",
+           "weicom", "cirevl", "ldre", "seize"}
 # every prompt name the LLM methods read, per dataset (the official files hold the real ones)
 PROMPTS = "\n".join(f'{name} = "edit the image content ."' for name in (
     "blip_prompt", "contextual_modifier_prompt", "structural_modifier_prompt", "structural_modifier_prompt_fashion",
@@ -54,7 +54,8 @@ def test_all_methods_on_all_benchmark_fixtures(tmp_path, tiny_dir, tiny_encoder,
     cells = json.loads(r.stdout)["cells"]
     # the methods that bring their own model are skipped: none is on disk here, and `all` downloads nothing
     own = {c["method"] for c in cells if c["status"] == "skipped"}
-    assert own == {"bge-vl", "bge-vl-large", "magiclens", "freedom"}  # freedom: no class-name list given
+    # freedom and basic: no class-name list, no released statistics given
+    assert own == {"bge-vl", "bge-vl-large", "magiclens", "freedom", "basic"}
     cells = [c for c in cells if c["method"] not in own]
     assert {(c["dataset"], c["method"]) for c in cells} == {(d, m) for d in ("fashioniq", "cirr") for m in METHODS}
     assert {c["status"] for c in cells} == {"computed"}

@@ -161,3 +161,19 @@ def test_holm_adjusts_a_family_of_p_values_by_hand():
     got = holm([0.01, 0.04, float("nan"), 0.03, 0.005])
     assert np.allclose(got[[0, 1, 3, 4]], [0.03, 0.06, 0.06, 0.02]) and np.isnan(got[2])
     assert holm([0.6, 0.9]).tolist() == [1.0, 1.0]  # capped at 1
+
+
+def test_a_family_of_tests_gets_resamples_enough_to_survive_holm():
+    """2 / (n + 1) is the smallest bootstrap p; Holm multiplies the smallest of m by m. With 1,000 resamples a
+    matrix of 8 methods (28 pairs) could never show a difference (28 x 2/1001 = 0.056); the family's
+    resamples are raised so that it can (and left alone for small families)."""
+    from cirbench.analysis import stats
+
+    assert 28 * 2 / (1000 + 1) > stats.ALPHA
+    n = stats.family_resamples(28, 1000)
+    assert n == 2240 and 28 * 2 / (n + 1) < stats.ALPHA / 2
+    assert stats.family_resamples(10, 1000) == 1000 and stats.family_resamples(1, 5000) == 5000
+    # a clear difference in a 28-pair family is significant after Holm
+    a, b = np.ones(200), np.zeros(200)
+    result = stats.paired(a, b, "percent", n=n, key="k")
+    assert stats.holm([result.p] + [1.0] * 27)[0] < stats.ALPHA

@@ -132,10 +132,11 @@ class Report:
             parts.append((found[0], found[1], split_key(cell.record)))
         return stats.average_interval(parts, self.resamples, self.seed) if self.resamples else (float("nan"),) * 2
 
-    def paired(self, encoder_key, method_a, method_b, ds_key, splits, metric, encoder_b: str | None = None
-               ) -> stats.Paired | None:
+    def paired(self, encoder_key, method_a, method_b, ds_key, splits, metric, encoder_b: str | None = None,
+               resamples: int | None = None) -> stats.Paired | None:
         """Paired bootstrap of a - b on one split, or on the mean over several; ``encoder_b`` (default: the
-        same encoder) compares method_a on ``encoder_key`` with method_b on another model."""
+        same encoder) compares method_a on ``encoder_key`` with method_b on another model; ``resamples``
+        (at least the report's) where a family of tests needs a finer p."""
         parts = []
         for split in splits:
             a = self.find(encoder_key, method_a, ds_key, split)
@@ -146,7 +147,8 @@ class Report:
                 return None
             x, y = stats.align(a.outcomes.qids, va[0], b.outcomes.qids, vb[0])
             parts.append((x, y, va[1], split_key(a.record)))
-        return stats.paired_parts(parts, self.resamples, self.seed) if self.resamples and parts else None
+        n = max(self.resamples, resamples or 0)
+        return stats.paired_parts(parts, n, self.seed) if self.resamples and parts else None
 
 
 def _split_position(record) -> int:

@@ -140,6 +140,15 @@ def format_p(p: float, n: int = DEFAULT_RESAMPLES) -> str:
     return f"{p:.3f}"
 
 
+def family_resamples(n_tests: int, n: int = DEFAULT_RESAMPLES) -> int:
+    """Resamples for each paired test of a family of ``n_tests``: at least ``n``, and enough that the
+    smallest p a bootstrap can give (2 / (n + 1)) still falls below ALPHA / 2 after Holm multiplies it by
+    the family's size -- with too few, a large matrix could never show a difference, however clear."""
+    import math
+
+    return max(n, math.ceil(4 * n_tests / ALPHA))
+
+
 def holm(pvalues) -> np.ndarray:
     """Holm's step-down adjustment of a family of p-values (controls the family-wise error rate): the
     i-th smallest of m becomes max over j <= i of min(1, (m - j + 1) p_(j)); NaN stays NaN, outside the

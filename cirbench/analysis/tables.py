@@ -202,19 +202,24 @@ def comparisons(report: Report, frame, tables: dict):
         for a, b in itertools.combinations(rows_of, 2):
             if a[0] != b[0] and (a[4] or b[4]):
                 pairs.append((a, b, ACROSS_ENCODERS))
+        families: dict[str, int] = {}  # Holm's families (one per encoder label and matrix) and their sizes
+        for _a, _b, enc_label in pairs:
+            families[enc_label] = families.get(enc_label, 0) + 1
         for metric in dict.fromkeys(part["metric"]):
             for splits, label in scopes:
                 for a, b, enc_label in pairs:
-                    result = report.paired(a[0], a[3], b[3], ds_key, splits, metric, encoder_b=b[0])
+                    n = stats.family_resamples(families[enc_label], report.resamples) if report.resamples else 0
+                    result = report.paired(a[0], a[3], b[3], ds_key, splits, metric, encoder_b=b[0], resamples=n)
                     if result is None:
                         continue
                     names = (a[2], b[2]) if enc_label != ACROSS_ENCODERS else (f"{a[2]} [{a[1]}]", f"{b[2]} [{b[1]}]")
                     rows.append({"dataset": dataset, "encoder": enc_label, "split": label,
                                  "metric": metric, "method_a": names[0], "method_b": names[1],
                                  "difference": result.difference, "low": result.low, "high": result.high,
-                                 "p": result.p, "significant": result.significant, "queries": result.n_queries})
+                                 "p": result.p, "significant": result.significant, "queries": result.n_queries,
+                                 "resamples": result.resamples})
     frame = pd.DataFrame(rows, columns=["dataset", "encoder", "split", "metric", "method_a", "method_b", "difference",
-                                        "low", "high", "p", "significant", "queries"])
+                                        "low", "high", "p", "significant", "queries", "resamples"])
     # Holm's correction within each family: every pair of methods of one matrix (dataset, encoder, split, metric)
     frame["p_holm"] = float("nan")
     for _, family in frame.groupby(["dataset", "encoder", "split", "metric"], sort=False):
