@@ -265,11 +265,11 @@ def check_output(method: Method, out, what: str, unit: str, n: int, shape: tuple
     if out.ndim != 2 or out.shape[0] != n or (shape is not None and tuple(out.shape) != tuple(shape)):
         expected = f"({', '.join(map(str, shape))})" if shape is not None else f"({n}, D)"
         raise RunError(f"{what} have shape {tuple(out.shape)}, expected {expected}")
-    bad_rows = ~torch.isfinite(out.float()).all(dim=1)
+    bad_rows = _by_rows(out, lambda block: ~torch.isfinite(block).all(dim=1))
     if bool(bad_rows.any()):
         raise RunError(f"{what} of {int(bad_rows.sum())} of {n} {unit} are not finite (NaN or inf)")
     if shape is None and not method.zero_vectors_meaningful:
-        zero = out.float().abs().amax(dim=1) == 0  # not norm(): a row of 1e-30 is not zero (its norm underflows)
+        zero = _peak(out) == 0  # not norm(): a row of 1e-30 is not zero (its norm underflows)
         if bool(zero.any()):
             raise RunError(f"{what} of {int(zero.sum())} of {n} {unit} are zero vectors, which rank nothing "
                            "(a method whose zero vector means something sets zero_vectors_meaningful = True)")
@@ -282,13 +282,29 @@ def checked_normalize(out, what: str, unit: str):
     would score every candidate alike and rank in gallery order. Such rows fail the cell in one line."""
     scored = normalize(out)
     length = scored.norm(dim=1)
-    bad = ((length - 1).abs() > 1e-3) & (out.float().abs().amax(dim=1) > 0)
+    bad = ((length - 1).abs() > 1e-3) & (_peak(out) > 0)
     if bool(bad.any()):
-        peak = float(out[bad].float().abs().amax())
+        peak = float(_peak(out[bad]).max())
         raise RunError(f"{what} of {int(bad.sum())} of {len(out)} {unit} cannot be normalised in float32 (largest "
                        f"|value| {peak:.3g}: the squared length over- or underflows, so every score would be alike); "
                        "scale them towards length 1")
     return scored
+
+
+BLOCK_ROWS = 65536  # rows checked at a time: no temporary of the whole (gallery-sized) output
+
+
+def _by_rows(out, fn):
+    """fn over blocks of rows, concatenated (the checks of a gallery representation stay block-sized)."""
+    import torch
+
+    return torch.cat([fn(out[i:i + BLOCK_ROWS].float()) for i in range(0, len(out), BLOCK_ROWS)]) if len(out) \
+        else fn(out.float())
+
+
+def _peak(out):
+    """Each row's largest magnitude."""
+    return _by_rows(out, lambda block: block.abs().amax(dim=1))
 
 
 def _pad(rows: list[list[int]], device):
