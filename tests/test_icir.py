@@ -234,7 +234,9 @@ def official_contextualize(encoder, texts, corpus, number=100):
     return torch.stack(out)
 
 
-SUBJECTS = ["object_name", "lamp", "tower", "bridge", "dog", "cat", "car", "boat", "tree", "house", "bird", "chair"]
+# more than the 100 words the text is contextualised with (the header line counts as one, as in the code)
+SUBJECTS = ["object_name", "lamp", "tower", "bridge", "dog", "cat", "car", "boat", "tree", "house", "bird", "chair"] + \
+    [f"thing {i}" for i in range(95)]
 STYLES = ["watercolor painting", "oil painting", "charcoal sketch", "pencil drawing", "digital illustration",
           "origami", "lego", "neon sign"]
 
@@ -355,3 +357,41 @@ def test_subset_scores_group_shared_subsets():
         for j, m in enumerate(members[i].tolist()):
             if m >= 0:
                 assert float(got[i, j]) == pytest.approx(float(q[i] @ g[m]), abs=1e-6)
+
+
+def test_basic_names_what_is_wrong_with_its_files(tmp_path, tiny_dir, tiny_encoder):
+    import torch
+
+    root, *_ = basic_tree(tmp_path, tiny_encoder)
+    files = root / "basic"
+
+    def failure(*options):
+        (cell,) = evaluate(tmp_path, root, ["basic"], encoder=f"local-dir:{tiny_dir}", options=options)
+        assert cell.status in ("failed", "skipped")
+        return str(cell.error)
+
+    with open(files / "laion_1m_mean_clip.pkl", "wb") as fh:
+        pickle.dump({"laion_1m_mean": torch.zeros(1, tiny_encoder.embed_dim + 1)}, fh)
+    dim = tiny_encoder.embed_dim
+    assert f"expected 'laion_1m_mean', a tensor of {dim} numbers" in failure()
+    assert f"of shape (1, {dim + 1})" in failure()
+    with open(files / "laion_1m_mean_clip.pkl", "wb") as fh:
+        pickle.dump({"laion_1m_mean": [0.0] * dim}, fh)
+    assert "found a list" in failure()
+    np.save(files / "dataset_1_sd_clip.pkl", {"image_features": np.zeros(dim), "text_features": np.zeros((2, dim))})
+    assert f"expected 'image_features', an N x {dim} array, found a ndarray of shape ({dim},)" in \
+        failure("basic.image_mean=database")
+    np.save(files / "dataset_1_sd_clip.pkl", {"text_features": np.zeros((2, dim))})
+    assert "expected 'image_features', an N x" in failure("basic.image_mean=database")
+    (files / "generic_styles.csv").unlink()
+    assert f"basic's corpus {files / 'generic_styles.csv'} is missing" in failure()
+    # the options' bounds
+    from cirbench.contracts.method import resolve_options
+    from cirbench.errors import UsageError
+    from cirbench.methods.basic import Basic
+
+    for key, value in (("components", "1000001"), ("context_words", "1000001"), ("aa", "1.5"),
+                       ("harris_lambda", "101")):
+        with pytest.raises(UsageError, match="must lie between"):
+            resolve_options("basic", Basic.options, {key: value})
+    assert resolve_options("basic", Basic.options, {"components": "1000000"})["components"] == 10**6
