@@ -8,7 +8,8 @@ compute it, every feature L2-normalised:
 - proxies: the ``kappa`` (20) gallery images most similar to the query image (a sorted top-k); when the
   smallest, over the split's queries, of each query's best similarity is below 0.98 -- the queries are
   not in the database -- the query image itself is the first proxy and the last neighbour is dropped
-  (a decision over the whole split: the method sees it in one batch);
+  (a decision over the whole split: the method sees it in one batch); on a split that gives each query
+  its own database (i-CIR's instances, GeneCIS), that database (the official code has no such split);
 - for each proxy, the ``ni`` (7) names of the Open Images class list whose text features are most
   similar to it; per query, the names counted over its proxies, and the ``miu`` (7) most frequent kept
   in the order they were first seen among equal counts (Python's stable sort), weighted by count / the
@@ -103,15 +104,14 @@ class Freedom(Method):
         kappa, ni, miu = self.option("kappa"), self.option("ni"), self.option("miu")
         device = batch.reference_features.device
         image = normalize(batch.reference_features)
-        database = normalize(batch.gallery.features.to(device))
         if self.corpus is None:
             self.corpus = normalize(self.ctx.text_features(self.names))
         corpus = self.corpus.to(device)
-        sim = image @ database.T
-        neighbours = database[torch.topk(sim, min(kappa, database.shape[0]), dim=1, largest=True, sorted=True).indices]
-        if float(sim.max(dim=1).values.min()) < SELF_PROXY_BELOW:
-            neighbours = torch.cat([image[:, None], neighbours[:, :-1]], dim=1)
-        word_ids = torch.topk(neighbours @ corpus.T, min(ni, corpus.shape[0]), dim=2, largest=True, sorted=True).indices
+        best, neighbours = self._neighbours(batch, image, kappa)
+        if float(best.min()) < SELF_PROXY_BELOW:
+            neighbours = [torch.cat([image[i:i + 1], n[:-1]]) for i, n in enumerate(neighbours)]
+        word_ids = [torch.topk(n @ corpus.T, min(ni, corpus.shape[0]), dim=1, largest=True, sorted=True).indices
+                    for n in neighbours]
         kept = [most_frequent([[self.names[i] for i in proxy] for proxy in query.tolist()], miu) for query in word_ids]
         width = max(len(names) for names, _ in kept)
         texts, weights = [], []
@@ -122,6 +122,33 @@ class Freedom(Method):
         features = normalize(self.ctx.text_features(texts).to(device))
         weighted = features * torch.tensor(weights, device=device, dtype=features.dtype)[:, None]
         return weighted.view(len(batch), width, -1).sum(dim=1)
+
+    @staticmethod
+    def _neighbours(batch, image, kappa: int):
+        """(each query's best similarity in its database, its ``kappa`` nearest database images best first);
+        the database is the gallery, or where the split gives each query its own (i-CIR's instance, a
+        GeneCIS template) that one."""
+        import torch
+
+        features = batch.gallery.features
+        if batch.subsets is None:
+            database = normalize(features.to(image.device))
+            sim = image @ database.T
+            top = torch.topk(sim, min(kappa, database.shape[0]), dim=1, largest=True, sorted=True).indices
+            return sim.max(dim=1).values, list(database[top])
+        best = torch.empty(len(image), device=image.device)
+        out: list = [None] * len(image)
+        groups: dict[tuple, list[int]] = {}
+        for i, members in enumerate(batch.subsets):
+            groups.setdefault(tuple(members), []).append(i)
+        for members, rows in groups.items():
+            database = normalize(features[list(members)].to(image.device))
+            sim = image[rows] @ database.T
+            best[rows] = sim.max(dim=1).values
+            top = torch.topk(sim, min(kappa, len(members)), dim=1, largest=True, sorted=True).indices
+            for row, idx in zip(rows, top):
+                out[row] = database[idx]
+        return best, out
 
     def config(self):
         from cirbench.util.fsutil import sha256_file

@@ -395,3 +395,58 @@ def test_basic_names_what_is_wrong_with_its_files(tmp_path, tiny_dir, tiny_encod
         with pytest.raises(UsageError, match="must lie between"):
             resolve_options("basic", Basic.options, {key: value})
     assert resolve_options("basic", Basic.options, {"components": "1000000"})["components"] == 10**6
+
+
+def test_freedom_takes_its_proxies_from_the_querys_own_database(tmp_path, tiny_dir, tiny_encoder):
+    """On i-CIR a query's database is its instance's: FREEDOM's neighbours come from it (the official
+    FREEDOM code, run on each instance's database alone, gives the same rankings)."""
+    import torch
+
+    from cirbench.storage import results
+    from test_domain_datasets import official_freedom
+
+    root, db, queries, _ = basic_tree(tmp_path, tiny_encoder)
+    names = ["red car", "blue sky", "tower", "bridge", "yellow flower", "temple", "sea", "statue"]
+    corpus = tmp_path / "names.csv"
+    corpus.write_text("".join(f"{n}\n" for n in names))
+    (cell,) = evaluate(tmp_path, root, ["freedom"], encoder=f"local-dir:{tiny_dir}",
+                       options=[f"freedom.corpus={corpus}", "freedom.kappa=3", "freedom.ni=3", "freedom.miu=2"])
+    assert cell.status == "computed", cell.error
+    got = results.load_outcomes(results.read(result_file(tmp_path / "r", "freedom"))).views["subset"][0]
+
+    def text_features(texts):
+        with torch.no_grad():
+            return torch.nn.functional.normalize(tiny_encoder.encode_texts(texts), dim=-1)
+
+    image = tiny_features(tiny_encoder, root, [p for p, *_ in queries])
+    gallery = [p for p, *_ in db]
+    bests = []
+    for inst, rows in (("lamp", [0, 1]), ("tower", [2])):
+        members = [i for i, r in enumerate(db) if r[2] == inst]
+        database = tiny_features(tiny_encoder, root, [gallery[i] for i in members])
+        bests.append(float((image[rows] @ database.T).max(dim=1).values.min()))
+        for text in {queries[r][1] for r in rows}:
+            mine = [r for r in rows if queries[r][1] == text]
+            want = official_freedom(image[mine], database, text_features(names), names, text_features, text, 3, 3, 2)
+            for row, ranking in zip(mine, want.tolist()):
+                assert got[row][:len(members)].tolist() == [members[j] for j in ranking], (inst, row)
+    assert len({b < 0.98 for b in bests}) == 1  # both instances take the same self-proxy decision here
+
+
+def test_freedoms_neighbours_stay_in_the_querys_database():
+    """Hand-made features: the query's nearest image overall (gallery row 0) is in the other instance's
+    database; its own database is rows 3, 4, 5, whose nearest is 4 then 5."""
+    from types import SimpleNamespace
+
+    import torch
+
+    from cirbench.methods.freedom import Freedom
+
+    gallery = torch.tensor([[1.0, 0.0], [0.9, 0.1], [0.8, 0.2], [0.0, 1.0], [0.6, 0.4], [0.5, 0.5]])
+    image = torch.nn.functional.normalize(torch.tensor([[1.0, 0.05]]), dim=-1)
+    batch = SimpleNamespace(gallery=SimpleNamespace(features=gallery), subsets=[[3, 4, 5]])
+    best, chosen = Freedom._neighbours(batch, image, 2)
+    norm = torch.nn.functional.normalize(gallery, dim=-1)
+    assert torch.allclose(chosen[0], norm[[4, 5]]) and float(best[0]) == pytest.approx(float(image[0] @ norm[4]))
+    whole = SimpleNamespace(gallery=SimpleNamespace(features=gallery), subsets=None)
+    assert torch.allclose(Freedom._neighbours(whole, image, 2)[1][0], norm[[0, 1]])
