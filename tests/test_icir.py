@@ -450,3 +450,17 @@ def test_freedoms_neighbours_stay_in_the_querys_database():
     assert torch.allclose(chosen[0], norm[[4, 5]]) and float(best[0]) == pytest.approx(float(image[0] @ norm[4]))
     whole = SimpleNamespace(gallery=SimpleNamespace(features=gallery), subsets=None)
     assert torch.allclose(Freedom._neighbours(whole, image, 2)[1][0], norm[[0, 1]])
+
+
+def test_the_report_gives_mmap_no_interval_and_no_test(tmp_path):
+    import pandas as pd
+
+    root = icir_tree(tmp_path / "icir")
+    evaluate(tmp_path, root, ["image-only", "text-only"])
+    code, out = invoke("report", "--results-dir", tmp_path / "r", "--out", tmp_path / "rep")
+    assert code == 0, out
+    md = (tmp_path / "rep" / "results.md").read_text()
+    assert "mmAP, minmAP are per-instance statistics, given without interval or test" in md
+    assert "| colour-test | image-only | 47.22 [" in md and "41.67 (n/a)" in md
+    comp = pd.read_csv(tmp_path / "rep" / "comparisons.csv")
+    assert set(comp.metric) == {"mAP"} and "test mmAP" not in md

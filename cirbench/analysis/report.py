@@ -17,6 +17,15 @@ from cirbench.util import fsutil
 HOLM = "Holm's correction over the matrix's pairs"
 
 
+def _grouped_metrics(report) -> list[str]:
+    """The metrics of the results that aggregate per group (i-CIR's mmAP, minmAP)."""
+    names: dict[str, None] = {}
+    for cell in report.cells:
+        if cell.outcomes is not None:
+            names.update({m: None for m, (_v, agg) in cell.outcomes.values.items() if agg == "grouped_percent"})
+    return list(names)
+
+
 def render(results_dir: Path, out: Path, resamples: int = stats.DEFAULT_RESAMPLES, seed: int = 0,
            write_latex: bool = True, grids: bool = True, grid_queries: int = 4, grid_sample: str = "random",
            queries: list[str] | None = None, html: bool = True, browser_queries: int = 40) -> tuple[list[Path], list[str]]:
@@ -44,6 +53,8 @@ def render(results_dir: Path, out: Path, resamples: int = stats.DEFAULT_RESAMPLE
              f"{len(records)} result files from `{results_dir}`. Scores are percentages with 95% bootstrap intervals "
              f"over queries ({resamples} resamples, seed {seed}) in brackets"
              + (f"; {missing} older result file(s) have no per-query outcomes (intervals n/a)" if missing else "")
+            + (f"; {', '.join(grouped)} are per-instance statistics, given without interval or test (n/a): a "
+               "resampling of queries does not fit them" if (grouped := _grouped_metrics(report)) else "")
              + ". Methods marked supervised were trained on the dataset's own training triplets and are not "
              "zero-shot.", ""]
     for dataset, table in tables.items():

@@ -210,7 +210,7 @@ def comparisons(report: Report, frame, tables: dict):
                 for a, b, enc_label in pairs:
                     n = stats.family_resamples(families[enc_label], report.resamples) if report.resamples else 0
                     result = report.paired(a[0], a[3], b[3], ds_key, splits, metric, encoder_b=b[0], resamples=n)
-                    if result is None:
+                    if result is None or result.difference != result.difference:  # none, or a metric with no test
                         continue
                     names = (a[2], b[2]) if enc_label != ACROSS_ENCODERS else (f"{a[2]} [{a[1]}]", f"{b[2]} [{b[1]}]")
                     rows.append({"dataset": dataset, "encoder": enc_label, "split": label,
