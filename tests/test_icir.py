@@ -463,4 +463,4 @@ def test_the_report_gives_mmap_no_interval_and_no_test(tmp_path):
     assert "mmAP, minmAP are per-instance statistics, given without interval or test" in md
     assert "| colour-test | image-only | 47.22 [" in md and "41.67 (n/a)" in md
     comp = pd.read_csv(tmp_path / "rep" / "comparisons.csv")
-    assert set(comp.metric) == {"mAP"} and "test mmAP" not in md
+    assert set(comp.metric) == {"mAP"} and "Paired comparisons, test mmAP" not in md
