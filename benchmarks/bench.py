@@ -287,6 +287,27 @@ def rss_mib() -> float:
         return int(fh.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
 
 
+def measured(fn):
+    """(fn's result, seconds, MiB of resident memory above what was there before, at the peak)."""
+    base = rss_mib()
+    peak = [base]
+    done = threading.Event()
+
+    def watch():
+        while not done.is_set():
+            peak[0] = max(peak[0], rss_mib())
+            time.sleep(0.005)
+
+    watcher = threading.Thread(target=watch, daemon=True)
+    watcher.start()
+    start = time.perf_counter()
+    result = fn()
+    seconds = time.perf_counter() - start
+    done.set()
+    watcher.join()
+    return result, seconds, max(peak[0], rss_mib()) - base
+
+
 def scale_worker(n_gallery: int, n_queries: int, dim: int, k: int) -> dict:
     """Runs in its own process so that its memory readings are its own."""
     import torch
@@ -300,27 +321,11 @@ def scale_worker(n_gallery: int, n_queries: int, dim: int, k: int) -> dict:
         gallery[i:i + len(block)] = torch.nn.functional.normalize(block, dim=-1).half()
     queries = torch.nn.functional.normalize(torch.randn(n_queries, dim), dim=-1)
     del block
-    base = rss_mib()
-    peak = [base]
-    done = threading.Event()
-
-    def watch():
-        while not done.is_set():
-            peak[0] = max(peak[0], rss_mib())
-            time.sleep(0.005)
-
-    watcher = threading.Thread(target=watch, daemon=True)
-    watcher.start()
-    start = time.perf_counter()
-    _scores, index = topk(queries, gallery, k)
-    seconds = time.perf_counter() - start
-    done.set()
-    watcher.join()
-    peak[0] = max(peak[0], rss_mib())
+    (_scores, index), seconds, extra = measured(lambda: topk(queries, gallery, k))
     out = {"gallery": n_gallery, "queries": n_queries, "dim": dim, "k": k,
            "gallery_mib": gallery.numel() * gallery.element_size() / 2**20,
            "seconds": seconds, "ms_per_query": 1000 * seconds / n_queries,
-           "scale_extra_mib": peak[0] - base, "result_shape": list(index.shape)}
+           "scale_extra_mib": extra, "result_shape": list(index.shape)}
     if n_gallery <= 100_000:  # small enough to check the chunked top-k against one full sort
         full = torch.topk(queries @ gallery.float().T, k, dim=1).indices
         out["matches_full_sort"] = bool(torch.equal(full, index))
@@ -369,24 +374,9 @@ def instance_worker(n_instances: int, size: int, per_instance: int, dim: int) ->
            "gallery_mib": gallery.numel() * 4 / 2**20,
            "gather_mib": n_queries * size * dim * 4 / 2**20, "methods": {}}
     for name, run in runs.items():
-        base = rss_mib()
-        peak = [base]
-        done = threading.Event()
-
-        def watch():
-            while not done.is_set():
-                peak[0] = max(peak[0], rss_mib())
-                time.sleep(0.005)
-
-        watcher = threading.Thread(target=watch, daemon=True)
-        watcher.start()
-        start = time.perf_counter()
         with torch.no_grad():
-            run()
-        seconds = time.perf_counter() - start
-        done.set()
-        watcher.join()
-        out["methods"][name] = {"ms_per_query": 1000 * seconds / n_queries, "extra_mib": max(peak[0], rss_mib()) - base}
+            _result, seconds, extra = measured(run)
+        out["methods"][name] = {"ms_per_query": 1000 * seconds / n_queries, "extra_mib": extra}
     return out
 
 

@@ -71,11 +71,6 @@ class DomainConversion(Dataset):
         expect(bool(rows), path, "lists no image")
         return [(p, self.DOMAINS.get(d, d), c, where) for p, d, c, where in rows]
 
-    def _image(self, images: dict, rel: str, where: str) -> str:
-        if rel not in images:
-            images[rel] = self.inside(rel.removeprefix(f"{self.name}/"), where)
-        return rel
-
     def load(self, split: str) -> Split:
         self.require_root()
         self.require_split(split)
@@ -84,12 +79,12 @@ class DomainConversion(Dataset):
         database = self._rows(database_file)
         queries_rows = database if query_file == database_file else self._rows(query_file)
         images: dict[str, Path] = {}
-        gallery = [self._image(images, p, where) for p, _d, _c, where in database]
+        gallery = [self.listed_image(images, p, where) for p, _d, _c, where in database]
         positives: dict[str, list[str]] = {}
         for p, d, c, _where in database:
             if d == target:
                 positives.setdefault(c, []).append(p)
-        queries = [Query(qid=str(i), reference=self._image(images, p, where), text=target,
+        queries = [Query(qid=str(i), reference=self.listed_image(images, p, where), text=target,
                          targets=tuple(positives.get(c, ())), fields={"class": c, "source": source, "domain": target})
                    for i, (p, d, c, where) in enumerate(queries_rows) if d == source]
         if not queries:

@@ -61,11 +61,6 @@ class ICIR(Dataset):
     default_splits = ("test",)
     expected_layout = "icir/query_files.csv, icir/database_files.csv and the query/ and database/ images they list"
 
-    def _image(self, images: dict, rel: str, where: str) -> str:
-        if rel not in images:
-            images[rel] = self.inside(rel.removeprefix(f"{self.name}/"), where)
-        return rel
-
     def load(self, split: str) -> Split:
         self.require_root()
         self.require_split(split)
@@ -78,7 +73,7 @@ class ICIR(Dataset):
         texts: dict[tuple[str, str], set[str]] = {}  # (instance, image) -> the texts it is listed with
         repeated = 0
         for rel, text, instance, where in database_rows:
-            image = self._image(images, rel, where)
+            image = self.listed_image(images, rel, where)
             gallery[image] = None
             listed = texts.setdefault((instance, image), set())
             repeated += bool(listed)
@@ -93,7 +88,7 @@ class ICIR(Dataset):
                 raise DataError(f"{where}: instance {instance!r} has no database line in {database_file}")
             subset = tuple(members[instance])
             positives = tuple(g for g in subset if text in texts[(instance, g)])
-            queries.append(Query(qid=str(i), reference=self._image(images, rel, where), text=text, targets=positives,
+            queries.append(Query(qid=str(i), reference=self.listed_image(images, rel, where), text=text, targets=positives,
                                  subset=subset, fields={"instance": instance}))
         return Split(
             dataset=self.name, split=split, root=self.root, images=images, gallery=list(gallery), queries=queries,

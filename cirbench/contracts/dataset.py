@@ -163,6 +163,14 @@ class Dataset:
             raise DataError(f"{what}: path {relative!r} escapes the dataset folder {self.root} (it would be {real})")
         return self.root / normal
 
+    def listed_image(self, images: dict, relative: str, where: str) -> str:
+        """An image a released list names by a path relative to the folder holding the dataset's folder
+        (so it starts with the dataset's name, dropped here) or to the dataset folder itself: added to
+        ``images`` (id -> file) once, its id (the path as listed) returned."""
+        if relative not in images:
+            images[relative] = self.inside(relative.removeprefix(f"{self.name}/"), where)
+        return relative
+
 
 def read_text(path: Path, what: str = "annotation file") -> str:
     """A dataset text file; a missing, unreadable or non-UTF-8 file is a DataError naming it."""
