@@ -82,9 +82,9 @@ def test_fashioniq_each_method_gets_its_own_papers_text_and_transform(tmp_path, 
     assert f"{C1} and {C2}" in recorded["plain"]  # slerp and weicom: the relative captions as written
     assert f"{C2} and {C1}".strip(" .") not in [t for _, t in recorded["pseudo"]]
     transforms = {name: r["method"]["transform"] for name, r in got.items()}
-    assert transforms == {"image-only": "clip", "text-only": "clip", "image+text": "clip", "pic2word": "clip",
-                          "searle": "targetpad", "combiner": "targetpad", "lincir": "hf-clip", "slerp": "clip",
-                          "weicom": "clip"}
+    assert transforms == {"image-only": "clip", "text-only": "clip", "image+text": "clip", "product": "clip",
+                          "pic2word": "clip", "searle": "targetpad", "combiner": "targetpad", "lincir": "hf-clip",
+                          "slerp": "clip", "weicom": "clip"}
     assert got["searle"]["encoder"]["identity"]["preprocess"].startswith("Compose(     TargetPad(1.25)")
     # LinCIR's code: Hugging Face's crop, weights rounded through fp16, the reference's pixels cast to half
     assert got["lincir"]["method"]["reference_transform"] == "hf-clip+fp16"
