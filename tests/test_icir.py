@@ -273,15 +273,28 @@ def basic_tree(tmp_path, encoder):
     return root, db, queries, synthetic
 
 
-@pytest.mark.parametrize("variant", ["preset", "no-expansion", "database-mean"])
+@pytest.mark.parametrize("variant", ["preset", "no-expansion", "database-mean", "tight-synthetic", "components"])
 def test_basic_ranks_as_the_official_code(tmp_path, tiny_dir, tiny_encoder, variant):
+    """tight-synthetic: a synthetic set of near-identical features, whose minima are near 1, so that most
+    shifted similarities are negative and both clamps decide the order; components: fewer components than
+    positive eigenvalues, the synthetic file passed by --option (a file's place is not a setting)."""
     import torch
 
     from cirbench.storage import results
 
     root, db, queries, synthetic = basic_tree(tmp_path, tiny_encoder)
-    options = {"preset": [], "no-expansion": ["basic.query_expansion=false"],
-               "database-mean": ["basic.image_mean=database"]}[variant]
+    if variant == "tight-synthetic":
+        gen = torch.Generator().manual_seed(5)
+        base = torch.randn(1, tiny_encoder.embed_dim, generator=gen)
+        synthetic = {k: (base + 0.05 * torch.randn(6, tiny_encoder.embed_dim, generator=gen)).numpy()
+                     for k in ("image_features", "text_features")}
+        np.save(root / "basic" / "dataset_1_sd_clip.pkl", synthetic)
+    if variant == "components":
+        moved = tmp_path / "elsewhere.npy"
+        (root / "basic" / "dataset_1_sd_clip.pkl.npy").rename(moved)
+    options = {"preset": [], "no-expansion": ["basic.query_expansion=false"], "tight-synthetic": [],
+               "database-mean": ["basic.image_mean=database"],
+               "components": ["basic.components=5", f"basic.synthetic={tmp_path / 'elsewhere.npy'}"]}[variant]
     (cell,) = evaluate(tmp_path, root, ["basic"], encoder=f"local-dir:{tiny_dir}", options=options)
     assert cell.status == "computed", cell.error
     out = results.load_outcomes(results.read(result_file(tmp_path / "r", "basic")))
@@ -302,12 +315,18 @@ def test_basic_ranks_as_the_official_code(tmp_path, tiny_dir, tiny_encoder, vari
         members = [i for i, r in enumerate(db) if r[2] == inst]
         database = tiny_features(tiny_encoder, root, [gallery[i] for i in members])
         want = official_basic(image[rows], text[rows], database, encode(SUBJECTS), encode(STYLES), laion, synthetic,
-                              expansion=variant != "no-expansion")
+                              expansion=variant != "no-expansion", nc=5 if variant == "components" else 250)
         for row, ranking in zip(rows, want.tolist()):
             assert got[row][:len(members)].tolist() == [members[j] for j in ranking], (inst, row)
-    setting = {"preset": "", "no-expansion": "query_expansion=false", "database-mean": ""}[variant]
+    setting = {"preset": "", "no-expansion": "query_expansion=false", "database-mean": "", "tight-synthetic": "",
+               "components": "components=5"}[variant]
     assert cell.record.method.setting == setting
     assert cell.record.method.config["files"]["positive"].endswith("generic_subjects.csv")
+    notes = cell.record.method.protocol["notes"]
+    assert ("no query expansion" in notes) == (variant == "no-expansion")
+    assert ("image mean: the database's mean" in notes) == (variant == "database-mean")
+    assert cell.record.method.config["image_mean"] == ("the database's mean" if variant == "database-mean"
+                                                       else "LAION file")
 
 
 def test_basic_without_its_files_says_so_and_all_skips_it(tmp_path):
@@ -464,3 +483,15 @@ def test_the_report_gives_mmap_no_interval_and_no_test(tmp_path):
     assert "| colour-test | image-only | 47.22 [" in md and "41.67 (n/a)" in md
     comp = pd.read_csv(tmp_path / "rep" / "comparisons.csv")
     assert set(comp.metric) == {"mAP"} and "Paired comparisons, test mmAP" not in md
+
+
+def test_basics_defaults_are_the_official_preset():
+    """run_retrieval.py METHOD_PRESETS["basic"] and calculate_rankings' constants."""
+    from cirbench.methods import basic
+
+    defaults = {k: o.default for k, o in basic.Basic.options.items()}
+    assert defaults == {"image_mean": None, "synthetic": None, "corpora": None, "query_expansion": True,
+                        "contextualize": True, "normalize": True, "components": 250, "aa": 0.2,
+                        "harris_lambda": 0.1, "context_words": 100}
+    assert (basic.EXPANSION, basic.EXPANSION_TEMPERATURE, basic.SCATTER_SHIFT) == (25, 0.1, 1e-5)
+    assert not any(basic.Basic.options[k].in_setting for k in ("image_mean", "synthetic", "corpora"))
