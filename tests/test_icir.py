@@ -401,7 +401,10 @@ def test_basic_names_what_is_wrong_with_its_files(tmp_path, tiny_dir, tiny_encod
     assert f"expected 'image_features', an N x {dim} array, found a ndarray of shape ({dim},)" in \
         failure("basic.image_mean=database")
     np.save(files / "dataset_1_sd_clip.pkl", {"text_features": np.zeros((2, dim))})
-    assert "expected 'image_features', an N x" in failure("basic.image_mean=database")
+    assert f"expected 'image_features', an N x {dim} array, found nothing" in failure("basic.image_mean=database")
+    for bad in ((2, dim + 1), (2, dim - 1), (0, dim), (1, 2, dim)):
+        np.save(files / "dataset_1_sd_clip.pkl", {"image_features": np.zeros(bad), "text_features": np.ones((2, dim))})
+        assert f"found a ndarray of shape {bad}" in failure("basic.image_mean=database"), bad
     (files / "generic_styles.csv").unlink()
     assert f"basic's corpus {files / 'generic_styles.csv'} is missing" in failure()
     # the options' bounds
