@@ -101,3 +101,57 @@ def tiny_hf_clip(folder: Path, seed: int = 0, image_size: int = 32) -> Path:
     CLIPImageProcessor(size={"shortest_edge": image_size + 5}, crop_size={"height": image_size, "width": image_size},
                        resample=3).save_pretrained(folder)
     return folder
+
+
+LLAMA3_WORDS = ("change the style of this dress shirt to describe desribe modified in one word based on its image "
+                "modify with user assistant red blue long short sleeves is and a more colorful darker").split()
+
+
+def llama3_tokenizer():
+    """A word-level tokenizer with llama3's chat tokens and BOS post-processor, and E5-V's added <image>."""
+    from tokenizers import Tokenizer, models, pre_tokenizers, processors
+    from transformers import PreTrainedTokenizerFast
+
+    vocab = {w: i for i, w in enumerate(["<unk>", *LLAMA3_WORDS, "<|begin_of_text|>", "<|start_header_id|>",
+                                         "<|end_header_id|>", "<|eot_id|>"])}
+    tok = Tokenizer(models.WordLevel(vocab=vocab, unk_token="<unk>"))
+    tok.pre_tokenizer = pre_tokenizers.Whitespace()
+    tok.post_processor = processors.TemplateProcessing(single="<|begin_of_text|> $A",
+                                                       special_tokens=[("<|begin_of_text|>", vocab["<|begin_of_text|>"])])
+    fast = PreTrainedTokenizerFast(tokenizer_object=tok, bos_token="<|begin_of_text|>", eos_token="<|eot_id|>",
+                                   unk_token="<unk>", pad_token="<|eot_id|>")
+    fast.add_special_tokens({"additional_special_tokens": ["<|start_header_id|>", "<|end_header_id|>"]})
+    fast.add_tokens(["<image>"])
+    fast.padding_side = "left"
+    return fast
+
+
+def tiny_llava_next(folder: Path, seed: int = 0) -> Path:
+    """A random LLaVA-NeXT in the released folder layout (config, weights, processor, tokenizer): a
+    28-pixel CLIP tower with 14-pixel patches (2 x 2 patches a tile), a Llama language model, grid
+    pinpoints of 1 x 2, 2 x 1 and 2 x 2 tiles (non-square grids, where the tile layouts differ)."""
+    import torch
+    from transformers import (CLIPVisionConfig, LlamaConfig, LlavaNextConfig, LlavaNextForConditionalGeneration,
+                              LlavaNextImageProcessor, LlavaNextProcessor)
+
+    folder.mkdir(parents=True, exist_ok=True)
+    tok = llama3_tokenizer()
+    pinpoints = [[28, 56], [56, 28], [56, 56]]
+    image_processor = LlavaNextImageProcessor(size={"shortest_edge": 28}, crop_size={"height": 28, "width": 28},
+                                              image_grid_pinpoints=pinpoints)
+    processor = LlavaNextProcessor(image_processor=image_processor, tokenizer=tok, patch_size=14,
+                                   vision_feature_select_strategy="default")
+    config = LlavaNextConfig(
+        vision_config=CLIPVisionConfig(hidden_size=16, intermediate_size=32, num_hidden_layers=2, num_attention_heads=2,
+                                       image_size=28, patch_size=14, projection_dim=16),
+        text_config=LlamaConfig(hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4,
+                                num_key_value_heads=2, vocab_size=len(tok), max_position_embeddings=512),
+        image_grid_pinpoints=pinpoints, image_token_index=tok.convert_tokens_to_ids("<image>"),
+        vision_feature_layer=-2, vision_feature_select_strategy="default")
+    torch.manual_seed(seed)
+    model = LlavaNextForConditionalGeneration(config).eval()
+    with torch.no_grad():  # a visible image_newline (it is random, but make it large enough to matter)
+        getattr(model, "model", model).image_newline.mul_(10)
+    model.save_pretrained(folder)
+    processor.save_pretrained(folder)
+    return folder

@@ -198,7 +198,8 @@ class QueryBatch:
         return [fill(template, t, f) for t, f in zip(self.texts, self.fields)]
 
     def reference_pixels(self):
-        """The reference images as the method's encoder sees them (N x C x H x W on the device), for a
+        """The reference images as the method's encoder sees them (N x C x H x W on the device, or a list
+        where the encoder's transform keeps each image's own size, as a multimodal LLM's does), for a
         model that embeds an (image, text) pair in one forward pass rather than from cached features
         (multimodal LLM embedders). Decoded by the engine's loader; an unreadable image is a DataError
         naming its file."""
@@ -305,6 +306,13 @@ class Method:
     # -- hooks ------------------------------------------------------------------------------------
     def prepare(self, split: SplitView) -> None:
         """Called before each split (after ``self.split`` is set). Default: nothing."""
+
+    def encoder_view_for(self, split: SplitView) -> EncoderView | None:
+        """The view this split's images go through when it is not the method's own (called after
+        ``prepare``): an embedder whose gallery images are encoded under a prompt that depends on the split
+        (E5-V's FashionIQ category) names it in the view's transform, so each split's gallery features are
+        cached apart. None (the default): the view of ``encoder_view``."""
+        return None
 
     def compose(self, reference_features, texts: list[str]):
         """Query features (B x D, any norm) for raw reference image features (B x D) and query texts."""

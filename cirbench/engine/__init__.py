@@ -75,7 +75,7 @@ class Engine:
                     if split.write_submission is not None:
                         fsutil.ensure_writable(cell.path.parent / "submissions" / cell.path.stem, "submission folder")
         start = time.perf_counter()
-        inputs = split_inputs(self.views, split, ids, image_keys, [c.built.view for c in todo],
+        inputs = split_inputs(self.views, split, ids, image_keys, [c.encoder_view for c in todo],
                               self.options.skip_bad_images)
         split = inputs.split
         view.n_queries, view.n_gallery = len(split.queries), len(split.gallery)
@@ -86,14 +86,14 @@ class Engine:
 
     def _compute(self, cell: Cell, split: Split, view, inputs, content: str, result_name: str,
                  shared: float) -> CellOutcome:
-        m = cell.built
+        m, ev = cell.built, cell.encoder_view
         t0 = time.perf_counter()
         try:
-            views, values = rank(m.instance, split, view, inputs.gallery_features(m.view, split.gallery),
-                                 inputs.reference_features(m.view, split.queries), batch_size=self.options.batch_size,
+            views, values = rank(m.instance, split, view, inputs.gallery_features(ev, split.gallery),
+                                 inputs.reference_features(ev, split.queries), batch_size=self.options.batch_size,
                                  chunk_size=self.options.chunk_size, device=self.encoder.device,
                                  progress=self.progress,
-                                 reference_encoder=self.encoder_for(m.view.references, m.view.weights))
+                                 reference_encoder=self.encoder_for(ev.references, ev.weights))
             folder = cell.path.parent / "submissions" / cell.path.stem if cell.path is not None else None
             submission = records.submission(split, views, folder)
         except CirbenchError as exc:
@@ -101,7 +101,7 @@ class Engine:
         except Exception as exc:  # a bug in a (plugin) method fails its cell, not the whole run
             return CellOutcome(m.name, split.dataset, split.split, "failed", error=method_bug(m.name, exc),
                                setting=cell.setting)
-        record = records.record(self, split, view, cell, values, inputs.cache_stats(m.view), inputs.skipped,
+        record = records.record(self, split, view, cell, values, inputs.cache_stats(ev), inputs.skipped,
                                 result_name, content, wall=time.perf_counter() - t0 + shared)
         record.submission = [str(p) for p in submission]
         replaced = cell.path is not None and cell.path.is_file()  # the same method and setting, made before

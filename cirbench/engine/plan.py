@@ -77,6 +77,11 @@ class Cell:
     config: dict
     protocol: dict
     setting: str = ""
+    view: EncoderView | None = None  # the view this split's images go through (the method's, or its split's)
+
+    @property
+    def encoder_view(self) -> EncoderView:
+        return self.view or self.built.view
 
 
 def split_content_key(split: Split) -> str:
@@ -135,19 +140,21 @@ def plan_cell(engine, m: BuiltMethod, split: Split, view: SplitView, content: st
         check_json(config, "config()")
         protocol = method.protocol(config)
         check_json(protocol, "protocol()")
+        split_view_ = method.encoder_view_for(view)  # not forced by --transform: it names the split's own encoding
+        ev = split_view_ or m.view
+        encoder_key = engine.encoder_for(ev.transform, ev.weights, ev.text_length).key
+        references_key = engine.encoder_for(ev.references, ev.weights).key
     except CirbenchError as exc:
         return failed(exc)
     except Exception as exc:
         return failed(method_bug(m.name, exc))
     key = fsutil.stable_hash({
-        "cirbench": __version__, "encoder": engine.encoder_for(m.transform, m.view.weights, m.view.text_length).key,
-        "method": m.name,
-        "references": engine.encoder_for(m.view.references, m.view.weights).key,
+        "cirbench": __version__, "encoder": encoder_key, "method": m.name, "references": references_key,
         "config": config, "options": method.ctx.options, "scoring": m.cls.scoring, "split": content,
         "images": images_key, "skip_bad_images": engine.options.skip_bad_images,
         "feature_dtype": engine.options.feature_dtype, "setting": setting})[:24]
     if engine.options.results_dir is None:
-        return Cell(m, key, None, config, protocol, setting)
+        return Cell(m, key, None, config, protocol, setting, split_view_)
     path = results.result_path(engine.options.results_dir, engine.encoder.slug, result_name, split.split, m.name,
                                setting)
     if path.is_file() and not engine.options.overwrite:
@@ -157,7 +164,7 @@ def plan_cell(engine, m: BuiltMethod, split: Split, view: SplitView, content: st
             old = None
         if old is not None and old.cell_key == key:
             return outcome("reused", record=old, path=path)
-    return Cell(m, key, path, config, protocol, setting)
+    return Cell(m, key, path, config, protocol, setting, split_view_)
 
 
 def check_json(value, what: str) -> None:

@@ -17,8 +17,8 @@ from cirbench.util import distributed
 
 def record(engine, split: Split, view: SplitView, cell, values: dict, cache: dict, skipped: dict,
            result_name: str, content_key: str, wall: float) -> results.Result:
-    m = cell.built
-    enc = engine.encoder_for(m.transform, m.view.weights, m.view.text_length)
+    m, ev = cell.built, cell.encoder_view
+    enc = engine.encoder_for(ev.transform, ev.weights, ev.text_length)
     method = m.instance
     info = {**split.info, **({"caption_order": split.caption_order} if split.caption_order else {})}
     if split.queries_without_targets:
@@ -29,10 +29,10 @@ def record(engine, split: Split, view: SplitView, cell, values: dict, cache: dic
                                       model_key=enc.model_key, key=enc.key, slug=engine.encoder.slug,
                                       transform=enc.transform, identity=dict(enc.identity)),
         method=results.MethodRecord(name=m.name, supervised=bool(m.cls.supervised), description=m.cls.description,
-                                    config=cell.config, options=dict(method.ctx.options), transform=m.transform,
-                                    reference_transform=m.view.references, weights=m.view.weights,
+                                    config=cell.config, options=dict(method.ctx.options), transform=ev.transform,
+                                    reference_transform=ev.references, weights=ev.weights,
                                     protocol=cell.protocol, display_order=float(m.cls.display_order),
-                                    text_length=m.view.text_length, own_model=m.own_model, setting=cell.setting),
+                                    text_length=ev.text_length, own_model=m.own_model, setting=cell.setting),
         dataset=results.DatasetRecord(
             name=split.dataset, split=split.split, root=str(Path(split.root).resolve()), result_name=result_name,
             n_queries=len(split.queries), n_gallery=len(split.gallery), remove_reference=split.remove_reference,

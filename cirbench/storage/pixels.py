@@ -32,13 +32,23 @@ class ImageFiles:
             return index, None, f"{type(exc).__name__}: {exc}"
 
 
+def stacked(items: list):
+    """Tensors of one shape as one batch tensor; anything else (an encoder whose transform keeps each
+    image's own size, as an any-resolution multimodal LLM's does) as the list the encoder receives."""
+    import torch
+
+    if items and all(isinstance(p, torch.Tensor) for p in items) and len({tuple(p.shape) for p in items}) == 1:
+        return torch.stack(items)
+    return list(items)
+
+
 def _collate(items):
     import torch
 
     good = [(i, p) for i, p, err in items if err is None]
     bad = [(i, err) for i, _p, err in items if err is not None]
     indices = torch.tensor([i for i, _ in good], dtype=torch.long)
-    pixels = torch.stack([p for _, p in good]) if good else None
+    pixels = stacked([p for _, p in good]) if good else None
     return indices, pixels, bad
 
 
@@ -61,8 +71,9 @@ def image_batches(images: list[Image_], transform, batch_size: int, workers: int
 
 
 def load_pixels(images: list[Image_], transform, squash_transform=None, device="cpu"):
-    """The pixel tensor (N, C, H, W) of a few images, decoded here (the references of one query batch);
-    an image that cannot be read is a DataError naming it."""
+    """The pixel tensor (N, C, H, W) of a few images, decoded here (the references of one query batch) --
+    or the list of what the transform gives where it keeps each image's own size; an image that cannot be
+    read is a DataError naming it."""
     import torch
 
     from cirbench.errors import DataError
@@ -74,4 +85,7 @@ def load_pixels(images: list[Image_], transform, squash_transform=None, device="
         if error is not None:
             raise DataError(f"image {images[i]}: cannot be read: {error}")
         pixels.append(tensor)
-    return torch.stack(pixels).to(device) if pixels else torch.empty(0)
+    if not pixels:
+        return torch.empty(0)
+    batch = stacked(pixels)
+    return batch.to(device) if isinstance(batch, torch.Tensor) else batch

@@ -1,0 +1,218 @@
+"""Multimodal-LLM embedders on transformers' own LlavaNextForConditionalGeneration:
+``llava-next:REPO_OR_FOLDER[@REVISION]`` (E5-V's royokong/e5-v; the kind BGE-VL-MLLM's LLaVA-NeXT shares).
+
+An embedding is one forward pass of the language model over a chat prompt that holds one image: the
+prompt is tokenized as its processor's tokenizer does (its BOS included), the single ``<image>`` token is
+replaced by the image's features, and the embedding is the final hidden state (after the last norm) of
+the prompt's last token. The sequence is assembled here rather than by transformers' forward, so the
+image's tile layout can be the one the published numbers were made with:
+
+- the image is cut into tiles by the model's processor (its any-resolution grid pinpoints), the tiles go
+  through the vision tower (the configured layer, the CLS token dropped under the "default" strategy)
+  and the projector; the base tile's features come first, then the grid of tiles laid out row by row,
+  unpadded to the image's aspect ratio, each row closed by the model's image_newline;
+- ``tiles="pinned"`` (the default for E5-V): transformers 4.41.2's layout, which assigned the grid's
+  (rows, columns) to (columns, rows) before laying the tiles out (fixed in 4.44, huggingface/transformers
+  PR 32314) and truncated the unpadded size with int(); the same as ``tiles="fixed"`` (today's layout,
+  rounded as today's transformers does) on square grids, different on non-square ones;
+- sequences of a batch are padded on the left and numbered from their first real token (the positions
+  4.41's merge computed), so a batch gives what one image at a time gives.
+
+No hub code is ever run (``trust_remote_code`` is never set). The image processor is the installed
+transformers' (4.41.2's PIL-based processor is not reproduced yet: recorded in the identity).
+"""
+
+from __future__ import annotations
+
+from cirbench.contracts.encoder import Encoder, copy_with, register_encoder
+from cirbench.errors import DataError, MissingResourceError, UsageError
+from cirbench.util.hub import load_pretrained, require_cached, revision_of
+
+TILES = ("pinned", "fixed")
+PROMPT_PREFIX = "prompt:"  # a view's transform naming the prompt gallery images are encoded under
+
+
+def _rgb(image):
+    return image.convert("RGB")
+
+
+def grid_shape(image_size: tuple[int, int], pinpoints, tile: int) -> tuple[int, int]:
+    """(rows, columns) of tiles the processor cut an image of (height, width) into."""
+    from transformers.image_processing_utils import select_best_resolution
+
+    height, width = select_best_resolution(tuple(int(v) for v in image_size), [list(p) for p in pinpoints])
+    return height // tile, width // tile
+
+
+def unpad(features, image_size: tuple[int, int], pinned: bool):
+    """The (C, H, W) feature map without the rows or columns that are the processor's padding."""
+    original_height, original_width = (int(v) for v in image_size)
+    height, width = features.shape[1:]
+    if original_width / original_height > width / height:
+        scaled = original_height * (width / original_width)
+        new = int(scaled) if pinned else int(round(scaled, 7))
+        padding = (height - new) // 2
+        return features[:, padding:height - padding, :]
+    scaled = original_width * (height / original_height)
+    new = int(scaled) if pinned else int(round(scaled, 7))
+    padding = (width - new) // 2
+    return features[:, :, padding:width - padding]
+
+
+def pack(features, image_size, pinpoints, tile: int, newline, tiles: str):
+    """The image's feature sequence from its tiles' features (tiles x patches x hidden), the base tile first."""
+    import torch
+
+    base = features[0]
+    if features.shape[0] == 1:
+        return torch.cat([base, newline[None].to(base)], dim=0)
+    side = int(round(base.shape[0] ** 0.5))
+    rows, columns = grid_shape(image_size, pinpoints, tile)
+    if tiles == "pinned":  # 4.41.2: num_patch_width, num_patch_height = (rows, columns); view(height, width)
+        rows, columns = columns, rows
+    grid = features[1:].view(rows, columns, side, side, -1).permute(4, 0, 2, 1, 3).contiguous()
+    grid = unpad(grid.flatten(1, 2).flatten(2, 3), image_size, pinned=tiles == "pinned")
+    grid = torch.cat([grid, newline[:, None, None].expand(*grid.shape[:-1], 1).to(grid.dtype)], dim=-1)
+    return torch.cat([base, grid.flatten(1, 2).transpose(0, 1)], dim=0)
+
+
+class LlavaNextEmbedder(Encoder):
+    def __init__(self, model, processor, identity: dict, device: str, precision: str, tiles: str,
+                 prompt: str | None = None):
+        import torch
+
+        self.model = model.eval().requires_grad_(False)
+        self.processor = processor
+        self.tokenizer = processor.tokenizer
+        self.identity = identity
+        self.device, self.precision, self.tiles, self.prompt = device, precision, tiles, prompt
+        self.dtype = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}[precision]
+        self.config = model.config
+        core = getattr(model, "model", model)  # transformers 5 wraps the parts in LlavaNextModel
+        self.vision_tower, self.projector = core.vision_tower, core.multi_modal_projector
+        self.newline, self.language_model = core.image_newline, core.language_model
+        self.embed_dim = self.token_width = int(self.config.text_config.hidden_size)
+        self.image_token = int(self.config.image_token_index)
+        self.preprocess = _rgb
+        self.identity["preprocess"] = "RGB; tiles by the model's processor"
+        self.identity["decode"] = "RGB before the transform"
+
+    # -- views ------------------------------------------------------------------------------------
+    def with_transform(self, transform: str) -> "LlavaNextEmbedder":
+        """``prompt:<text>``: the same model encoding gallery images under that prompt (one ``<image>``)."""
+        if transform == self.transform:
+            return self
+        if not transform.startswith(PROMPT_PREFIX):
+            raise UsageError(f"encoder {self.label!r} encodes images under a prompt: its views are 'prompt:TEXT', "
+                             f"not {transform!r}")
+        clone = copy_with(self, prompt=transform[len(PROMPT_PREFIX):])
+        clone.identity["transform"] = transform
+        return clone
+
+    # -- encoding ----------------------------------------------------------------------------------
+    def encode_images(self, images):
+        if not self.prompt:
+            raise UsageError(f"encoder {self.label!r} needs the prompt its gallery images are encoded under (a view "
+                             "'prompt:TEXT' that the method names)")
+        return self.embed([self.prompt] * len(images), list(images))
+
+    def encode_texts(self, texts: list[str]):
+        return self.embed(list(texts), [None] * len(texts))
+
+    def encode_texts_with_pseudo(self, prompts, embeddings, token="*", prefixes=None, every_occurrence=False):
+        raise UsageError(f"encoder {self.label!r} (a multimodal LLM) does not inject pseudo-words")
+
+    def image_features(self, image):
+        """The image's feature sequence (tokens x hidden) in the language model's input space."""
+        import torch
+
+        inputs = self.processor.image_processor([image], return_tensors="pt")
+        size = [int(v) for v in inputs["image_sizes"][0]]
+        pinpoints = self.config.image_grid_pinpoints
+        tile = int(self.config.vision_config.image_size)
+        rows, columns = grid_shape(size, pinpoints, tile)
+        pixels = inputs["pixel_values"][0][:rows * columns + 1].to(self.device, self.dtype)
+        layer = self.config.vision_feature_layer
+        hidden = self.vision_tower(pixels, output_hidden_states=True).hidden_states
+        selected = torch.cat([hidden[i] for i in layer], dim=-1) if isinstance(layer, (list, tuple)) else hidden[layer]
+        if self.config.vision_feature_select_strategy == "default":
+            selected = selected[:, 1:]
+        return pack(self.projector(selected), size, pinpoints, tile, self.newline, self.tiles)
+
+    def sequence(self, prompt: str, image):
+        """The input embeddings of one prompt, its ``<image>`` token replaced by the image's features."""
+        import torch
+
+        ids = torch.tensor(self.tokenizer(prompt)["input_ids"], device=self.device)
+        slots = (ids == self.image_token).nonzero().flatten().tolist()
+        if len(slots) != (image is not None):
+            raise UsageError(f"a prompt of encoder {self.label!r} holds {len(slots)} <image> token(s) for "
+                             f"{int(image is not None)} image: {prompt[:80]!r}")
+        embed = self.language_model.get_input_embeddings()
+        if image is None:
+            return embed(ids).to(self.dtype)
+        at = slots[0]
+        return torch.cat([embed(ids[:at]).to(self.dtype), self.image_features(image).to(self.dtype),
+                          embed(ids[at + 1:]).to(self.dtype)], dim=0)
+
+    def embed(self, prompts: list[str], images: list):
+        """Normalisable embeddings (N x hidden, float32): each prompt with its image (or none)."""
+        import torch
+
+        out = []
+        with torch.no_grad():
+            seqs = [self.sequence(p, im) for p, im in zip(prompts, images)]
+            longest = max((len(s) for s in seqs), default=0)
+            if not seqs:
+                return torch.empty(0, self.embed_dim)
+            padded = torch.zeros(len(seqs), longest, seqs[0].shape[1], dtype=self.dtype, device=self.device)
+            mask = torch.zeros(len(seqs), longest, dtype=torch.long, device=self.device)
+            for i, s in enumerate(seqs):  # left padding, as the official processors pad
+                padded[i, longest - len(s):] = s
+                mask[i, longest - len(s):] = 1
+            positions = (mask.cumsum(-1) - 1).masked_fill(mask == 0, 1)
+            states = self.language_model(inputs_embeds=padded, attention_mask=mask, position_ids=positions,
+                                         output_hidden_states=True, return_dict=True)
+            last = states.hidden_states[-1][:, -1, :]
+            out.append(last.float())
+        return torch.cat(out)
+
+
+@register_encoder("llava-next")
+def build_llava_next(rest: str, *, spec: str, device: str, precision: str, transform: str, cache_dir=None,
+                     progress=None):
+    """A transformers LlavaNextForConditionalGeneration (repository id or folder, optional @revision, and
+    ``?tiles=pinned|fixed``)."""
+    body, _, query = rest.partition("?")
+    model_id, _, revision = body.partition("@")
+    tiles = "pinned"
+    for part in filter(None, query.split("&")):
+        key, _, value = part.partition("=")
+        if key != "tiles" or value not in TILES:
+            raise UsageError(f"encoder {spec!r}: the only setting is tiles=pinned|fixed, not {part!r}")
+        tiles = value
+    if not model_id:
+        raise UsageError(f"encoder {spec!r} names no model: llava-next:REPO_OR_FOLDER[@REVISION][?tiles=pinned|fixed]")
+    revision = revision or None
+    require_cached(model_id, revision, "LLaVA-NeXT model")
+    try:
+        import transformers
+    except ImportError:
+        raise MissingResourceError('the llava-next encoder needs Hugging Face transformers: pip install -e ".[llm]"') \
+            from None
+    import torch
+
+    dtype = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}[precision]
+    key = "dtype" if int(transformers.__version__.split(".")[0]) >= 5 else "torch_dtype"
+    model = load_pretrained([transformers.LlavaNextForConditionalGeneration], model_id, revision, "LLaVA-NeXT model",
+                            **{key: dtype})
+    processor = load_pretrained([transformers.LlavaNextProcessor], model_id, revision, "LLaVA-NeXT processor")
+    if getattr(model.config, "image_grid_pinpoints", None) is None:
+        raise DataError(f"{model_id}: its config has no image_grid_pinpoints (not a LLaVA-NeXT model)")
+    identity = {"kind": "llava-next", "spec": spec, "model": model_id, "revision": revision_of(model, model_id),
+                "requested_revision": revision, "precision": precision, "transform": transform, "tiles": tiles,
+                "image_processor": f"transformers {transformers.__version__}'s LlavaNextImageProcessor",
+                "model_name": model_id.rstrip("/").split("/")[-1],
+                "transformers_version": transformers.__version__, "random_weights": False}
+    prompt = transform[len(PROMPT_PREFIX):] if transform.startswith(PROMPT_PREFIX) else None
+    return LlavaNextEmbedder(model.to(device), processor, identity, device, precision, tiles, prompt)
