@@ -137,3 +137,12 @@ def test_schema_1_files_are_migrated():
     assert r.encoder.model_key == "abc" and r.encoder.identity["kind"] == "world"
     assert r.dataset.split_order == ["color"] and r.dataset.result_name == "world-edit"
     assert r.metrics == {"R@1": 5.0} and results.load_outcomes(r) is None
+
+
+def test_e5v_meets_its_published_numbers_by_model_name():
+    rec = record("e5-v", "cirr", "test1", {"R@1": 33.0}, spec="llava-next:royokong/e5-v?tiles=pinned",
+                 transform="prompt:x")
+    rec.encoder.identity["model_name"] = "e5-v"
+    table = paper_comparison(long_frame([rec]))
+    row = table[table.metric == "R@1"]
+    assert row["value_paper"].item() == 33.9 and abs(row["difference"].item() - (33.0 - 33.9)) < 1e-9
