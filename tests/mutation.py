@@ -54,6 +54,8 @@ MODULES = {
                                                  "tests/test_whole_ranking_metrics.py", "tests/test_icir.py"]),
     # restricted unpickling of released statistics (BASIC's pickles)
     "safe_pickle": ("cirbench/storage/safe_pickle.py", ["tests/test_icir.py"]),
+    # the multimodal-LLM sequence assembly and tile layouts
+    "llava_next": ("cirbench/encoders/llava_next.py", ["tests/test_e5_v.py"]),
     "stats": ("cirbench/analysis/stats.py", ["tests/test_stats.py", "tests/test_pinned_protocols.py"]),
     "transforms": ("cirbench/protocol/transforms.py", ["tests/test_pinned_protocols.py", "tests/test_official_defaults.py",
                                                       "tests/test_hostile_recheck.py"]),
@@ -76,6 +78,7 @@ MODULES = {
                         "tests/test_official_defaults.py", "tests/test_llm_methods.py", "tests/test_hostile_recheck.py"]),
         (("freedom",), ["tests/test_domain_datasets.py"]),
         (("basic", "product"), ["tests/test_icir.py"]),
+        (("e5_v",), ["tests/test_e5_v.py"]),
     ) for name in names},
     # the domain-conversion family's shared protocol (minidn, nico and ltll only declare their files)
     "dataset:_domains": ("datasets/_domains.py", ["tests/test_domain_datasets.py", "tests/test_data_check.py"]),
