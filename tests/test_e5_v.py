@@ -28,24 +28,35 @@ def hf(llava_dir):
 
 
 IMAGES = [Image.new("RGB", (70, 30), (200, 10, 10)), Image.new("RGB", (30, 70), (10, 200, 10)),
-          Image.new("RGB", (40, 40), (10, 10, 200)), Image.new("RGB", (8, 8), (200, 200, 10))]
+          Image.new("RGB", (40, 40), (10, 10, 200)), Image.new("RGB", (8, 8), (200, 200, 10)),
+          Image.new("RGB", (61, 20), (200, 100, 50))]
 
 
-def transformers_forward(model, processor, prompt, image, n_image_tokens):
+def transformers_forward(model, processor, prompt, image, n_image_tokens, pixels=None):
     """What transformers' own LlavaNextForConditionalGeneration computes for one prompt and image, with
     the <image> token repeated as many times as the image has features (the merge of 4.41, where one
-    <image> token became all of them)."""
+    <image> token became all of them); ``pixels``: (pixel values, (height, width)) from another processor
+    (4.41.2's, reproduced), else the installed processor's."""
     tok = processor.tokenizer
     image_id = tok.convert_tokens_to_ids("<image>")
     ids = []
     for i in tok(prompt)["input_ids"]:
         ids += [i] * (n_image_tokens if i == image_id else 1)
-    pixels = processor.image_processor([image], return_tensors="pt")
+    if pixels is None:
+        inputs = processor.image_processor([image], return_tensors="pt")
+        values, sizes = inputs["pixel_values"], inputs["image_sizes"]
+    else:
+        values, sizes = pixels[0][None], torch.tensor([pixels[1]])
     with torch.no_grad():
         out = model(input_ids=torch.tensor([ids]), attention_mask=torch.ones(1, len(ids), dtype=torch.long),
-                    pixel_values=pixels["pixel_values"], image_sizes=pixels["image_sizes"],
-                    output_hidden_states=True, return_dict=True)
+                    pixel_values=values, image_sizes=sizes, output_hidden_states=True, return_dict=True)
     return out.hidden_states[-1][:, -1, :]
+
+
+def forward_as(encoder, model, processor, prompt, image):
+    """transformers' forward on the pixels the encoder's processor gives (4.41.2's for tiles=pinned)."""
+    pixels = encoder.pixels(image) if encoder.tiles == "pinned" else None
+    return transformers_forward(model, processor, prompt, image, len(encoder.image_features(image)), pixels)
 
 
 def pin_441(monkeypatch):
@@ -76,27 +87,37 @@ def test_the_encoder_is_transformers_forward_with_its_tile_layout(llava_dir, hf,
     from cirbench.contracts.encoder import load_encoder
     from cirbench.methods.e5_v import GENERIC_QUERY, chat
 
+    from cirbench.encoders.llava_next import pixels_441
+
     encoder = load_encoder(f"llava-next:{llava_dir}?tiles={tiles}")
+    model, processor = hf
+    image = Image.new("RGB", (61, 20), (200, 100, 50))  # an odd padding: 4.41.2 leaves the grid a row short
+    ours = pixels_441(image, processor.image_processor.to_dict())[0]
+    today = processor.image_processor([image], return_tensors="pt")["pixel_values"][0][:len(ours)]
+    assert torch.equal(encoder.pixels(image)[0], ours if tiles == "pinned" else today)
+    assert not torch.allclose(ours, today, atol=1e-3)  # 4.41.2's tiles differ from today's on this image
     if tiles == "pinned":
         pin_441(monkeypatch)
-    model, processor = hf
     prompt = chat(GENERIC_QUERY.replace("<sent>", "is red and has long sleeves"))
     got = encoder.embed([prompt] * len(IMAGES), IMAGES)  # one left-padded batch
     for image, row in zip(IMAGES, got):
-        n = len(encoder.image_features(image))
-        want = transformers_forward(model, processor, prompt, image, n)[0]
+        want = forward_as(encoder, model, processor, prompt, image)[0]
         assert torch.allclose(row, want, atol=1e-5), (tiles, image.size)
 
 
 def test_the_pinned_layout_differs_on_non_square_grids_only(llava_dir):
+    """The same tile features laid out both ways: a 2 x 2 grid gives one sequence, a 1 x 2 grid (an image
+    wider than tall, as 8 x 8 pixels pick here) another, and the pinned one unpadded with int()."""
     from cirbench.contracts.encoder import load_encoder
+    from cirbench.encoders.llava_next import pack
 
-    fixed = load_encoder(f"llava-next:{llava_dir}?tiles=fixed")
-    pinned = load_encoder(f"llava-next:{llava_dir}?tiles=pinned")
-    for image in IMAGES:
-        a, b = fixed.image_features(image), pinned.image_features(image)
-        square = image.size == (40, 40)  # 40 x 40 -> the 2 x 2 grid here; 8 x 8 -> the first pinpoint, 1 x 2
-        assert (a.shape == b.shape and torch.equal(a, b)) == square, image.size
+    pinpoints = [[28, 56], [56, 28], [56, 56]]
+    torch.manual_seed(0)
+    newline = torch.randn(32)
+    for size, tiles in (((40, 40), 5), ((30, 70), 3), ((8, 8), 3), ((70, 30), 3)):
+        features = torch.randn(tiles, 4, 32)
+        a, b = (pack(features, size, pinpoints, 28, newline, t) for t in ("fixed", "pinned"))
+        assert (a.shape == b.shape and torch.equal(a, b)) == (size == (40, 40)), size
     with pytest.raises(Exception, match="tiles=pinned\\|fixed"):
         load_encoder(f"llava-next:{llava_dir}?tiles=diagonal")
 
@@ -106,7 +127,7 @@ def official_e5v(model, processor, encoder, gallery_prompt, query_prompt, galler
     (FashionIQ's two orders) and normalised; scores = queries @ gallery. transformers' forward with each
     image's token count (batch size 1, as the official run)."""
     def emb(prompt, image):
-        return transformers_forward(model, processor, prompt, image, len(encoder.image_features(image)))[0]
+        return forward_as(encoder, model, processor, prompt, image)[0]
 
     g = torch.stack([torch.nn.functional.normalize(emb(gallery_prompt, im), dim=-1) for im in gallery])
     q = torch.stack([torch.nn.functional.normalize(sum(emb(query_prompt.replace("<sent>", s), im) for s in sents), dim=-1)
@@ -227,8 +248,33 @@ def test_e5v_fashioniq_query_vectors_are_the_official_ones(llava_dir, hf, catego
     model, processor = hf
     for row, image, c in zip(got, images, captions):
         parts = [x.strip(".?, ") for x in c]
-        n = len(encoder.image_features(image))
-        summed = sum(transformers_forward(model, processor, prompt.replace("<sent>", s), image, n)[0]
+        summed = sum(forward_as(encoder, model, processor, prompt.replace("<sent>", s), image)[0]
                      for s in (", ".join(parts), ", ".join(reversed(parts))))
         assert torch.allclose(row, torch.nn.functional.normalize(summed, dim=-1), atol=1e-5)
     assert method.config()["gallery_prompt"] == chat(f"<image>\n Describe this {name} in one word based on its style:")
+
+
+def test_pinned_tiles_are_cut_as_transformers_4_41_2_cut_them():
+    """Worked by hand on this config (28-pixel tiles, pinpoints 28x56, 56x28, 56x56): a 20 x 61 image
+    (height x width) fits 28 x 56 best; resized to width 56 and height ceil(20 x 56/61) = 19, padded by
+    (28 - 19) // 2 = 4 rows on each side -- 27 rows, one short of the grid --, cut into two 27 x 28
+    tiles; the base image squashed to 28 x 28. Each tile's short side is then resized to 28 (27 x 28 ->
+    28 x int(28 x 28/27) = 29) and centre-cropped (left (29 - 28) // 2 = 0). A flat image keeps its colour
+    through PIL's resizes: the tile's padding rows are exactly black before the stretch."""
+    import numpy as np
+
+    from cirbench.encoders.llava_next import pixels_441, tiles_441
+
+    config = {"image_grid_pinpoints": [[28, 56], [56, 28], [56, 56]], "size": {"shortest_edge": 28},
+              "crop_size": {"height": 28, "width": 28}, "resample": 3, "do_resize": True, "do_center_crop": True,
+              "do_rescale": True, "rescale_factor": 1 / 255, "do_normalize": True, "image_mean": [0.5, 0.5, 0.5],
+              "image_std": [0.5, 0.5, 0.5]}
+    image = Image.new("RGB", (61, 20), (200, 100, 50))
+    tiles, size = tiles_441(image, config)
+    assert size == (20, 61) and [t.shape for t in tiles] == [(28, 28, 3), (27, 28, 3), (27, 28, 3)]
+    assert (tiles[1][:4] == 0).all() and (tiles[1][4:23] == [200, 100, 50]).all() and (tiles[1][23:] == 0).all()
+    assert (tiles[0] == [200, 100, 50]).all()
+    pixels, _ = pixels_441(image, config)
+    assert pixels.shape == (3, 3, 28, 28) and pixels.dtype == torch.float32
+    want = ((np.float64(200) * (1 / 255)).astype(np.float32) - np.float32(0.5)) / np.float32(0.5)
+    assert float(pixels[0, 0, 0, 0]) == float(want)

@@ -18,8 +18,11 @@ image's tile layout can be the one the published numbers were made with:
 - sequences of a batch are padded on the left and numbered from their first real token (the positions
   4.41's merge computed), so a batch gives what one image at a time gives.
 
-No hub code is ever run (``trust_remote_code`` is never set). The image processor is the installed
-transformers' (4.41.2's PIL-based processor is not reproduced yet: recorded in the identity).
+The pinned layout comes with 4.41.2's image processor (numpy and PIL: the best pinpoint's resize with
+the scaled side rounded up, zero padding of (target - size) // 2 on both sides -- one pixel short on an odd
+difference, so the last tiles are smaller and stretched by the per-tile resize --, the base image squashed
+to the square, bicubic PIL resizes, rescaling in float64); ``fixed`` uses the installed transformers'
+processor. No hub code is ever run (``trust_remote_code`` is never set).
 """
 
 from __future__ import annotations
@@ -76,6 +79,85 @@ def pack(features, image_size, pinpoints, tile: int, newline, tiles: str):
     return torch.cat([base, grid.flatten(1, 2).transpose(0, 1)], dim=0)
 
 
+def _edge(value, key: str, default: int) -> int:
+    if isinstance(value, dict):
+        return int(value.get(key) or value.get("height") or default)
+    return int(value) if value else default
+
+
+def _pil_resize(array, height: int, width: int, resample: int):
+    """transformers 4.x's resize of a uint8 HWC array: through PIL (no reducing gap), back to uint8."""
+    import numpy as np
+    from PIL import Image
+
+    return np.array(Image.fromarray(array).resize((width, height), resample=resample, reducing_gap=None))
+
+
+def tiles_441(image, config: dict):
+    """(the uint8 HWC images -- base, then the grid's tiles row by row -- before the per-tile steps, the
+    image's (height, width)), as transformers 4.41.2's LlavaNextImageProcessor.get_image_patches cuts
+    them: the image resized to fit the best pinpoint (ceil of the scaled side), padded with zeros by
+    (target - size) // 2 on both sides -- so an odd difference leaves the grid one pixel short and its
+    last tiles smaller --, divided into crop-sized tiles; the base image squashed to the square."""
+    import math
+
+    import numpy as np
+
+    array = np.array(image.convert("RGB"))
+    height, width = array.shape[:2]
+    resample = int(config.get("resample", 3))
+    tile = _edge(config.get("crop_size"), "height", 336)
+    target_height, target_width = grid_shape((height, width), config["image_grid_pinpoints"], 1)
+    scale_w, scale_h = target_width / width, target_height / height
+    if scale_w < scale_h:
+        new_width, new_height = target_width, min(math.ceil(height * scale_w), target_height)
+    else:
+        new_height, new_width = target_height, min(math.ceil(width * scale_h), target_width)
+    resized = _pil_resize(array, new_height, new_width, resample)
+    paste_x, paste_y = (target_width - new_width) // 2, (target_height - new_height) // 2
+    padded = np.pad(resized, ((paste_y, paste_y), (paste_x, paste_x), (0, 0)))
+    grid = [padded[i:i + tile, j:j + tile] for i in range(0, padded.shape[0], tile)
+            for j in range(0, padded.shape[1], tile)]
+    short = _edge(config.get("size"), "shortest_edge", 336)
+    return [_pil_resize(array, short, short, resample)] + grid, (height, width)
+
+
+def pixels_441(image, config: dict):
+    """(pixel_values tiles x 3 x crop x crop, (height, width)) as transformers 4.41.2's processor gives
+    them: each tile's shortest edge resized to ``size`` (the long side int()-truncated), centre-cropped,
+    rescaled in float64 then cast to float32, normalised in float32."""
+    import numpy as np
+    import torch
+
+    tiles, size = tiles_441(image, config)
+    short = _edge(config.get("size"), "shortest_edge", 336)
+    crop = _edge(config.get("crop_size"), "height", 336)
+    resample = int(config.get("resample", 3))
+    out = []
+    for tile in tiles:
+        h, w = tile.shape[:2]
+        if config.get("do_resize", True):
+            if w <= h:
+                tile = _pil_resize(tile, int(short * h / w), short, resample)
+            else:
+                tile = _pil_resize(tile, short, int(short * w / h), resample)
+        if config.get("do_center_crop", True):
+            h, w = tile.shape[:2]
+            top, left = (h - crop) // 2, (w - crop) // 2
+            if top < 0 or left < 0:
+                raise DataError(f"an image tile of {h} x {w} is smaller than the {crop}-pixel crop")
+            tile = tile[top:top + crop, left:left + crop]
+        values = tile
+        if config.get("do_rescale", True):
+            values = (values * float(config.get("rescale_factor", 1 / 255))).astype(np.float32)
+        if config.get("do_normalize", True):
+            mean = np.array(config["image_mean"], dtype=values.dtype)
+            std = np.array(config["image_std"], dtype=values.dtype)
+            values = (values - mean) / std
+        out.append(torch.from_numpy(np.ascontiguousarray(values.transpose(2, 0, 1))))
+    return torch.stack(out), size
+
+
 class LlavaNextEmbedder(Encoder):
     def __init__(self, model, processor, identity: dict, device: str, precision: str, tiles: str,
                  prompt: str | None = None):
@@ -122,16 +204,24 @@ class LlavaNextEmbedder(Encoder):
     def encode_texts_with_pseudo(self, prompts, embeddings, token="*", prefixes=None, every_occurrence=False):
         raise UsageError(f"encoder {self.label!r} (a multimodal LLM) does not inject pseudo-words")
 
+    def pixels(self, image):
+        """(tiles x 3 x H x W pixel values, the image's (height, width)): transformers 4.41.2's processor
+        for ``tiles="pinned"``, the installed transformers' for ``"fixed"``."""
+        if self.tiles == "pinned":
+            return pixels_441(image, self.processor.image_processor.to_dict())
+        inputs = self.processor.image_processor([image], return_tensors="pt")
+        size = [int(v) for v in inputs["image_sizes"][0]]
+        rows, columns = grid_shape(size, self.config.image_grid_pinpoints, int(self.config.vision_config.image_size))
+        return inputs["pixel_values"][0][:rows * columns + 1], tuple(size)
+
     def image_features(self, image):
         """The image's feature sequence (tokens x hidden) in the language model's input space."""
         import torch
 
-        inputs = self.processor.image_processor([image], return_tensors="pt")
-        size = [int(v) for v in inputs["image_sizes"][0]]
+        pixels, size = self.pixels(image)
         pinpoints = self.config.image_grid_pinpoints
         tile = int(self.config.vision_config.image_size)
-        rows, columns = grid_shape(size, pinpoints, tile)
-        pixels = inputs["pixel_values"][0][:rows * columns + 1].to(self.device, self.dtype)
+        pixels = pixels.to(self.device, self.dtype)
         layer = self.config.vision_feature_layer
         hidden = self.vision_tower(pixels, output_hidden_states=True).hidden_states
         selected = torch.cat([hidden[i] for i in layer], dim=-1) if isinstance(layer, (list, tuple)) else hidden[layer]
@@ -211,7 +301,8 @@ def build_llava_next(rest: str, *, spec: str, device: str, precision: str, trans
         raise DataError(f"{model_id}: its config has no image_grid_pinpoints (not a LLaVA-NeXT model)")
     identity = {"kind": "llava-next", "spec": spec, "model": model_id, "revision": revision_of(model, model_id),
                 "requested_revision": revision, "precision": precision, "transform": transform, "tiles": tiles,
-                "image_processor": f"transformers {transformers.__version__}'s LlavaNextImageProcessor",
+                "image_processor": ("transformers 4.41.2's LlavaNextImageProcessor (reproduced)" if tiles == "pinned" else
+                                    f"transformers {transformers.__version__}'s LlavaNextImageProcessor"),
                 "model_name": model_id.rstrip("/").split("/")[-1],
                 "transformers_version": transformers.__version__, "random_weights": False}
     prompt = transform[len(PROMPT_PREFIX):] if transform.startswith(PROMPT_PREFIX) else None
