@@ -104,7 +104,9 @@ def tiny_hf_clip(folder: Path, seed: int = 0, image_size: int = 32) -> Path:
 
 
 LLAMA3_WORDS = ("change the style of this dress shirt to describe desribe modified in one word based on its image "
-                "modify with user assistant red blue long short sleeves is and a more colorful darker").split()
+                "modify with user assistant red blue long short sleeves is and a more colorful darker "
+                "INST instruct query retrieve target that best meets combined criteria by using both provided "
+                "retrieval instructions find picture also but").split()
 
 
 def llama3_tokenizer():
@@ -126,13 +128,13 @@ def llama3_tokenizer():
     return fast
 
 
-def tiny_llava_next(folder: Path, seed: int = 0) -> Path:
+def tiny_llava_next(folder: Path, seed: int = 0, mistral: bool = False) -> Path:
     """A random LLaVA-NeXT in the released folder layout (config, weights, processor, tokenizer): a
     28-pixel CLIP tower with 14-pixel patches (2 x 2 patches a tile), a Llama language model, grid
     pinpoints of 1 x 2, 2 x 1 and 2 x 2 tiles (non-square grids, where the tile layouts differ)."""
     import torch
     from transformers import (CLIPVisionConfig, LlamaConfig, LlavaNextConfig, LlavaNextForConditionalGeneration,
-                              LlavaNextImageProcessor, LlavaNextProcessor)
+                              LlavaNextImageProcessor, LlavaNextProcessor, MistralConfig)
 
     folder.mkdir(parents=True, exist_ok=True)
     tok = llama3_tokenizer()
@@ -144,8 +146,9 @@ def tiny_llava_next(folder: Path, seed: int = 0) -> Path:
     config = LlavaNextConfig(
         vision_config=CLIPVisionConfig(hidden_size=16, intermediate_size=32, num_hidden_layers=2, num_attention_heads=2,
                                        image_size=28, patch_size=14, projection_dim=16),
-        text_config=LlamaConfig(hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4,
-                                num_key_value_heads=2, vocab_size=len(tok), max_position_embeddings=512),
+        text_config=(MistralConfig if mistral else LlamaConfig)(
+            hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2,
+            vocab_size=len(tok), max_position_embeddings=512),
         image_grid_pinpoints=pinpoints, image_token_index=tok.convert_tokens_to_ids("<image>"),
         vision_feature_layer=-2, vision_feature_select_strategy="default")
     torch.manual_seed(seed)

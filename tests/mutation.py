@@ -55,7 +55,7 @@ MODULES = {
     # restricted unpickling of released statistics (BASIC's pickles)
     "safe_pickle": ("cirbench/storage/safe_pickle.py", ["tests/test_icir.py"]),
     # the multimodal-LLM sequence assembly and tile layouts
-    "llava_next": ("cirbench/encoders/llava_next.py", ["tests/test_e5_v.py"]),
+    "llava_next": ("cirbench/encoders/llava_next.py", ["tests/test_e5_v.py", "tests/test_bge_vl_mllm.py"]),
     "stats": ("cirbench/analysis/stats.py", ["tests/test_stats.py", "tests/test_pinned_protocols.py"]),
     "transforms": ("cirbench/protocol/transforms.py", ["tests/test_pinned_protocols.py", "tests/test_official_defaults.py",
                                                       "tests/test_hostile_recheck.py"]),
@@ -79,6 +79,7 @@ MODULES = {
         (("freedom",), ["tests/test_domain_datasets.py"]),
         (("basic", "product"), ["tests/test_icir.py"]),
         (("e5_v",), ["tests/test_e5_v.py"]),
+        (("bge_vl_mllm",), ["tests/test_bge_vl_mllm.py"]),
     ) for name in names},
     # the domain-conversion family's shared protocol (minidn, nico and ltll only declare their files)
     "dataset:_domains": ("datasets/_domains.py", ["tests/test_domain_datasets.py", "tests/test_data_check.py"]),

@@ -15,6 +15,8 @@ image's tile layout can be the one the published numbers were made with:
   (rows, columns) to (columns, rows) before laying the tiles out (fixed in 4.44, huggingface/transformers
   PR 32314) and truncated the unpadded size with int(); the same as ``tiles="fixed"`` (today's layout,
   rounded as today's transformers does) on square grids, different on non-square ones;
+- ``tiles="4.45"``: transformers 4.45.2 (BGE-VL-MLLM's pin): the layout fixed, but 4.41's int() unpadding
+  and image processor;
 - sequences of a batch are padded on the left and numbered from their first real token (the positions
   4.41's merge computed), so a batch gives what one image at a time gives.
 
@@ -29,14 +31,47 @@ from __future__ import annotations
 
 from cirbench.contracts.encoder import Encoder, copy_with, register_encoder
 from cirbench.errors import DataError, MissingResourceError, UsageError
+from cirbench.protocol.transforms import ToRGB
 from cirbench.util.hub import load_pretrained, require_cached, revision_of
 
-TILES = ("pinned", "fixed")
+# pinned: transformers 4.41.2 (E5-V's pin): its processor, rows and columns swapped, int() unpadding;
+# 4.45: transformers 4.45.2 (BGE-VL-MLLM's pin): 4.41's processor and unpadding, the layout fixed;
+# fixed: the installed transformers' processor and layout
+TILES = ("pinned", "4.45", "fixed")
 PROMPT_PREFIX = "prompt:"  # a view's transform naming the prompt gallery images are encoded under
 
 
 def _rgb(image):
     return image.convert("RGB")
+
+
+class SquareResize:
+    """PIL's resize of the decoded image to n x n with its default filter (BGE-VL-MLLM's
+    ``Image.open(p).resize((512, 512))``, before the conversion to RGB)."""
+
+    def __init__(self, n: int):
+        self.n = int(n)
+
+    def __call__(self, image):
+        return image.resize((self.n, self.n))
+
+    def __repr__(self):
+        return f"SquareResize({self.n}, PIL default filter, decoded mode)"
+
+
+class Steps:
+    """Steps applied in order; a step converting to RGB makes the engine hand over the decoded image."""
+
+    def __init__(self, steps):
+        self.transforms = list(steps)
+
+    def __call__(self, image):
+        for step in self.transforms:
+            image = step(image)
+        return image
+
+    def __repr__(self):
+        return "Steps(" + ", ".join(map(repr, self.transforms)) + ")"
 
 
 def grid_shape(image_size: tuple[int, int], pinpoints, tile: int) -> tuple[int, int]:
@@ -74,7 +109,7 @@ def pack(features, image_size, pinpoints, tile: int, newline, tiles: str):
     if tiles == "pinned":  # 4.41.2: num_patch_width, num_patch_height = (rows, columns); view(height, width)
         rows, columns = columns, rows
     grid = features[1:].view(rows, columns, side, side, -1).permute(4, 0, 2, 1, 3).contiguous()
-    grid = unpad(grid.flatten(1, 2).flatten(2, 3), image_size, pinned=tiles == "pinned")
+    grid = unpad(grid.flatten(1, 2).flatten(2, 3), image_size, pinned=tiles != "fixed")
     grid = torch.cat([grid, newline[:, None, None].expand(*grid.shape[:-1], 1).to(grid.dtype)], dim=-1)
     return torch.cat([base, grid.flatten(1, 2).transpose(0, 1)], dim=0)
 
@@ -160,7 +195,7 @@ def pixels_441(image, config: dict):
 
 class LlavaNextEmbedder(Encoder):
     def __init__(self, model, processor, identity: dict, device: str, precision: str, tiles: str,
-                 prompt: str | None = None):
+                 prompt: str | None = None, resize: int | None = None):
         import torch
 
         self.model = model.eval().requires_grad_(False)
@@ -175,8 +210,8 @@ class LlavaNextEmbedder(Encoder):
         self.newline, self.language_model = core.image_newline, core.language_model
         self.embed_dim = self.token_width = int(self.config.text_config.hidden_size)
         self.image_token = int(self.config.image_token_index)
-        self.preprocess = _rgb
-        self.identity["preprocess"] = "RGB; tiles by the model's processor"
+        self.preprocess = Steps([SquareResize(resize), ToRGB()]) if resize else _rgb
+        self.identity["preprocess"] = (f"{self.preprocess!r}; " if resize else "RGB; ") + "tiles by the model's processor"
         self.identity["decode"] = "RGB before the transform"
 
     # -- views ------------------------------------------------------------------------------------
@@ -207,7 +242,7 @@ class LlavaNextEmbedder(Encoder):
     def pixels(self, image):
         """(tiles x 3 x H x W pixel values, the image's (height, width)): transformers 4.41.2's processor
         for ``tiles="pinned"``, the installed transformers' for ``"fixed"``."""
-        if self.tiles == "pinned":
+        if self.tiles != "fixed":  # 4.41.2's processor, unchanged in 4.45.2
             return pixels_441(image, self.processor.image_processor.to_dict())
         inputs = self.processor.image_processor([image], return_tensors="pt")
         size = [int(v) for v in inputs["image_sizes"][0]]
@@ -275,12 +310,16 @@ def build_llava_next(rest: str, *, spec: str, device: str, precision: str, trans
     ``?tiles=pinned|fixed``)."""
     body, _, query = rest.partition("?")
     model_id, _, revision = body.partition("@")
-    tiles = "pinned"
+    tiles, resize = "pinned", None
     for part in filter(None, query.split("&")):
         key, _, value = part.partition("=")
-        if key != "tiles" or value not in TILES:
-            raise UsageError(f"encoder {spec!r}: the only setting is tiles=pinned|fixed, not {part!r}")
-        tiles = value
+        if key == "tiles" and value in TILES:
+            tiles = value
+        elif key == "resize" and value.isdigit() and int(value) > 0:
+            resize = int(value)
+        else:
+            raise UsageError(f"encoder {spec!r}: its settings are tiles=pinned|4.45|fixed and resize=N (pixels), not "
+                             f"{part!r}")
     if not model_id:
         raise UsageError(f"encoder {spec!r} names no model: llava-next:REPO_OR_FOLDER[@REVISION][?tiles=pinned|fixed]")
     revision = revision or None
@@ -301,9 +340,10 @@ def build_llava_next(rest: str, *, spec: str, device: str, precision: str, trans
         raise DataError(f"{model_id}: its config has no image_grid_pinpoints (not a LLaVA-NeXT model)")
     identity = {"kind": "llava-next", "spec": spec, "model": model_id, "revision": revision_of(model, model_id),
                 "requested_revision": revision, "precision": precision, "transform": transform, "tiles": tiles,
-                "image_processor": ("transformers 4.41.2's LlavaNextImageProcessor (reproduced)" if tiles == "pinned" else
+                "image_processor": ("transformers 4.41.2's LlavaNextImageProcessor (reproduced)" if tiles != "fixed" else
                                     f"transformers {transformers.__version__}'s LlavaNextImageProcessor"),
+                "resize": resize,
                 "model_name": model_id.rstrip("/").split("/")[-1],
                 "transformers_version": transformers.__version__, "random_weights": False}
     prompt = transform[len(PROMPT_PREFIX):] if transform.startswith(PROMPT_PREFIX) else None
-    return LlavaNextEmbedder(model.to(device), processor, identity, device, precision, tiles, prompt)
+    return LlavaNextEmbedder(model.to(device), processor, identity, device, precision, tiles, prompt, resize)
