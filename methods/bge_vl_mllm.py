@@ -53,7 +53,7 @@ def candidate_prompt() -> str:
 class BGEVLMLLM(Method):
     description = "BGE-VL-MLLM: a LLaVA-NeXT's last-token embedding of instruction, text and image (MegaPairs)"
     external_weights = True
-    display_order = 62
+    display_order = 63
     default_model = "BAAI/BGE-VL-MLLM-S1"
     options = {
         "model": Option(str, None, "a Hugging Face repository id or a local folder of a LLaVA-NeXT model "
