@@ -153,3 +153,16 @@ def fetch_hint(dataset: str, file_name: str) -> str:
                                                     for p in manifests.shipped(dataset).parts):
         return f"`cirbench data get {dataset}` fetches it, or "
     return ""
+
+
+def choose_template(method, split, official: dict, official_source: str) -> tuple[str, str]:
+    """(query text template, where it comes from) for a method with an ``--option NAME.template``: the
+    option, else the official template of the split's dataset (in the forced caption order), else the
+    split's caption prompt."""
+    chosen = method.option("template")
+    if chosen:
+        return chosen, "--option template"
+    if split.dataset in official:
+        forced = f"; caption order forced: {split.caption_order}" if getattr(split, "caption_order", None) else ""
+        return in_caption_order(official[split.dataset], split), official_source + forced
+    return caption_template(split), "no official template: the split's caption prompt"

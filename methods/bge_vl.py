@@ -31,7 +31,7 @@ from __future__ import annotations
 from cirbench.contracts.method import EncoderView, Method, Option, register_method
 from cirbench.protocol.scoring import normalize
 
-from ._shared import caption_template, in_caption_order
+from ._shared import choose_template
 
 # the official query files' texts (eval/data/*_query*.jsonl), by dataset
 OFFICIAL_TEMPLATES = {
@@ -73,15 +73,7 @@ class BGEVL(Method):
         return EncoderView("clip", text_length=QUERY_TOKENS)
 
     def prepare(self, split):
-        chosen = self.option("template")
-        if chosen:
-            self.template, self.source = chosen, "--option template"
-        elif split.dataset in OFFICIAL_TEMPLATES:
-            self.template = in_caption_order(OFFICIAL_TEMPLATES[split.dataset], split)
-            self.source = "official query file" + (f"; caption order forced: {split.caption_order}"
-                                                   if split.caption_order else "")
-        else:
-            self.template, self.source = caption_template(split), "no official template: the split's caption prompt"
+        self.template, self.source = choose_template(self, split, OFFICIAL_TEMPLATES, "official query file")
 
     def encode_queries(self, batch):
         from cirbench.protocol.prompts import fill

@@ -28,7 +28,7 @@ from cirbench.contracts.method import EncoderView, Method, Option, register_meth
 from cirbench.protocol.prompts import fill
 from cirbench.protocol.scoring import normalize
 
-from ._shared import caption_template, in_caption_order
+from ._shared import choose_template
 from .bge_vl import OFFICIAL_TEMPLATES
 
 INSTRUCTION = ("Retrieve the target image that best meets the combined criteria by using both the provided image "
@@ -69,15 +69,7 @@ class BGEVLMLLM(Method):
         return f"llava-next:{model}" + (f"@{revision}" if revision else "") + f"?tiles=4.45&resize={IMAGE_SIZE}"
 
     def prepare(self, split):
-        chosen = self.option("template")
-        if chosen:
-            self.template, self.source = chosen, "--option template"
-        elif split.dataset in OFFICIAL_TEMPLATES:
-            self.template = in_caption_order(OFFICIAL_TEMPLATES[split.dataset], split)
-            self.source = "BGE-VL's query file for this dataset"
-        else:
-            self.template = caption_template(split)
-            self.source = "no official text for this dataset: the split's caption prompt"
+        self.template, self.source = choose_template(self, split, OFFICIAL_TEMPLATES, "BGE-VL's query file")
 
     def encoder_view_for(self, split):
         return EncoderView("prompt:" + candidate_prompt())

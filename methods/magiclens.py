@@ -28,7 +28,7 @@ from __future__ import annotations
 from cirbench.contracts.method import Method, Option, register_method
 from cirbench.errors import MissingResourceError
 
-from ._shared import caption_template, in_caption_order
+from ._shared import choose_template
 
 OFFICIAL_TEMPLATES = {
     "circo": "find {shared_concept} but {text}",
@@ -54,15 +54,7 @@ class MagicLens(Method):
         return f"magiclens:{checkpoint}"
 
     def prepare(self, split):
-        chosen = self.option("template")
-        if chosen:
-            self.template, self.source = chosen, "--option template"
-        elif split.dataset in OFFICIAL_TEMPLATES:
-            self.template = in_caption_order(OFFICIAL_TEMPLATES[split.dataset], split)
-            self.source = "official code" + (f"; caption order forced: {split.caption_order}"
-                                             if split.caption_order else "")
-        else:
-            self.template, self.source = caption_template(split), "no official template: the split's caption prompt"
+        self.template, self.source = choose_template(self, split, OFFICIAL_TEMPLATES, "official code")
 
     def encode_queries(self, batch):
         from cirbench.protocol.prompts import fill

@@ -11,7 +11,7 @@ from PIL import Image
 
 import real_fixtures as F
 from hf_models import tiny_llava_next
-from test_e5_v import transformers_forward
+from test_e5_v import transformers_forward, unpad_441
 
 
 @pytest.fixture(scope="module")
@@ -36,18 +36,7 @@ def pin_445(monkeypatch):
     """transformers 4.45.2's pack: today's grid orientation, unpad_image's size truncated with int()."""
     import transformers.models.llava_next.modeling_llava_next as modeling
 
-    def unpad_image(tensor, original_size):
-        original_height, original_width = original_size
-        current_height, current_width = tensor.shape[1:]
-        if original_width / original_height > current_width / current_height:
-            new_height = int(original_height * (current_width / original_width))
-            padding = (current_height - new_height) // 2
-            return tensor[:, padding: current_height - padding, :]
-        new_width = int(original_width * (current_height / original_height))
-        padding = (current_width - new_width) // 2
-        return tensor[:, :, padding: current_width - padding]
-
-    monkeypatch.setattr(modeling, "unpad_image", unpad_image)
+    monkeypatch.setattr(modeling, "unpad_image", unpad_441)
 
 
 def test_query_and_candidate_vectors_are_the_hub_codes(mllm_dir, monkeypatch):
@@ -101,5 +90,5 @@ def test_bge_vl_mllm_ranks_cirr_and_records_its_text_rule(tmp_path, mllm_dir):
     (cell,) = ev.cells
     assert cell.status == "computed", cell.error
     config = cell.record.method.config
-    assert config["prompt_source"].startswith("no official text") and config["tiles"] == "4.45"
+    assert config["prompt_source"].startswith("no official template") and config["tiles"] == "4.45"
     assert cell.record.encoder.identity["resize"] == 512

@@ -59,6 +59,19 @@ def forward_as(encoder, model, processor, prompt, image):
     return transformers_forward(model, processor, prompt, image, len(encoder.image_features(image)), pixels)
 
 
+def unpad_441(tensor, original_size):
+    """modeling_llava_next.unpad_image as 4.41.2 (and 4.45.2) wrote it: the new size truncated with int()."""
+    original_height, original_width = original_size
+    current_height, current_width = tensor.shape[1:]
+    if original_width / original_height > current_width / current_height:
+        new_height = int(original_height * (current_width / original_width))
+        padding = (current_height - new_height) // 2
+        return tensor[:, padding: current_height - padding, :]
+    new_width = int(original_width * (current_height / original_height))
+    padding = (current_width - new_width) // 2
+    return tensor[:, :, padding: current_width - padding]
+
+
 def pin_441(monkeypatch):
     """transformers 4.41.2's pack_image_features, as written there: the grid shape assigned as
     ``num_patch_width, num_patch_height = get_anyres_image_grid_shape(...)`` (today: height, width) and
@@ -67,19 +80,7 @@ def pin_441(monkeypatch):
 
     today = modeling.get_anyres_image_grid_shape
     monkeypatch.setattr(modeling, "get_anyres_image_grid_shape", lambda *a, **k: tuple(reversed(today(*a, **k))))
-
-    def unpad_image(tensor, original_size):
-        original_height, original_width = original_size
-        current_height, current_width = tensor.shape[1:]
-        if original_width / original_height > current_width / current_height:
-            new_height = int(original_height * (current_width / original_width))
-            padding = (current_height - new_height) // 2
-            return tensor[:, padding: current_height - padding, :]
-        new_width = int(original_width * (current_height / original_height))
-        padding = (current_width - new_width) // 2
-        return tensor[:, :, padding: current_width - padding]
-
-    monkeypatch.setattr(modeling, "unpad_image", unpad_image)
+    monkeypatch.setattr(modeling, "unpad_image", unpad_441)
 
 
 @pytest.mark.parametrize("tiles", ["fixed", "pinned"])
