@@ -166,3 +166,12 @@ def choose_template(method, split, official: dict, official_source: str) -> tupl
         forced = f"; caption order forced: {split.caption_order}" if getattr(split, "caption_order", None) else ""
         return in_caption_order(official[split.dataset], split), official_source + forced
     return caption_template(split), "no official template: the split's caption prompt"
+
+
+def subset_groups(subsets) -> dict[tuple, list[int]]:
+    """The rows of a batch grouped by their candidate subset (queries of one i-CIR instance share its
+    database), so each subset's features are gathered and scored once."""
+    groups: dict[tuple, list[int]] = {}
+    for i, members in enumerate(subsets):
+        groups.setdefault(tuple(members), []).append(i)
+    return groups

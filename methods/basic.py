@@ -45,7 +45,7 @@ from cirbench.contracts.method import Method, Option, register_method
 from cirbench.errors import DataError, MissingResourceError
 from cirbench.protocol.scoring import normalize
 
-from ._shared import fetch_hint
+from ._shared import fetch_hint, subset_groups
 from .freedom import read_corpus
 
 POSITIVE, NEGATIVE = "generic_subjects.csv", "generic_styles.csv"
@@ -158,6 +158,7 @@ class Basic(Method):
                 parts.append(torch.tensor(value, dtype=torch.float32))
             self.synthetic = tuple(normalize(p) for p in parts)
         self._corpus = None
+        self._projection = None
         self._fixed = None
 
     # -- the official pipeline ------------------------------------------------------------------------
@@ -169,10 +170,13 @@ class Basic(Method):
         return tuple(t.to(device) for t in self._corpus)
 
     def _statistics(self, mean_image, device):
-        """(projection, image minimum, text minimum) for an image mean (fixed with the LAION mean: once)."""
+        """(projection, (image minimum, text minimum) of the synthetic set or None, text mean) for an image
+        mean; the projection depends on the corpora alone and is computed once."""
         pos, neg, mean_text = self._corpora(device)
-        projection = contrastive_projection(pos - mean_text, neg - mean_text, self.option("aa"),
-                                            self.option("components"))
+        if self._projection is None:
+            self._projection = contrastive_projection(pos - mean_text, neg - mean_text, self.option("aa"),
+                                                      self.option("components"))
+        projection = self._projection.to(device)
         minima = None
         if self.synthetic is not None:
             image, text = (t.to(device) for t in self.synthetic)
@@ -230,10 +234,7 @@ class Basic(Method):
         text = self._texts(batch, image.device)
         width = max([1, *(len(s) for s in batch.subsets)])
         out = torch.zeros(len(batch), width, device=image.device)
-        groups: dict[tuple, list[int]] = {}
-        for i, members in enumerate(batch.subsets):
-            groups.setdefault(tuple(members), []).append(i)
-        for members, rows in groups.items():
+        for members, rows in subset_groups(batch.subsets).items():
             database = normalize(gallery.features[list(members)].to(image.device).float())
             out[rows, :len(members)] = self._scores(image[rows], text[rows], database)
         return out

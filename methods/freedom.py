@@ -33,7 +33,7 @@ from cirbench.contracts.method import Method, Option, register_method
 from cirbench.errors import DataError, MissingResourceError
 from cirbench.protocol.scoring import normalize
 
-from ._shared import fetch_hint
+from ._shared import fetch_hint, subset_groups
 
 CORPUS = "open_image_v7_class_names.csv"  # where `cirbench data get` puts it in the dataset folder
 SELF_PROXY_BELOW = 0.98  # the official condition for adding the query itself as a proxy
@@ -138,10 +138,7 @@ class Freedom(Method):
             return sim.max(dim=1).values, list(database[top])
         best = torch.empty(len(image), device=image.device)
         out: list = [None] * len(image)
-        groups: dict[tuple, list[int]] = {}
-        for i, members in enumerate(batch.subsets):
-            groups.setdefault(tuple(members), []).append(i)
-        for members, rows in groups.items():
+        for members, rows in subset_groups(batch.subsets).items():
             database = normalize(features[list(members)].to(image.device))
             sim = image[rows] @ database.T
             best[rows] = sim.max(dim=1).values

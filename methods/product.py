@@ -15,6 +15,8 @@ from __future__ import annotations
 from cirbench.contracts.method import Method, Option, register_method
 from cirbench.protocol.scoring import normalize
 
+from ._shared import subset_groups
+
 
 @register_method("product")
 class Product(Method):
@@ -50,9 +52,9 @@ class Product(Method):
         image, text = self._parts(batch)
         width = max([1, *(len(s) for s in batch.subsets)])
         out = torch.zeros(len(batch), width, device=image.device)
-        for i, members in enumerate(batch.subsets):
+        for members, rows in subset_groups(batch.subsets).items():  # each database gathered once
             database = normalize(gallery.features[list(members)].to(image.device).float())
-            out[i, :len(members)] = self._fuse(database @ image[i], database @ text[i])
+            out[rows, :len(members)] = self._fuse(image[rows] @ database.T, text[rows] @ database.T)
         return out
 
     def config(self):

@@ -284,12 +284,11 @@ class LlavaNextEmbedder(Encoder):
         """Normalisable embeddings (N x hidden, float32): each prompt with its image (or none)."""
         import torch
 
-        out = []
         with torch.no_grad():
             seqs = [self.sequence(p, im) for p, im in zip(prompts, images)]
-            longest = max((len(s) for s in seqs), default=0)
             if not seqs:
                 return torch.empty(0, self.embed_dim)
+            longest = max(len(s) for s in seqs)
             padded = torch.zeros(len(seqs), longest, seqs[0].shape[1], dtype=self.dtype, device=self.device)
             mask = torch.zeros(len(seqs), longest, dtype=torch.long, device=self.device)
             for i, s in enumerate(seqs):  # left padding, as the official processors pad
@@ -298,9 +297,7 @@ class LlavaNextEmbedder(Encoder):
             positions = (mask.cumsum(-1) - 1).masked_fill(mask == 0, 1)
             states = self.language_model(inputs_embeds=padded, attention_mask=mask, position_ids=positions,
                                          output_hidden_states=True, return_dict=True)
-            last = states.hidden_states[-1][:, -1, :]
-            out.append(last.float())
-        return torch.cat(out)
+            return states.hidden_states[-1][:, -1, :].float()
 
 
 @register_encoder("llava-next")
