@@ -269,7 +269,7 @@ class Settings:
     batch_size: int = 64
     workers: int | None = None
     device: str = "auto"
-    precision: str = "fp32"
+    precision: str = "auto"  # fp32, except the multimodal-LLM kinds on a GPU (bf16); see load_encoder
     transform: str | None = None
     feature_dtype: str = "fp32"  # as every official code scores; fp16 halves a huge gallery's memory
     label: str | None = None  # names the setting of every method of the run (results kept side by side)

@@ -40,7 +40,9 @@ EncoderSpec = Annotated[Optional[str], typer.Option("--encoder", help="ARCH:TAG,
                                                                       "ARCH:FILE, random:ARCH (default: each "
                                                                       "dataset's: ViT-L-14:openai for real ones).")]
 Device = Annotated[str, typer.Option("--device", help="auto, cpu, cuda, cuda:N.")]
-Precision = Annotated[str, typer.Option("--precision", help="fp32, fp16 or bf16 (autocast on GPU).")]
+Precision = Annotated[str, typer.Option("--precision", help="auto, fp32, fp16 or bf16 (autocast on GPU). auto: fp32, "
+                                        "except the multimodal-LLM embedders on a GPU, which run in bf16 as their "
+                                        "official code does.")]
 Transform = Annotated[Optional[str], typer.Option("--transform", help="Force one image transform for every method: "
                                                                       "clip (resize, centre crop), targetpad (1.25) "
                                                                       "or hf-clip (crop offsets rounded down, as "
@@ -111,7 +113,7 @@ def run(
     batch_size: Annotated[int, typer.Option("--batch-size", min=1)] = 64,
     workers: Workers = DEFAULT_WORKERS,
     device: Device = "auto",
-    precision: Precision = "fp32",
+    precision: Precision = "auto",
     transform: Transform = None,
     overwrite: Annotated[bool, typer.Option("--overwrite", help="Recompute cells that already have a result "
                                                                 "file.")] = False,
@@ -378,7 +380,7 @@ def train(
     cache: CacheDir = None,
     workers: Workers = DEFAULT_WORKERS,
     device: Device = "auto",
-    precision: Precision = "fp32",
+    precision: Precision = "auto",
     transform: Transform = None,
     resume: Annotated[bool, typer.Option("--resume", help="Continue from the checkpoint at --out (after an "
                                                           "interruption).")] = False,

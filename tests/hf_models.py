@@ -158,3 +158,87 @@ def tiny_llava_next(folder: Path, seed: int = 0, mistral: bool = False) -> Path:
     model.save_pretrained(folder)
     processor.save_pretrained(folder)
     return folder
+
+
+# Qwen/Qwen2-VL-7B-Instruct's chat template (its chat_template.json), which LamRA's collator applies
+QWEN2_VL_CHAT_TEMPLATE = (
+    "{% set image_count = namespace(value=0) %}{% set video_count = namespace(value=0) %}{% for message in messages %}"
+    "{% if loop.first and message['role'] != 'system' %}<|im_start|>system\nYou are a helpful assistant.<|im_end|>\n"
+    "{% endif %}<|im_start|>{{ message['role'] }}\n{% if message['content'] is string %}{{ message['content'] }}"
+    "<|im_end|>\n{% else %}{% for content in message['content'] %}{% if content['type'] == 'image' or 'image' in "
+    "content or 'image_url' in content %}{% set image_count.value = image_count.value + 1 %}{% if add_vision_id %}"
+    "Picture {{ image_count.value }}: {% endif %}<|vision_start|><|image_pad|><|vision_end|>{% elif content['type'] == "
+    "'video' or 'video' in content %}{% set video_count.value = video_count.value + 1 %}{% if add_vision_id %}Video "
+    "{{ video_count.value }}: {% endif %}<|vision_start|><|video_pad|><|vision_end|>{% elif 'text' in content %}"
+    "{{ content['text'] }}{% endif %}{% endfor %}<|im_end|>\n{% endif %}{% endfor %}{% if add_generation_prompt %}"
+    "<|im_start|>assistant\n{% endif %}")
+QWEN2_SPECIALS = ["<|endoftext|>", "<|im_start|>", "<|im_end|>", "<|vision_start|>", "<|vision_end|>", "<|image_pad|>",
+                  "<|video_pad|>"]
+
+
+def byte_tokenizer():
+    """A byte-level BPE without merges (every byte of a text is a token, so every character of a prompt
+    reaches the model) with Qwen2-VL's special tokens, padding on the left."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers
+    from transformers import PreTrainedTokenizerFast
+
+    tok = Tokenizer(models.BPE(vocab={c: i for i, c in enumerate(sorted(pre_tokenizers.ByteLevel.alphabet()))},
+                               merges=[]))
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tok.decoder = decoders.ByteLevel()
+    fast = PreTrainedTokenizerFast(tokenizer_object=tok, eos_token="<|im_end|>", pad_token="<|endoftext|>")
+    fast.add_special_tokens({"additional_special_tokens": QWEN2_SPECIALS[1:]})
+    fast.padding_side = "left"
+    return fast
+
+
+def tiny_qwen2_vl(folder: Path, seed: int = 0) -> tuple[Path, Path]:
+    """(a LamRA-Ret-like model folder, a Qwen2-VL-Instruct-like processor folder): a random Qwen2-VL
+    saved as transformers 4.45 saved it (a flat config, ``visual.*`` and ``model.*`` weight names) with
+    one embedding row more than the tokenizer (LamRA's resize for ``<emb>``), and the processor LamRA's
+    evaluation loads from the original repository (byte tokenizer, the Qwen2-VL-Instruct chat template,
+    Qwen2-VL-7B-Instruct's pixel bounds)."""
+    import json
+
+    import torch
+    from safetensors.torch import save_file
+    from transformers import Qwen2VLConfig, Qwen2VLForConditionalGeneration
+
+    model_dir, processor_dir = folder / "lamra-ret", folder / "qwen2-vl-instruct"
+    model_dir.mkdir(parents=True, exist_ok=True)
+    tok = byte_tokenizer()
+    ids = {t: tok.convert_tokens_to_ids(t) for t in QWEN2_SPECIALS}
+    flat = {"architectures": ["Qwen2VLForConditionalGeneration"], "model_type": "qwen2_vl", "attention_dropout": 0.0,
+            "bos_token_id": ids["<|endoftext|>"], "eos_token_id": ids["<|im_end|>"],
+            "vision_start_token_id": ids["<|vision_start|>"], "vision_end_token_id": ids["<|vision_end|>"],
+            "vision_token_id": ids["<|image_pad|>"] + 100, "image_token_id": ids["<|image_pad|>"],
+            "video_token_id": ids["<|video_pad|>"], "hidden_act": "silu", "hidden_size": 64, "initializer_range": 0.02,
+            "intermediate_size": 96, "max_position_embeddings": 4096, "max_window_layers": 2, "num_attention_heads": 4,
+            "num_hidden_layers": 2, "num_key_value_heads": 2, "rms_norm_eps": 1e-6, "rope_theta": 10000.0,
+            "sliding_window": 4096, "tie_word_embeddings": False, "torch_dtype": "float32",
+            "transformers_version": "4.45.0.dev0", "use_cache": True, "use_sliding_window": False,
+            "vision_config": {"depth": 2, "embed_dim": 32, "mlp_ratio": 2, "num_heads": 2, "in_chans": 3,
+                              "hidden_size": 64, "patch_size": 14, "spatial_merge_size": 2, "temporal_patch_size": 2},
+            "rope_scaling": {"type": "mrope", "mrope_section": [2, 3, 3]}, "vocab_size": len(tok) + 1}
+    torch.manual_seed(seed)
+    model = Qwen2VLForConditionalGeneration(Qwen2VLConfig(**{k: v for k, v in flat.items()
+                                                             if k not in ("architectures", "model_type")}))
+    with torch.no_grad():  # no zero biases or unit norms that would hide a mistake
+        for p in model.parameters():
+            p.add_(0.05 * torch.randn_like(p))
+    weights = {}
+    for key, value in model.state_dict().items():  # 4.45's names
+        key = key.replace("model.visual.", "visual.", 1).replace("model.language_model.", "model.", 1)
+        weights[key] = value.contiguous()
+    save_file(weights, str(model_dir / "model.safetensors"), metadata={"format": "pt"})
+    (model_dir / "config.json").write_text(json.dumps(flat, indent=2), encoding="utf-8")
+    processor_dir.mkdir(parents=True, exist_ok=True)
+    tok.chat_template = QWEN2_VL_CHAT_TEMPLATE
+    tok.save_pretrained(processor_dir)
+    (processor_dir / "preprocessor_config.json").write_text(json.dumps({  # as the 4.45-era repository has it
+        "min_pixels": 3136, "max_pixels": 12845056, "patch_size": 14, "temporal_patch_size": 2, "merge_size": 2,
+        "image_mean": [0.48145466, 0.4578275, 0.40821073], "image_std": [0.26862954, 0.26130258, 0.27577711],
+        "image_processor_type": "Qwen2VLImageProcessor", "processor_class": "Qwen2VLProcessor"}), encoding="utf-8")
+    (processor_dir / "chat_template.json").write_text(json.dumps({"chat_template": QWEN2_VL_CHAT_TEMPLATE}),
+                                                      encoding="utf-8")
+    return model_dir, processor_dir

@@ -55,7 +55,7 @@ def test_all_methods_on_all_benchmark_fixtures(tmp_path, tiny_dir, tiny_encoder,
     # the methods that bring their own model are skipped: none is on disk here, and `all` downloads nothing
     own = {c["method"] for c in cells if c["status"] == "skipped"}
     # freedom and basic: no class-name list, no released statistics given
-    assert own == {"bge-vl", "bge-vl-large", "magiclens", "e5-v", "bge-vl-mllm", "freedom", "basic"}
+    assert own == {"bge-vl", "bge-vl-large", "magiclens", "e5-v", "bge-vl-mllm", "lamra", "freedom", "basic"}
     cells = [c for c in cells if c["method"] not in own]
     assert {(c["dataset"], c["method"]) for c in cells} == {(d, m) for d in ("fashioniq", "cirr") for m in METHODS}
     assert {c["status"] for c in cells} == {"computed"}

@@ -33,7 +33,7 @@ def test_train_run_rerun_report(tmp_path, mydata, tiny_dir):
     # released weights only (searle, lincir); released texts or local models and prompts (the LLM methods)
     # and those that bring their own model (BGE-VL, MagicLens), none of which is on disk here
     assert {status.pop(m) for m in ("searle", "lincir", "cirevl", "ldre", "seize", "bge-vl", "bge-vl-large",
-                                    "magiclens", "e5-v", "bge-vl-mllm", "freedom", "basic")} == {"skipped"}
+                                    "magiclens", "e5-v", "bge-vl-mllm", "lamra", "freedom", "basic")} == {"skipped"}
     assert sorted(status) == sorted(METHODS)
     # the training-free methods finished in the first run and are reused; the trained ones are computed now
     assert status == {**{m: "reused" for m in BASELINES}, "pic2word": "computed", "combiner": "computed"}

@@ -12,7 +12,7 @@ pytestmark = pytest.mark.slow
 METHODS = {"image-only", "text-only", "image+text", "product", "pic2word", "combiner", "slerp", "weicom"}
 EXTERNAL = {"searle", "lincir", "cirevl", "ldre", "seize",  # released weights or texts only: skipped
             "freedom", "basic",  # their released class-name list / statistics, not given here: skipped
-            "bge-vl", "bge-vl-large", "magiclens", "e5-v", "bge-vl-mllm"}  # their own models, none on disk here: skipped
+            "bge-vl", "bge-vl-large", "magiclens", "e5-v", "bge-vl-mllm", "lamra"}  # their own models, none on disk here: skipped
 SPLITS = {("world-edit", "color"), ("world-edit", "shape"), ("world-domain", "sketch"),
           ("world-domain", "cartoon"), ("world-domain", "painting")}
 

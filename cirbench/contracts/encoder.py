@@ -170,16 +170,26 @@ def parse_spec(spec: str) -> tuple[str, str]:
 
 def load_encoder(spec: str, *, device: str = "cpu", precision: str = "fp32", transform: str = "clip",
                  cache_dir: Path | None = None, progress=None):
-    """An encoder from its SPEC. ``cache_dir`` is cirbench's cache (downloaded or trained models live below it)."""
-    if precision not in PRECISIONS:
-        raise UsageError(f"unknown precision {precision!r}; choose one of {', '.join(PRECISIONS)}")
+    """An encoder from its SPEC. ``cache_dir`` is cirbench's cache (downloaded or trained models live below it).
+    ``precision="auto"``: fp32, or on a GPU the precision the kind's factory names as ``gpu_precision``
+    (the multimodal-LLM kinds: bf16, as their official codes run)."""
+    if precision not in PRECISIONS + ("auto",):
+        raise UsageError(f"unknown precision {precision!r}; choose one of auto, {', '.join(PRECISIONS)}")
     from cirbench.protocol.transforms import check
 
     check(transform)
     kind, rest = parse_spec(spec)
     factory = encoders.get(kind)
+    precision = resolve_precision(factory, device, precision)
     return factory(rest, spec=spec, device=device, precision=precision, transform=transform, cache_dir=cache_dir,
                    progress=progress)
+
+
+def resolve_precision(factory, device: str, precision: str) -> str:
+    """``auto``: the precision a kind's factory names as ``gpu_precision`` on a GPU (its official code's), else fp32."""
+    if precision != "auto":
+        return precision
+    return getattr(factory, "gpu_precision", "fp32") if str(device).startswith("cuda") else "fp32"
 
 
 def resolve_device(device: str) -> str:

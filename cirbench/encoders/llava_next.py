@@ -29,16 +29,18 @@ processor. No hub code is ever run (``trust_remote_code`` is never set).
 
 from __future__ import annotations
 
-from cirbench.contracts.encoder import Encoder, copy_with, register_encoder
-from cirbench.errors import DataError, MissingResourceError, UsageError
+from cirbench.contracts.encoder import register_encoder
+from cirbench.errors import DataError, UsageError
 from cirbench.protocol.transforms import ToRGB
 from cirbench.util.hub import load_pretrained, require_cached, revision_of
+
+from .prompt_llm import (PROMPT_PREFIX, PromptEmbedder, dtype_argument, import_transformers, positive_int,
+                         split_settings, torch_dtype)
 
 # pinned: transformers 4.41.2 (E5-V's pin): its processor, rows and columns swapped, int() unpadding;
 # 4.45: transformers 4.45.2 (BGE-VL-MLLM's pin): 4.41's processor and unpadding, the layout fixed;
 # fixed: the installed transformers' processor and layout
 TILES = ("pinned", "4.45", "fixed")
-PROMPT_PREFIX = "prompt:"  # a view's transform naming the prompt gallery images are encoded under
 
 
 def _rgb(image):
@@ -193,17 +195,15 @@ def pixels_441(image, config: dict):
     return torch.stack(out), size
 
 
-class LlavaNextEmbedder(Encoder):
+class LlavaNextEmbedder(PromptEmbedder):
     def __init__(self, model, processor, identity: dict, device: str, precision: str, tiles: str,
                  prompt: str | None = None, resize: int | None = None):
-        import torch
-
         self.model = model.eval().requires_grad_(False)
         self.processor = processor
         self.tokenizer = processor.tokenizer
         self.identity = identity
         self.device, self.precision, self.tiles, self.prompt = device, precision, tiles, prompt
-        self.dtype = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}[precision]
+        self.dtype = torch_dtype(precision)
         self.config = model.config
         core = getattr(model, "model", model)  # transformers 5 wraps the parts in LlavaNextModel
         self.vision_tower, self.projector = core.vision_tower, core.multi_modal_projector
@@ -213,31 +213,6 @@ class LlavaNextEmbedder(Encoder):
         self.preprocess = Steps([SquareResize(resize), ToRGB()]) if resize else _rgb
         self.identity["preprocess"] = (f"{self.preprocess!r}; " if resize else "RGB; ") + "tiles by the model's processor"
         self.identity["decode"] = "RGB before the transform"
-
-    # -- views ------------------------------------------------------------------------------------
-    def with_transform(self, transform: str) -> "LlavaNextEmbedder":
-        """``prompt:<text>``: the same model encoding gallery images under that prompt (one ``<image>``)."""
-        if transform == self.transform:
-            return self
-        if not transform.startswith(PROMPT_PREFIX):
-            raise UsageError(f"encoder {self.label!r} encodes images under a prompt: its views are 'prompt:TEXT', "
-                             f"not {transform!r}")
-        clone = copy_with(self, prompt=transform[len(PROMPT_PREFIX):])
-        clone.identity["transform"] = transform
-        return clone
-
-    # -- encoding ----------------------------------------------------------------------------------
-    def encode_images(self, images):
-        if not self.prompt:
-            raise UsageError(f"encoder {self.label!r} needs the prompt its gallery images are encoded under (a view "
-                             "'prompt:TEXT' that the method names)")
-        return self.embed([self.prompt] * len(images), list(images))
-
-    def encode_texts(self, texts: list[str]):
-        return self.embed(list(texts), [None] * len(texts))
-
-    def encode_texts_with_pseudo(self, prompts, embeddings, token="*", prefixes=None, every_occurrence=False):
-        raise UsageError(f"encoder {self.label!r} (a multimodal LLM) does not inject pseudo-words")
 
     def pixels(self, image):
         """(tiles x 3 x H x W pixel values, the image's (height, width)): transformers 4.41.2's processor
@@ -280,58 +255,20 @@ class LlavaNextEmbedder(Encoder):
         return torch.cat([embed(ids[:at]).to(self.dtype), self.image_features(image).to(self.dtype),
                           embed(ids[at + 1:]).to(self.dtype)], dim=0)
 
-    def embed(self, prompts: list[str], images: list):
-        """Normalisable embeddings (N x hidden, float32): each prompt with its image (or none)."""
-        import torch
-
-        with torch.no_grad():
-            seqs = [self.sequence(p, im) for p, im in zip(prompts, images)]
-            if not seqs:
-                return torch.empty(0, self.embed_dim)
-            longest = max(len(s) for s in seqs)
-            padded = torch.zeros(len(seqs), longest, seqs[0].shape[1], dtype=self.dtype, device=self.device)
-            mask = torch.zeros(len(seqs), longest, dtype=torch.long, device=self.device)
-            for i, s in enumerate(seqs):  # left padding, as the official processors pad
-                padded[i, longest - len(s):] = s
-                mask[i, longest - len(s):] = 1
-            positions = (mask.cumsum(-1) - 1).masked_fill(mask == 0, 1)
-            states = self.language_model(inputs_embeds=padded, attention_mask=mask, position_ids=positions,
-                                         output_hidden_states=True, return_dict=True)
-            return states.hidden_states[-1][:, -1, :].float()
-
 
 @register_encoder("llava-next")
 def build_llava_next(rest: str, *, spec: str, device: str, precision: str, transform: str, cache_dir=None,
                      progress=None):
     """A transformers LlavaNextForConditionalGeneration (repository id or folder, optional @revision, and
-    ``?tiles=pinned|fixed``)."""
-    body, _, query = rest.partition("?")
-    model_id, _, revision = body.partition("@")
-    tiles, resize = "pinned", None
-    for part in filter(None, query.split("&")):
-        key, _, value = part.partition("=")
-        if key == "tiles" and value in TILES:
-            tiles = value
-        elif key == "resize" and value.isdigit() and int(value) > 0:
-            resize = int(value)
-        else:
-            raise UsageError(f"encoder {spec!r}: its settings are tiles=pinned|4.45|fixed and resize=N (pixels), not "
-                             f"{part!r}")
-    if not model_id:
-        raise UsageError(f"encoder {spec!r} names no model: llava-next:REPO_OR_FOLDER[@REVISION][?tiles=pinned|fixed]")
-    revision = revision or None
+    ``?tiles=pinned|4.45|fixed&resize=N``)."""
+    model_id, revision, settings = split_settings(spec, rest, {
+        "tiles": (lambda v: v if v in TILES else None, "|".join(TILES)),
+        "resize": (positive_int, "N (pixels)")})
+    tiles, resize = settings.get("tiles", "pinned"), settings.get("resize")
     require_cached(model_id, revision, "LLaVA-NeXT model")
-    try:
-        import transformers
-    except ImportError:
-        raise MissingResourceError('the llava-next encoder needs Hugging Face transformers: pip install -e ".[llm]"') \
-            from None
-    import torch
-
-    dtype = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}[precision]
-    key = "dtype" if int(transformers.__version__.split(".")[0]) >= 5 else "torch_dtype"
+    transformers = import_transformers("llava-next")
     model = load_pretrained([transformers.LlavaNextForConditionalGeneration], model_id, revision, "LLaVA-NeXT model",
-                            **{key: dtype})
+                            **{dtype_argument(transformers): torch_dtype(precision)})
     processor = load_pretrained([transformers.LlavaNextProcessor], model_id, revision, "LLaVA-NeXT processor")
     if getattr(model.config, "image_grid_pinpoints", None) is None:
         raise DataError(f"{model_id}: its config has no image_grid_pinpoints (not a LLaVA-NeXT model)")
@@ -344,3 +281,6 @@ def build_llava_next(rest: str, *, spec: str, device: str, precision: str, trans
                 "transformers_version": transformers.__version__, "random_weights": False}
     prompt = transform[len(PROMPT_PREFIX):] if transform.startswith(PROMPT_PREFIX) else None
     return LlavaNextEmbedder(model.to(device), processor, identity, device, precision, tiles, prompt, resize)
+
+
+build_llava_next.gpu_precision = "bf16"  # --precision auto on a GPU: the official codes' half precision

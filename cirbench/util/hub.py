@@ -123,3 +123,18 @@ def revision_of(model, model_id: str) -> str:
                     h.update(hashlib.sha256(fh.read()).digest())
         return "local-" + h.hexdigest()[:16]
     return "unknown"
+
+
+def files_revision(model_id: str, revision: str | None, filename: str) -> str:
+    """The exact revision of a repository whose files were loaded without a model (a processor): a local
+    folder's hash, else the hub commit of the cached snapshot holding ``filename``."""
+    if Path(model_id).expanduser().is_dir():
+        return revision_of(None, model_id)
+    try:
+        from huggingface_hub import try_to_load_from_cache
+
+        found = try_to_load_from_cache(model_id, filename, revision=revision)
+    except Exception:  # noqa: BLE001 -- an old huggingface_hub: the revision asked is all that is known
+        found = None
+    parts = Path(found).parts if isinstance(found, str) else ()
+    return parts[parts.index("snapshots") + 1] if "snapshots" in parts else (revision or "unknown")
