@@ -285,12 +285,28 @@ def test_progress_without_a_terminal_prints_plain_lines():
     assert "left" not in lines[-1]
 
 
+def test_progress_of_a_counted_unit_shows_its_rate():
+    """4 images after 10 s: 0.4 images/s, on the plain line (and in the bars' rate column)."""
+    import io
+
+    from cirbench.util.progress import Progress
+
+    stream = io.StringIO()
+    with Progress(stream=stream, interval=0.0) as progress:
+        task = progress.task("encode x", total=10, unit="images")
+        task.started -= 10
+        task.advance(4)
+        assert task.rate() == "0.4 images/s"
+    assert "encode x: 4/10 (40%) 10s, 0.4 images/s, about 15s left" in stream.getvalue()
+
+
 def test_a_run_in_a_pipe_shows_progress_on_stderr(tmp_path, mydata):
     from cli_helpers import cirbench
 
     proc = cirbench("run", "--dataset", mydata, "--encoder", "random:ViT-B-32", "-m", "image-only", "--workers", 0,
                     cwd=tmp_path, env={"CIRBENCH_CACHE": str(tmp_path / "c")})
     assert "encode mydata:val: 18/18 (100%)" in proc.stderr and "done" in proc.stderr
+    assert "images/s" in proc.stderr
 
 
 # -- plugins --------------------------------------------------------------------------------------

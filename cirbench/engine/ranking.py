@@ -101,7 +101,7 @@ def rank(method: Method, split: Split, view: SplitView, gallery_features, refs, 
         return query_batches(split, view, refs, layout, gallery, batch_size, method.whole_split, device,
                              reference_encoder)
 
-    task = progress.task(f"rank {method.method_name} on {split.name}", total=len(split.queries)) if progress else None
+    task = progress.task(f"rank {method.method_name} on {split.name}", total=len(split.queries), unit="queries") if progress else None
     with torch.no_grad():
         produce = _vectors if method.scoring == "vectors" else _scores
         top, scores_top, first_rank, sub_scores, exact = produce(method, layout, gallery, batches(), chunk_size, device,

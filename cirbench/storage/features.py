@@ -77,7 +77,7 @@ class FeatureStore:
 
         rank, world = distributed.world()
         mine = todo[self._share(len(todo), rank, world)]  # all of it without torchrun
-        task = self.progress.task(f"encode {label}", total=len(mine)) if self.progress else None
+        task = self.progress.task(f"encode {label}", total=len(mine), unit="images") if self.progress else None
         pending: list[tuple[np.ndarray, np.ndarray]] = []
         bad: list[tuple[int, str]] = []
         pin = str(self.encoder.device).startswith("cuda")

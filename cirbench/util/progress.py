@@ -12,9 +12,9 @@ import time
 
 
 class _Task:
-    def __init__(self, owner, task_id, description: str = "", total: int | None = None):
+    def __init__(self, owner, task_id, description: str = "", total: int | None = None, unit: str | None = None):
         self.owner, self.task_id = owner, task_id
-        self.description, self.total = description, total
+        self.description, self.total, self.unit = description, total, unit
         self.done_count = 0
         self.started = self.last = time.monotonic()
         self.last_tenth = 0
@@ -23,7 +23,7 @@ class _Task:
         self.done_count += n
         if self.owner.bars is not None:
             fields = {"status": status} if status is not None else {}
-            self.owner.bars.update(self.task_id, advance=n, **fields)
+            self.owner.bars.update(self.task_id, advance=n, rate=self.rate(), **fields)
         elif self.owner.plain:
             now = time.monotonic()
             tenth = int(10 * self.done_count / self.total) if self.total else 0
@@ -33,6 +33,13 @@ class _Task:
                 self.last, self.last_tenth = now, tenth
                 self.owner.line(self._text(status))
 
+    def rate(self) -> str:
+        """``12.3 images/s`` for a task counting a unit, once some time has passed."""
+        elapsed = time.monotonic() - self.started
+        if not self.unit or elapsed <= 0 or not self.done_count:
+            return ""
+        return f"{self.done_count / elapsed:.1f} {self.unit}/s"
+
     def _text(self, status: str | None = None) -> str:
         elapsed = time.monotonic() - self.started
         of = f"/{self.total}" if self.total else ""
@@ -40,7 +47,9 @@ class _Task:
         left = ""
         if self.total and 0 < self.done_count < self.total and status != "done":
             left = f", about {elapsed / self.done_count * (self.total - self.done_count):.0f}s left"
-        return f"{self.description}: {self.done_count}{of}{pct} {elapsed:.0f}s{left}{' ' + status if status else ''}"
+        rate = f", {self.rate()}" if self.rate() else ""
+        return (f"{self.description}: {self.done_count}{of}{pct} {elapsed:.0f}s{rate}{left}"
+                f"{' ' + status if status else ''}")
 
     def done(self) -> None:
         if self.owner.bars is not None:
@@ -68,7 +77,8 @@ class Progress:
                                        TimeElapsedColumn, TimeRemainingColumn)
 
             self.bars = Bars(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
-                             TimeElapsedColumn(), TimeRemainingColumn(), TextColumn("{task.fields[status]}"),
+                             TimeElapsedColumn(), TimeRemainingColumn(), TextColumn("{task.fields[rate]}"),
+                             TextColumn("{task.fields[status]}"),
                              console=Console(file=self.stream), transient=False)
             self.bars.__enter__()
         else:
@@ -84,9 +94,10 @@ class Progress:
     def line(self, text: str) -> None:
         print(text, file=self.stream, flush=True)
 
-    def task(self, description: str, total: int | None) -> _Task:
-        task_id = self.bars.add_task(description, total=total, status="") if self.bars is not None else None
-        return _Task(self, task_id, description, total)
+    def task(self, description: str, total: int | None, unit: str | None = None) -> _Task:
+        """A task of ``total`` steps; with a ``unit`` ("images") its line shows the rate (images/s)."""
+        task_id = self.bars.add_task(description, total=total, status="", rate="") if self.bars is not None else None
+        return _Task(self, task_id, description, total, unit)
 
     def log(self, message: str) -> None:
         if self.bars is not None:
