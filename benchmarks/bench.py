@@ -25,8 +25,9 @@
 
 7. models (``--figures models``, not in the default set): gallery images/s through the engine for the
    models methods bring -- a transformers CLIP of ViT-B/16's size (BGE-VL-base) and a MagicLens-base
-   checkpoint (its CLIP, then every gallery image fused with the empty instruction) -- beside open_clip's
-   ViT-B/16 on the same photos and batch size (random weights: the cost, not the numbers).
+   checkpoint (its CLIP, then every gallery image fused with the empty instruction), and the multimodal-LLM
+   kinds' pipelines (E5-V's llava-next, LamRA's qwen2-vl) on the tests' tiny random models -- beside
+   open_clip's ViT-B/16 on the same photos and batch size (random weights: the cost, not the numbers).
 
 8. firstrun (``--figures firstrun``, not in the default set): what a newcomer waits for -- a cold
    ``cirbench run`` (fresh cache: render the world, train the small CLIP, Pic2Word and the Combiner,
@@ -480,6 +481,22 @@ def magiclens_sized(path: Path, seed: int = 0) -> Path:
     return path
 
 
+def tiny_llm_embedders(scratch: Path) -> dict:
+    """{name: (spec, gallery prompt)} of the multimodal-LLM kinds on the tests' tiny random models (E5-V's
+    llava-next with 4.41.2's tiles, LamRA's qwen2-vl): what their pipelines cost around a model, not the
+    7-8B models' own cost."""
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
+    from hf_models import tiny_llava_next, tiny_qwen2_vl
+
+    from cirbench.methods.e5_v import GENERIC_GALLERY, chat
+    from cirbench.methods.lamra import candidate_prompt
+
+    llava = tiny_llava_next(scratch / "tiny-llava-next")
+    qwen, processor = tiny_qwen2_vl(scratch / "tiny-qwen2-vl")
+    return {"llava-next (E5-V pipeline, tiny model)": (f"llava-next:{llava}?tiles=pinned", chat(GENERIC_GALLERY)),
+            "qwen2-vl (LamRA pipeline, tiny model)": (f"qwen2-vl:{qwen}?processor={processor}", candidate_prompt())}
+
+
 def model_figures(paths: list[Path], batch_size: int, workers: int, scratch: Path) -> dict:
     """Gallery images/s through the engine: BGE-VL-base-sized and MagicLens-base-sized models against
     open_clip's ViT-B/16, same photos, batch size and decode workers."""
@@ -492,9 +509,14 @@ def model_figures(paths: list[Path], batch_size: int, workers: int, scratch: Pat
     specs = {"open_clip ViT-B-16": "random:ViT-B-16",
              "hf-clip (BGE-VL-base size)": f"hf-clip:{bge_vl_sized(scratch / 'bge-vl-base-sized')}",
              "magiclens (base size)": f"magiclens:{magiclens_sized(scratch / 'magiclens-base-sized.pkl')}"}
+    views = {}
+    for name, (spec, prompt) in tiny_llm_embedders(scratch).items():
+        specs[name], views[name] = spec, prompt
     out = {}
     for name, spec in specs.items():
         encoder = load_encoder(spec)
+        if name in views:  # the multimodal-LLM kinds encode gallery images under their method's prompt
+            encoder = encoder.with_transform("prompt:" + views[name])
         store = FeatureStore(encoder, scratch / "cache" / name.split()[0], batch_size, workers)
         start = time.perf_counter()
         feats, _ = store.features(paths)
@@ -686,8 +708,8 @@ def main() -> None:
             log(f"killed run: SIGKILL after {args.kill_after:.0f} s of encoding; then the flushes' cost")
             report["killed_run"] = killed_run(args.encoder, shots, work / "kill", args.kill_after)
         if "models" in wanted:
-            log(f"models: gallery images/s of BGE-VL-base- and MagicLens-base-sized models beside open_clip "
-                f"ViT-B/16 on {args.photos} photos")
+            log(f"models: gallery images/s of BGE-VL-base- and MagicLens-base-sized models and the multimodal-LLM "
+                f"pipelines (tiny models) beside open_clip ViT-B/16 on {args.photos} photos")
             report.update(model_figures(photos(work / "photos", args.photos), args.batch_size, args.workers,
                                         work / "models"))
         if "firstrun" in wanted:
