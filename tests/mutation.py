@@ -56,6 +56,9 @@ MODULES = {
     "safe_pickle": ("cirbench/storage/safe_pickle.py", ["tests/test_icir.py"]),
     # the multimodal-LLM sequence assembly and tile layouts
     "llava_next": ("cirbench/encoders/llava_next.py", ["tests/test_e5_v.py", "tests/test_bge_vl_mllm.py"]),
+    "qwen2_vl": ("cirbench/encoders/qwen2_vl.py", ["tests/test_lamra.py"]),
+    "prompt_llm": ("cirbench/encoders/prompt_llm.py", ["tests/test_lamra.py", "tests/test_e5_v.py",
+                                                       "tests/test_bge_vl_mllm.py"]),
     "stats": ("cirbench/analysis/stats.py", ["tests/test_stats.py", "tests/test_pinned_protocols.py"]),
     "transforms": ("cirbench/protocol/transforms.py", ["tests/test_pinned_protocols.py", "tests/test_official_defaults.py",
                                                       "tests/test_hostile_recheck.py"]),
@@ -80,6 +83,7 @@ MODULES = {
         (("basic", "product"), ["tests/test_icir.py"]),
         (("e5_v",), ["tests/test_e5_v.py"]),
         (("bge_vl_mllm",), ["tests/test_bge_vl_mllm.py"]),
+        (("lamra",), ["tests/test_lamra.py"]),
     ) for name in names},
     # the domain-conversion family's shared protocol (minidn, nico and ltll only declare their files)
     "dataset:_domains": ("datasets/_domains.py", ["tests/test_domain_datasets.py", "tests/test_data_check.py"]),
