@@ -226,17 +226,6 @@ def test_lamra_elsewhere_says_it_takes_the_circo_path(tmp_path, folders):
     assert config["processor"] == str(folders[1]) and config["pixels"] == [3136, 235200]
 
 
-def test_lamra_without_its_model_offline_is_one_line(tmp_path, monkeypatch):
-    from helpers import invoke
-
-    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-    monkeypatch.setenv("HF_HOME", str(tmp_path / "hf"))
-    root = F.circo(tmp_path / "circo")
-    code, out = invoke("run", "-m", "lamra", "--dataset", "circo:val", "--data", f"circo={root}", "--quiet",
-                       "--results-dir", tmp_path / "r", "--cache-dir", tmp_path / "c")
-    assert code == 2 and "code-kunkun/LamRA-Ret" in out and "Traceback" not in out
-
-
 def test_bad_settings_of_the_kind_are_one_line(folders):
     from cirbench.contracts.encoder import load_encoder
     from cirbench.errors import UsageError
@@ -247,23 +236,3 @@ def test_bad_settings_of_the_kind_are_one_line(folders):
     with pytest.raises(UsageError, match="exceeds max_pixels"):
         load_encoder(f"qwen2-vl:{model_dir}?processor={processor_dir}&min_pixels=9000&max_pixels=3000")
 
-
-def test_auto_precision_is_bf16_for_the_llm_kinds_on_a_gpu_only():
-    from cirbench.contracts.encoder import resolve_precision
-    from cirbench.contracts.registry import encoders
-
-    for kind in ("qwen2-vl", "llava-next"):
-        assert resolve_precision(encoders.get(kind), "cuda:1", "auto") == "bf16"
-        assert resolve_precision(encoders.get(kind), "cpu", "auto") == "fp32"
-        assert resolve_precision(encoders.get(kind), "cuda", "fp16") == "fp16"
-    assert resolve_precision(encoders.get("hf-clip"), "cuda", "auto") == "fp32"
-
-
-def test_prompts_run_grouped_by_length():
-    """Sorted by length, a new forward pass where padding would exceed a quarter of the real tokens:
-    10, 11, 12 (36 of 33 real) together; 30 alone; 31 joins it (62 of 61)."""
-    from cirbench.encoders.prompt_llm import length_groups
-
-    assert length_groups([30, 10, 12, 31, 11]) == [[1, 4, 2], [0, 3]]
-    assert length_groups([5]) == [[0]] and length_groups([]) == []
-    assert length_groups([4, 100]) == [[0], [1]]

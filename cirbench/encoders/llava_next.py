@@ -30,7 +30,7 @@ processor. No hub code is ever run (``trust_remote_code`` is never set).
 from __future__ import annotations
 
 from cirbench.contracts.encoder import register_encoder
-from cirbench.errors import DataError, UsageError
+from cirbench.errors import DataError
 from cirbench.protocol.transforms import ToRGB
 from cirbench.util.hub import load_pretrained, require_cached, revision_of
 
@@ -244,16 +244,7 @@ class LlavaNextEmbedder(PromptEmbedder):
         import torch
 
         ids = torch.tensor(self.tokenizer(prompt)["input_ids"], device=self.device)
-        slots = (ids == self.image_token).nonzero().flatten().tolist()
-        if len(slots) != (image is not None):
-            raise UsageError(f"a prompt of encoder {self.label!r} holds {len(slots)} <image> token(s) for "
-                             f"{int(image is not None)} image: {prompt[:80]!r}")
-        embed = self.language_model.get_input_embeddings()
-        if image is None:
-            return embed(ids).to(self.dtype)
-        at = slots[0]
-        return torch.cat([embed(ids[:at]).to(self.dtype), self.image_features(image).to(self.dtype),
-                          embed(ids[at + 1:]).to(self.dtype)], dim=0)
+        return self.splice(ids, image, self.image_token, "<image>")
 
 
 @register_encoder("llava-next")

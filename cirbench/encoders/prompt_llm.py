@@ -93,7 +93,28 @@ class PromptEmbedder(Encoder):
         raise UsageError(f"encoder {self.label!r} (a multimodal LLM) does not inject pseudo-words")
 
     def sequence(self, prompt: str, image):
+        """The input embeddings (L x hidden) of one prompt up to its reading token, with its image."""
         raise NotImplementedError
+
+    def image_features(self, image):
+        """The image's features (tokens x hidden) in the language model's input space."""
+        raise NotImplementedError
+
+    def splice(self, ids, image, placeholder: int, name: str):
+        """The embeddings of the token ids with the one ``placeholder`` token (named ``name``) replaced by
+        the image's features; a prompt holding another number of placeholders than images is refused."""
+        import torch
+
+        slots = (ids == placeholder).nonzero().flatten().tolist()
+        if len(slots) != (image is not None):
+            raise UsageError(f"a prompt of encoder {self.label!r} holds {len(slots)} {name} token(s) before its "
+                             f"reading token for {int(image is not None)} image")
+        embed = self.language_model.get_input_embeddings()
+        if image is None:
+            return embed(ids).to(self.dtype)
+        at = slots[0]
+        return torch.cat([embed(ids[:at]).to(self.dtype), self.image_features(image).to(self.dtype),
+                          embed(ids[at + 1:]).to(self.dtype)], dim=0)
 
     def embed(self, prompts: list[str], images: list):
         """Embeddings (N x hidden, float32, not normalised): the final hidden state (after the last norm)

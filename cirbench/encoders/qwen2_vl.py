@@ -174,16 +174,7 @@ class Qwen2VLEmbedder(PromptEmbedder):
             if emb[0] == 0:
                 raise UsageError(f"a prompt of encoder {self.label!r} begins with {EMB_TOKEN}: no token precedes it")
             ids = ids[:emb[0]]
-        slots = (ids == self.image_token).nonzero().flatten().tolist()
-        if len(slots) != (image is not None):
-            raise UsageError(f"a prompt of encoder {self.label!r} holds {len(slots)} <|image_pad|> token(s) before "
-                             f"its reading token for {int(image is not None)} image: {prompt[:80]!r}")
-        embed = self.language_model.get_input_embeddings()
-        if image is None:
-            return embed(ids).to(self.dtype)
-        at = slots[0]
-        return torch.cat([embed(ids[:at]).to(self.dtype), self.image_features(image).to(self.dtype),
-                          embed(ids[at + 1:]).to(self.dtype)], dim=0)
+        return self.splice(ids, image, self.image_token, "<|image_pad|>")
 
     def position_ids(self, positions):
         """The same sequential positions on M-RoPE's three axes (LamRA's position_ids=None)."""
