@@ -40,3 +40,26 @@ def test_prompts_run_grouped_by_length():
     assert length_groups([30, 10, 12, 31, 11]) == [[1, 4, 2], [0, 3]]
     assert length_groups([5]) == [[0]] and length_groups([]) == []
     assert length_groups([4, 100]) == [[0], [1]]
+
+
+def test_a_processors_revision_is_its_cached_commit_or_its_folders_hash(tmp_path, monkeypatch):
+    """LamRA's processor comes from another repository than its model: its exact revision is recorded --
+    the hub commit of the cached snapshot (refs/main names it), or a hash of a local folder's files."""
+    from cirbench.util.hub import files_revision
+
+    commit = "0123456789abcdef0123456789abcdef01234567"
+    cache = tmp_path / "hub"
+    snapshot = cache / "models--Qwen--Qwen2-VL-7B-Instruct" / "snapshots" / commit
+    snapshot.mkdir(parents=True)
+    (snapshot / "preprocessor_config.json").write_text("{}")
+    (cache / "models--Qwen--Qwen2-VL-7B-Instruct" / "refs").mkdir()
+    (cache / "models--Qwen--Qwen2-VL-7B-Instruct" / "refs" / "main").write_text(commit)
+    monkeypatch.setenv("HF_HUB_CACHE", str(cache))
+    import huggingface_hub.constants as constants
+
+    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(cache))
+    assert files_revision("Qwen/Qwen2-VL-7B-Instruct", None, "preprocessor_config.json") == commit
+    assert files_revision("Qwen/Other", "v1", "preprocessor_config.json") == "v1"
+    local = files_revision(str(snapshot), None, "preprocessor_config.json")
+    (snapshot / "preprocessor_config.json").write_text('{"min_pixels": 1}')
+    assert local.startswith("local-") and files_revision(str(snapshot), None, "x") != local
