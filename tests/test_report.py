@@ -146,3 +146,27 @@ def test_e5v_meets_its_published_numbers_by_model_name():
     table = paper_comparison(long_frame([rec]))
     row = table[table.metric == "R@1"]
     assert row["value_paper"].item() == 33.9 and abs(row["difference"].item() - (33.0 - 33.9)) < 1e-9
+
+
+def test_a_chat_prompt_stays_whole_in_the_protocol_table():
+    """A chat template's pipes (<|im_start|>) and line breaks once split its row and were rewritten as
+    '/': each row is now one line of six cells, the prompt shown exactly (line breaks as \\n), and the
+    HTML report shows it with its real pipes."""
+    from cirbench.analysis.html import _markdown_table_html
+    from cirbench.analysis.tables import protocol_lines
+
+    prompt = "<|im_start|>user\n<|image_pad|>`x` {text}\nSay it: <|im_end|>"
+    view = "prompt:<|im_start|>user\n<|image_pad|>\nSummarize<|im_end|>"
+    rec = record("lamra", "circo", "val", {"mAP@5": 1.0}, spec="qwen2-vl:m?processor=p", transform=view)
+    rec.method.protocol = {"text": prompt, "notes": ["a | note"]}
+    rec.path = "r.json"
+    lines = protocol_lines([rec], {"r.json": "is red"})
+    row = lines[2]
+    assert len(lines) == 3 and "\n" not in row
+    cells = __import__("re").split(r"(?<!\\)\|", row.strip()[1:-1])
+    assert len(cells) == 6
+    assert "<\\|im_start\\|>user\\n<\\|image_pad\\|>`x` {text}\\nSay it: <\\|im_end\\|>" in cells[4]
+    assert "is red" in cells[4] and "a \\| note" in cells[5]
+    html = _markdown_table_html(lines)
+    assert "&lt;|im_start|&gt;user\\n&lt;|image_pad|&gt;`x` {text}\\nSay it: &lt;|im_end|&gt;" in html
+    assert html.count("<tr>") == 2 and "prompt:&lt;|im_start|&gt;user\\n" in html

@@ -42,13 +42,15 @@ def _table_html(table) -> str:
 
 
 def inline(text: str) -> str:
-    """Markdown text (as the .md report writes it) as HTML: escaped, its `code` spans as <code>."""
-    return re.sub(r"`([^`]*)`", r"<code>\1</code>", esc(text))
+    """Markdown text (as the .md report writes it) as HTML: escaped, its `code` spans (and ``fenced``
+    ones holding a backtick) as <code>."""
+    return re.sub(r"(`+) ?(.*?) ?\1(?!`)", r"<code>\2</code>", esc(text))
 
 
 def _markdown_table_html(lines: list[str]) -> str:
-    """A markdown table (as the .md report writes them) as HTML."""
-    rows = [[c.strip() for c in line.strip().strip("|").split("|")] for line in lines if not line.startswith("|---")]
+    """A markdown table (as the .md report writes them) as HTML: cells split at unescaped pipes."""
+    rows = [[c.strip().replace("\\|", "|") for c in re.split(r"(?<!\\)\|", line.strip()[1:-1])]
+            for line in lines if not line.startswith("|---")]
     if not rows:
         return ""
     head = "".join(f"<th>{esc(c)}</th>" for c in rows[0])

@@ -294,6 +294,20 @@ def example_texts(report) -> dict:
             if c.outcomes is not None and c.outcomes.texts}
 
 
+def md_cell(text) -> str:
+    """Text kept whole in one markdown table cell: line breaks shown as ``\\n``, pipes escaped (a
+    chat template's ``<|im_start|>`` and its line breaks would otherwise split the row)."""
+    return str(text).replace("\r", "\\r").replace("\n", "\\n").replace("|", "\\|")
+
+
+def md_code(text) -> str:
+    """A code span in a markdown table cell, exactly the text (a backtick in it fenced by two)."""
+    body = md_cell(text)
+    if "`" not in body:
+        return f"`{body}`"
+    return f"`` {body} ``"
+
+
 def protocol_lines(records, examples: dict | None = None) -> list[str]:
     """Per (encoder, dataset, method): the transform, prompt (with an example of it filled, from
     ``examples``: result path -> a query text), caption rule and options it ran with -- an option chosen
@@ -310,18 +324,18 @@ def protocol_lines(records, examples: dict | None = None) -> list[str]:
         chosen = {k: v if v is not None else r.method.config.get(k) for k, v in r.method.options.items()}
         notes = [*declared.get("notes", [])[:1], *(f"{k}={v}" for k, v in chosen.items() if v is not None),
                  *declared.get("notes", [])[1:]]
-        shown = f"`{str(prompt).replace('|', '/')}`"
+        shown = md_code(prompt)
         example = (examples or {}).get(str(r.path))
         if example is not None and "{text}" in str(prompt):  # the template as the first query filled it
-            shown += f" (e.g. `{str(prompt).replace('{text}', example).replace('|', '/')}`)"
-        text = "; ".join(notes).replace("|", "\\|")
+            shown += f" (e.g. {md_code(str(prompt).replace('{text}', example))})"
+        text = md_cell("; ".join(notes))
         images = r.method.transform
         if r.method.reference_transform and r.method.reference_transform != r.method.transform:
             images += f"; references {r.method.reference_transform}"
         if r.method.weights != "loaded":
             images += f"; weights rounded through {r.method.weights}"
-        lines.append(f"| {enc_labels[r.encoder.model_key]} | {ds_labels[dataset_key(r)]} | {method_id(r)} | "
-                     f"{images} | {shown} | {text} |")
+        lines.append(f"| {md_cell(enc_labels[r.encoder.model_key])} | {ds_labels[dataset_key(r)]} | {method_id(r)} | "
+                     f"{md_cell(images)} | {shown} | {text} |")
     return lines
 
 
