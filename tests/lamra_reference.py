@@ -90,3 +90,23 @@ def genecis_recall(query_features, gallery_features, ks=(1, 2, 3)):
         for k in ks:
             hits[k].append(1 if 0 in order[:k] else 0)
     return {k: sum(v) / len(v) for k, v in hits.items()}
+
+
+def processor_smart_resize_445(height, width, factor=28, min_pixels=56 * 56, max_pixels=14 * 14 * 4 * 1280):
+    """transformers 4.45.2 models/qwen2_vl/image_processing_qwen2_vl.py smart_resize (the processor's own,
+    after LamRA's: a ValueError below the factor, no floor at it)."""
+    if height < factor or width < factor:
+        raise ValueError(f"height:{height} or width:{width} must be larger than factor:{factor}")
+    elif max(height, width) / min(height, width) > 200:
+        raise ValueError("absolute aspect ratio must be smaller than 200")
+    h_bar = round(height / factor) * factor
+    w_bar = round(width / factor) * factor
+    if h_bar * w_bar > max_pixels:
+        beta = math.sqrt((height * width) / max_pixels)
+        h_bar = math.floor(height / beta / factor) * factor
+        w_bar = math.floor(width / beta / factor) * factor
+    elif h_bar * w_bar < min_pixels:
+        beta = math.sqrt(min_pixels / (height * width))
+        h_bar = math.ceil(height * beta / factor) * factor
+        w_bar = math.ceil(width * beta / factor) * factor
+    return h_bar, w_bar

@@ -16,6 +16,7 @@ from PIL import Image
 
 import lamra_reference as R
 import real_fixtures as F
+from cirbench.errors import DataError
 from hf_models import tiny_qwen2_vl
 
 
@@ -77,12 +78,38 @@ def test_lamras_pixel_bounds_by_hand():
         for w in (13, 28, 42, 70, 333, 1000):
             assert lamra_size(h, w) == R.smart_resize(h, w), (h, w)
     assert LamraResize()(IMAGES[1]).size == (560, 392)
+    # 8,200 x 41: 41 rounds to 28, 8,200 to 8,204 (229,712 pixels, within the bounds), a ratio of 293
+    # that LamRA clamps to 200 x 28 = 5,600; an aspect ratio of 200 passes, one above it is refused
+    assert lamra_size(8200, 41) == (5600, 28) and lamra_size(41, 8200) == (28, 5600)
+    assert lamra_size(5600, 28) == (5600, 28)
+    with pytest.raises(DataError, match="aspect ratio exceeds 200"):
+        lamra_size(8201, 41)
+
+
+def test_the_processors_own_resize_is_4_45s():
+    """After LamRA's resize the processor's smart_resize (4.45.2's: no floor at the factor, an error
+    below it) changes nothing; on any other size it is 4.45.2's, bounds and all."""
+    from cirbench.encoders.qwen2_vl import processor_size
+
+    for h in (28, 29, 41, 42, 70, 333, 1000, 4000, 9000):
+        for w in (28, 55, 56, 700, 3001, 5000):
+            if max(h, w) / min(h, w) <= 200:
+                assert processor_size(h, w, 28, 3136, 12845056) == R.processor_smart_resize_445(h, w, 28, 3136,
+                                                                                                12845056), (h, w)
+                assert processor_size(h, w, 28, 10000, 200000) == R.processor_smart_resize_445(h, w, 28, 10000,
+                                                                                                200000), (h, w)
+    assert processor_size(4000, 5000, 28, 3136, 12845056) == (3192, 4004)
+    with pytest.raises(DataError, match="smaller than"):
+        processor_size(27, 500, 28, 3136, 12845056)
 
 
 def test_pixels_are_the_qwen2_vl_processors(folders, encoder):
+    """LamRA-resized images as transformers' processor patches them; an image of another size resized
+    first, as the PIL processor (4.45's way) does; a processor lacking a setting is one line."""
     from transformers import AutoImageProcessor
+    from transformers.models.qwen2_vl.image_processing_pil_qwen2_vl import Qwen2VLImageProcessorPil
 
-    from cirbench.encoders.qwen2_vl import pixels_445
+    from cirbench.encoders.qwen2_vl import image_settings, pixels_445
 
     processor = AutoImageProcessor.from_pretrained(folders[1])
     for image in IMAGES:
@@ -91,6 +118,16 @@ def test_pixels_are_the_qwen2_vl_processors(folders, encoder):
         want = processor(images=[resized], return_tensors="pt")
         assert list(want["image_grid_thw"][0]) == list(grid)
         assert torch.allclose(got, want["pixel_values"], atol=1e-6)
+    config = processor.to_dict()
+    pil = Qwen2VLImageProcessorPil(**{k: v for k, v in config.items() if k != "image_processor_type"})
+    odd = noise(100, 61, 7)
+    got, grid = pixels_445(odd, encoder.image_config)
+    want = pil(images=[odd], return_tensors="pt")
+    assert grid == (1, 4, 8) and torch.equal(got, want["pixel_values"])
+    assert image_settings({**config, "min_pixels": 3136, "max_pixels": 12845056, "size": None}, "p")["max_pixels"] \
+        == 12845056
+    with pytest.raises(DataError, match="p: its image processor has no merge_size"):
+        image_settings({k: v for k, v in config.items() if k != "merge_size"}, "p")
 
 
 def test_the_encoder_is_lamras_forward(official, encoder):
@@ -226,7 +263,7 @@ def test_lamra_elsewhere_says_it_takes_the_circo_path(tmp_path, folders):
     assert config["processor"] == str(folders[1]) and config["pixels"] == [3136, 235200]
 
 
-def test_bad_settings_of_the_kind_are_one_line(folders):
+def test_bad_settings_and_prompts_of_the_kind_are_one_line(folders, encoder):
     from cirbench.contracts.encoder import load_encoder
     from cirbench.errors import UsageError
 
@@ -235,4 +272,16 @@ def test_bad_settings_of_the_kind_are_one_line(folders):
         load_encoder(f"qwen2-vl:{model_dir}?pixels=5")
     with pytest.raises(UsageError, match="exceeds max_pixels"):
         load_encoder(f"qwen2-vl:{model_dir}?processor={processor_dir}&min_pixels=9000&max_pixels=3000")
+    same = load_encoder(f"qwen2-vl:{model_dir}?processor={processor_dir}&min_pixels=3136&max_pixels=3136")
+    # equal bounds are allowed; 500 x 700 over 3,136 pixels floors to 28 x 56 (LamRA's max branch may end
+    # under min_pixels)
+    assert same.preprocess(IMAGES[1]).size == (56, 28) and same.identity["model_name"] == "lamra-ret"
+    pad = "<|vision_start|><|image_pad|><|vision_end|>"
+    with pytest.raises(UsageError, match="2 <\\|image_pad\\|> token"):
+        encoder.embed([f"{pad}{pad} two <emb>."], [encoder.preprocess(IMAGES[0])])
+    with pytest.raises(UsageError, match="1 <\\|image_pad\\|> token"):
+        encoder.embed([f"{pad} none <emb>."], [None])
+    with pytest.raises(UsageError, match="begins with <emb>"):
+        encoder.embed(["<emb>. after"], [None])
+    assert encoder.embed(["no image, read at <emb>."], [None]).shape == (1, encoder.embed_dim)
 

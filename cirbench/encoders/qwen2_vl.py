@@ -93,38 +93,45 @@ class LamraResize:
         return f"LamraResize({self.min_pixels}..{self.max_pixels} pixels, multiples of {IMAGE_FACTOR})"
 
 
-def _setting(config: dict, name: str, size_key: str, default):
-    value = config.get(name)
-    if value is None and isinstance(config.get("size"), dict):
-        value = config["size"].get(size_key)
-    return default if value is None else value
+IMAGE_SETTINGS = ("patch_size", "merge_size", "temporal_patch_size", "resample", "do_resize", "do_rescale",
+                  "rescale_factor", "do_normalize", "image_mean", "image_std")
 
 
-def pixels_445(image, config: dict):
+def image_settings(config: dict, where: str) -> dict:
+    """What the pixel pipeline reads from a Qwen2-VL image processor's settings (``to_dict()``; its
+    pixel bounds as 4.45 named them, ``min_pixels``/``max_pixels``, or as ``size``'s shortest and longest
+    edge); a setting missing is one line naming the processor."""
+    size = config.get("size") if isinstance(config.get("size"), dict) else {}
+    bounds = {"min_pixels": config.get("min_pixels") or size.get("shortest_edge"),
+              "max_pixels": config.get("max_pixels") or size.get("longest_edge")}
+    missing = [k for k in IMAGE_SETTINGS if config.get(k) is None] + [k for k, v in bounds.items() if v is None]
+    if missing:
+        raise DataError(f"{where}: its image processor has no {', '.join(missing)} (not a Qwen2-VL image processor)")
+    return {**{k: config[k] for k in IMAGE_SETTINGS}, **{k: int(v) for k, v in bounds.items()}}
+
+
+def pixels_445(image, settings: dict):
     """(patches x (3 * temporal * patch^2) float32 pixel values, (t, h, w) grid) as transformers 4.45.2's
-    Qwen2VLImageProcessor gives them for one RGB image."""
+    Qwen2VLImageProcessor gives them for one RGB image (``settings``: :func:`image_settings`)."""
     import numpy as np
     import torch
     from PIL import Image
 
-    patch = int(config.get("patch_size", 14))
-    merge = int(config.get("merge_size", 2))
-    temporal = int(config.get("temporal_patch_size", 2))
+    patch, merge, temporal = (int(settings[k]) for k in ("patch_size", "merge_size", "temporal_patch_size"))
     array = np.array(image.convert("RGB"))
     height, width = array.shape[:2]
-    if config.get("do_resize", True):
-        h, w = processor_size(height, width, patch * merge, int(_setting(config, "min_pixels", "shortest_edge", 56 * 56)),
-                              int(_setting(config, "max_pixels", "longest_edge", 28 * 28 * 1280)))
+    if settings["do_resize"]:
+        h, w = processor_size(height, width, patch * merge, settings["min_pixels"], settings["max_pixels"])
         if (h, w) != (height, width):
-            resample = int(config.get("resample", 3))
-            array = np.array(Image.fromarray(array).resize((w, h), resample=resample, reducing_gap=None))
+            array = np.array(Image.fromarray(array).resize((w, h), resample=int(settings["resample"]),
+                                                           reducing_gap=None))
             height, width = h, w
     values = array
-    if config.get("do_rescale", True):
-        values = (values.astype(np.float64) * float(config.get("rescale_factor", 1 / 255))).astype(np.float32)
-    if config.get("do_normalize", True):
-        values = (values - np.array(config["image_mean"], dtype=values.dtype)) / np.array(config["image_std"],
-                                                                                         dtype=values.dtype)
+    if settings["do_rescale"]:
+        values = (values.astype(np.float64) * float(settings["rescale_factor"])).astype(np.float32)
+    if settings["do_normalize"]:
+        values = (values - np.array(settings["image_mean"], dtype=values.dtype)) / np.array(settings["image_std"],
+                                                                                           dtype=values.dtype)
     frames = np.tile(values.transpose(2, 0, 1)[None], (temporal, 1, 1, 1))
     grid_h, grid_w = height // patch, width // patch
     channels = frames.shape[1]
@@ -219,7 +226,8 @@ def build_qwen2_vl(rest: str, *, spec: str, device: str, precision: str, transfo
                 "model_name": model_id.rstrip("/").split("/")[-1],
                 "transformers_version": transformers.__version__, "random_weights": False}
     prompt = transform[len(PROMPT_PREFIX):] if transform.startswith(PROMPT_PREFIX) else None
-    return Qwen2VLEmbedder(model.to(device), tokenizer, image_processor.to_dict(), identity, device, precision, prompt,
+    settings = image_settings(image_processor.to_dict(), processor_id)
+    return Qwen2VLEmbedder(model.to(device), tokenizer, settings, identity, device, precision, prompt,
                            min_pixels, max_pixels)
 
 
