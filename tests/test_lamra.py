@@ -285,3 +285,30 @@ def test_bad_settings_and_prompts_of_the_kind_are_one_line(folders, encoder):
         encoder.embed(["<emb>. after"], [None])
     assert encoder.embed(["no image, read at <emb>."], [None]).shape == (1, encoder.embed_dim)
 
+
+
+def test_the_gallery_is_encoded_once_per_model_and_prompt(tmp_path, folders, monkeypatch):
+    """A second run (results rewritten) reads every gallery feature from the content-keyed cache: the
+    model, its revision, the candidate prompt and the pixel bounds key them."""
+    import cirbench
+    from cirbench.encoders.qwen2_vl import Qwen2VLEmbedder
+
+    root = F.circo(tmp_path / "circo")
+    encoded = []
+    original = Qwen2VLEmbedder.encode_images
+
+    def counting(self, images):
+        encoded.append(len(images))
+        return original(self, images)
+
+    monkeypatch.setattr(Qwen2VLEmbedder, "encode_images", counting)
+    model_dir, processor_dir = folders
+    for overwrite in (False, True):
+        ev = cirbench.evaluate(methods=["lamra"], datasets=["circo:val"], data={"circo": str(root)},
+                               options=[f"lamra.model={model_dir}", f"lamra.processor={processor_dir}"], workers=0,
+                               cache_dir=tmp_path / "cache", results_dir=tmp_path / "r", overwrite=overwrite)
+        assert [c.status for c in ev.cells] == ["computed"]
+        if not overwrite:
+            assert sum(encoded) == 7  # the seven images of image_info_unlabeled2017.json
+            encoded.clear()
+    assert encoded == []
