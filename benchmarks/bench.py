@@ -542,8 +542,8 @@ def stage_worker(cache: str, out: str, argv: list[str]) -> None:
     tasks: list[dict] = []
     original_task, original_advance = progress_module.Progress.task, progress_module._Task.advance
 
-    def task(self, description, total):
-        made = original_task(self, description, total)
+    def task(self, description, total, **kwargs):
+        made = original_task(self, description, total, **kwargs)
         made._timing = {"name": description, "start": time.perf_counter()}
         made._timing["end"] = made._timing["start"]
         tasks.append(made._timing)
