@@ -179,7 +179,7 @@ class RecordingProgress:
     def __init__(self):
         self.tasks, self.texts, self.advanced, self.finished = [], [], 0, False
 
-    def task(self, name, total=None):
+    def task(self, name, total=None, unit=None):
         self.tasks.append((name, total))
         return self
 
