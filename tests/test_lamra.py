@@ -101,6 +101,8 @@ def test_the_processors_own_resize_is_4_45s():
     assert processor_size(4000, 5000, 28, 3136, 12845056) == (3192, 4004)
     with pytest.raises(DataError, match="smaller than"):
         processor_size(27, 500, 28, 3136, 12845056)
+    with pytest.raises(DataError, match="aspect ratio exceeds 200"):
+        processor_size(28, 5700, 28, 3136, 12845056)
 
 
 def test_pixels_are_the_qwen2_vl_processors(folders, encoder):

@@ -41,22 +41,31 @@ MAX_RATIO = 200
 DEFAULT_PROCESSOR = "Qwen/Qwen2-VL-7B-Instruct"  # eval_*.py: "processor is not changed so we still load from the original model repo"
 
 
+def _check_ratio(height: int, width: int) -> None:
+    if max(height, width) / min(height, width) > MAX_RATIO:
+        raise DataError(f"an image of {width} x {height} pixels: its aspect ratio exceeds {MAX_RATIO} (Qwen2-VL's limit)")
+
+
+def _within(height: int, width: int, h_bar: int, w_bar: int, factor: int, min_pixels: int, max_pixels: int):
+    """Both smart_resizes' bounds: over ``max_pixels`` scaled down and floored, under ``min_pixels``
+    scaled up and ceiled, to multiples of ``factor``."""
+    if h_bar * w_bar > max_pixels:
+        beta = math.sqrt((height * width) / max_pixels)
+        return math.floor(height / beta / factor) * factor, math.floor(width / beta / factor) * factor
+    if h_bar * w_bar < min_pixels:
+        beta = math.sqrt(min_pixels / (height * width))
+        return math.ceil(height * beta / factor) * factor, math.ceil(width * beta / factor) * factor
+    return h_bar, w_bar
+
+
 def lamra_size(height: int, width: int, factor: int = IMAGE_FACTOR, min_pixels: int = MIN_PIXELS,
                max_pixels: int = MAX_PIXELS) -> tuple[int, int]:
     """LamRA's smart_resize: (height, width) multiples of ``factor`` near the image's, its pixels within the
-    bounds (Python's round, which rounds halves to even, as the official code)."""
-    if max(height, width) / min(height, width) > MAX_RATIO:
-        raise DataError(f"an image of {width} x {height} pixels: its aspect ratio exceeds {MAX_RATIO} (Qwen2-VL's limit)")
-    h_bar = max(factor, round(height / factor) * factor)
-    w_bar = max(factor, round(width / factor) * factor)
-    if h_bar * w_bar > max_pixels:
-        beta = math.sqrt((height * width) / max_pixels)
-        h_bar = math.floor(height / beta / factor) * factor
-        w_bar = math.floor(width / beta / factor) * factor
-    elif h_bar * w_bar < min_pixels:
-        beta = math.sqrt(min_pixels / (height * width))
-        h_bar = math.ceil(height * beta / factor) * factor
-        w_bar = math.ceil(width * beta / factor) * factor
+    bounds (Python's round, which rounds halves to even, as the official code), at least ``factor`` before
+    the bounds, the ratio clamped to MAX_RATIO after them."""
+    _check_ratio(height, width)
+    h_bar, w_bar = _within(height, width, max(factor, round(height / factor) * factor),
+                           max(factor, round(width / factor) * factor), factor, min_pixels, max_pixels)
     if h_bar / w_bar > MAX_RATIO:
         h_bar = w_bar * MAX_RATIO
     elif w_bar / h_bar > MAX_RATIO:
@@ -65,17 +74,12 @@ def lamra_size(height: int, width: int, factor: int = IMAGE_FACTOR, min_pixels: 
 
 
 def processor_size(height: int, width: int, factor: int, min_pixels: int, max_pixels: int) -> tuple[int, int]:
-    """transformers 4.45.2's Qwen2-VL smart_resize (no floor at ``factor``, no ratio clamp)."""
+    """transformers 4.45.2's Qwen2-VL smart_resize (an error under ``factor``, no floor at it, no clamp)."""
     if height < factor or width < factor:
         raise DataError(f"an image of {width} x {height} pixels is smaller than Qwen2-VL's {factor}-pixel factor")
-    h_bar, w_bar = round(height / factor) * factor, round(width / factor) * factor
-    if h_bar * w_bar > max_pixels:
-        beta = math.sqrt((height * width) / max_pixels)
-        h_bar, w_bar = math.floor(height / beta / factor) * factor, math.floor(width / beta / factor) * factor
-    elif h_bar * w_bar < min_pixels:
-        beta = math.sqrt(min_pixels / (height * width))
-        h_bar, w_bar = math.ceil(height * beta / factor) * factor, math.ceil(width * beta / factor) * factor
-    return h_bar, w_bar
+    _check_ratio(height, width)
+    return _within(height, width, round(height / factor) * factor, round(width / factor) * factor, factor,
+                   min_pixels, max_pixels)
 
 
 class LamraResize:
