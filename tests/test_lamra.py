@@ -122,10 +122,10 @@ def test_pixels_are_the_qwen2_vl_processors(folders, encoder):
         assert torch.allclose(got, want["pixel_values"], atol=1e-6)
     config = processor.to_dict()
     pil = Qwen2VLImageProcessorPil(**{k: v for k, v in config.items() if k != "image_processor_type"})
-    odd = noise(100, 61, 7)
-    got, grid = pixels_445(odd, encoder.image_config)
-    want = pil(images=[odd], return_tensors="pt")
-    assert grid == (1, 4, 8) and torch.equal(got, want["pixel_values"])
+    for odd, size in ((noise(100, 61, 7), (1, 4, 8)), (noise(61, 41, 8), (1, 4, 6))):  # shrunk, grown
+        got, grid = pixels_445(odd, encoder.image_config)
+        want = pil(images=[odd], return_tensors="pt")
+        assert grid == size and torch.equal(got, want["pixel_values"])
     assert image_settings({**config, "min_pixels": 3136, "max_pixels": 12845056, "size": None}, "p")["max_pixels"] \
         == 12845056
     with pytest.raises(DataError, match="p: its image processor has no merge_size"):
