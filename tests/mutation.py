@@ -83,7 +83,7 @@ MODULES = {
         (("basic", "product"), ["tests/test_icir.py"]),
         (("e5_v",), ["tests/test_e5_v.py"]),
         (("bge_vl_mllm",), ["tests/test_bge_vl_mllm.py"]),
-        (("lamra",), ["tests/test_lamra.py"]),
+        (("lamra",), ["tests/test_lamra.py", "tests/test_registry.py"]),
     ) for name in names},
     # the domain-conversion family's shared protocol (minidn, nico and ltll only declare their files)
     "dataset:_domains": ("datasets/_domains.py", ["tests/test_domain_datasets.py", "tests/test_data_check.py"]),

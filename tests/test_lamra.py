@@ -286,6 +286,15 @@ def test_bad_settings_and_prompts_of_the_kind_are_one_line(folders, encoder):
     with pytest.raises(UsageError, match="begins with <emb>"):
         encoder.embed(["<emb>. after"], [None])
     assert encoder.embed(["no image, read at <emb>."], [None]).shape == (1, encoder.embed_dim)
+    # the token before the first <emb> (argmax finds the first), whatever follows
+    first, twice = encoder.embed(["read here <emb> not <emb>.", "read here "], [None, None])
+    assert torch.allclose(first, twice, atol=1e-6)
+    with pytest.raises(UsageError, match="REPO_OR_FOLDER"):
+        load_encoder(f"qwen2-vl:{model_dir}?processor=@abc")
+    pinned = load_encoder(f"qwen2-vl:{model_dir}?processor={processor_dir}@r1")
+    assert pinned.prompt is None and pinned.identity["requested_processor_revision"] == "r1"
+    with pytest.raises(UsageError, match="needs the prompt its gallery images are encoded under"):
+        pinned.encode_images([pinned.preprocess(IMAGES[0])])
 
 
 
@@ -314,3 +323,28 @@ def test_the_gallery_is_encoded_once_per_model_and_prompt(tmp_path, folders, mon
             assert sum(encoded) == 7  # the seven images of image_info_unlabeled2017.json
             encoded.clear()
     assert encoded == []
+
+
+@pytest.mark.parametrize("dataset,text", [("circo", "is in a kitchen"), ("genecis", "is in a kitchen"),
+                                          ("cirr", "a photo that is in a kitchen")])
+def test_the_official_datasets_take_the_raw_text(encoder, dataset, text):
+    """CIRCO's relative caption and GeneCIS's condition go into the prompt as the annotation has them,
+    whatever caption prompt the split carries; elsewhere the split's caption prompt is used."""
+    from helpers import method_for, query_batch
+
+    method = method_for("lamra", encoder, dataset=dataset, prompts={"caption": "a photo that {text}"})
+    batch = query_batch(method, torch.zeros(1, encoder.embed_dim), ["is in a kitchen"])
+    assert method._texts(batch) == [text]
+
+
+def test_the_model_the_method_brings_is_named_by_its_options():
+    """The model, its revision and the processor name the encoder (so they never share a table row or a
+    cache entry) rather than the method's setting."""
+    from cirbench.contracts.registry import methods
+
+    lamra = methods.get("lamra")
+    assert lamra.own_encoder({}, None) == "qwen2-vl:code-kunkun/LamRA-Ret?processor=Qwen/Qwen2-VL-7B-Instruct"
+    assert lamra.own_encoder({"model": "/m", "revision": "abc", "processor": "/p@r1"}, None) == \
+        "qwen2-vl:/m@abc?processor=/p@r1"
+    assert not any(lamra.options[k].in_setting for k in ("model", "revision", "processor"))
+    assert lamra.external_weights

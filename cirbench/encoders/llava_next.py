@@ -34,7 +34,7 @@ from cirbench.errors import DataError
 from cirbench.protocol.transforms import ToRGB
 from cirbench.util.hub import load_pretrained, require_cached, revision_of
 
-from .prompt_llm import (PROMPT_PREFIX, PromptEmbedder, dtype_argument, import_transformers, positive_int,
+from .prompt_llm import (PromptEmbedder, dtype_argument, import_transformers, positive_int,
                          split_settings, torch_dtype)
 
 # pinned: transformers 4.41.2 (E5-V's pin): its processor, rows and columns swapped, int() unpadding;
@@ -270,8 +270,7 @@ def build_llava_next(rest: str, *, spec: str, device: str, precision: str, trans
                 "resize": resize,
                 "model_name": model_id.rstrip("/").split("/")[-1],
                 "transformers_version": transformers.__version__, "random_weights": False}
-    prompt = transform[len(PROMPT_PREFIX):] if transform.startswith(PROMPT_PREFIX) else None
-    return LlavaNextEmbedder(model.to(device), processor, identity, device, precision, tiles, prompt, resize)
+    return LlavaNextEmbedder(model.to(device), processor, identity, device, precision, tiles, None, resize)
 
 
 build_llava_next.gpu_precision = "bf16"  # --precision auto on a GPU: the official codes' half precision

@@ -30,7 +30,7 @@ from cirbench.contracts.encoder import register_encoder
 from cirbench.errors import DataError, UsageError
 from cirbench.util.hub import files_revision, load_pretrained, require_cached, revision_of
 
-from .prompt_llm import (PROMPT_PREFIX, PromptEmbedder, dtype_argument, import_transformers, positive_int,
+from .prompt_llm import (PromptEmbedder, dtype_argument, import_transformers, positive_int,
                          split_settings, torch_dtype)
 
 EMB_TOKEN = "<emb>"
@@ -223,15 +223,15 @@ def build_qwen2_vl(rest: str, *, spec: str, device: str, precision: str, transfo
         tokenizer.add_tokens([EMB_TOKEN])  # LamRA's add_embed_token (the embedding row is never read)
     identity = {"kind": "qwen2-vl", "spec": spec, "model": model_id, "revision": revision_of(model, model_id),
                 "requested_revision": revision, "processor": processor_id,
+                "requested_processor_revision": processor_revision,
                 "processor_revision": files_revision(processor_id, processor_revision, "preprocessor_config.json"),
                 "precision": precision, "transform": transform, "min_pixels": min_pixels, "max_pixels": max_pixels,
                 "pooling": f"final hidden state of the token before the first {EMB_TOKEN} (else the last token)",
                 "positions": "sequential on all three M-RoPE axes (LamRA: position_ids None)",
                 "model_name": model_id.rstrip("/").split("/")[-1],
                 "transformers_version": transformers.__version__, "random_weights": False}
-    prompt = transform[len(PROMPT_PREFIX):] if transform.startswith(PROMPT_PREFIX) else None
     settings = image_settings(image_processor.to_dict(), processor_id)
-    return Qwen2VLEmbedder(model.to(device), tokenizer, settings, identity, device, precision, prompt,
+    return Qwen2VLEmbedder(model.to(device), tokenizer, settings, identity, device, precision, None,
                            min_pixels, max_pixels)
 
 
