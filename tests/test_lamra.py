@@ -82,6 +82,9 @@ def test_lamras_pixel_bounds_by_hand():
     # that LamRA clamps to 200 x 28 = 5,600; an aspect ratio of 200 passes, one above it is refused
     assert lamra_size(8200, 41) == (5600, 28) and lamra_size(41, 8200) == (28, 5600)
     assert lamra_size(5600, 28) == (5600, 28)
+    # 11,228 x 57 rounds to 11,228 x 56, a ratio of 200.5 (within 10^6 pixels): clamped to 11,200
+    assert lamra_size(11228, 57, max_pixels=10**6) == (11200, 56)
+    assert lamra_size(57, 11228, max_pixels=10**6) == (56, 11200)
     with pytest.raises(DataError, match="aspect ratio exceeds 200"):
         lamra_size(8201, 41)
 
@@ -293,6 +296,7 @@ def test_bad_settings_and_prompts_of_the_kind_are_one_line(folders, encoder):
         load_encoder(f"qwen2-vl:{model_dir}?processor=@abc")
     pinned = load_encoder(f"qwen2-vl:{model_dir}?processor={processor_dir}@r1")
     assert pinned.prompt is None and pinned.identity["requested_processor_revision"] == "r1"
+    assert pinned.identity["random_weights"] is False and pinned.identity["kind"] == "qwen2-vl"
     with pytest.raises(UsageError, match="needs the prompt its gallery images are encoded under"):
         pinned.encode_images([pinned.preprocess(IMAGES[0])])
 
