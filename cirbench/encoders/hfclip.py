@@ -17,10 +17,10 @@ resolved to (or a hash of a local folder's files) is in the encoder's identity. 
 from __future__ import annotations
 
 from cirbench.contracts.encoder import Encoder, copy_with, register_encoder, with_weights_rounded
-from cirbench.errors import MissingResourceError, UsageError
+from cirbench.errors import UsageError
 from cirbench.protocol.transforms import FloorCenterCrop, Rescale, ToRGB, squash_variant
 from cirbench.protocol.transforms import build as build_transform
-from cirbench.util.hub import load_pretrained, require_cached, revision_of
+from cirbench.util.hub import dtype_argument, import_transformers, load_pretrained, require_cached, revision_of
 
 PIL_RESAMPLE = {0: "nearest", 1: "lanczos", 2: "bilinear", 3: "bicubic", 4: "box", 5: "hamming"}
 # what of the processor's config changes the pixels (recorded in the encoder's identity)
@@ -141,18 +141,13 @@ def build_hf_clip(rest: str, *, spec: str, device: str, precision: str, transfor
         raise UsageError(f"encoder {spec!r} names no model: hf-clip:REPO_OR_FOLDER[@REVISION]")
     revision = revision or None
     require_cached(model_id, revision, "CLIP model")  # seconds sooner than importing transformers' CLIP
-    try:
-        import transformers
-    except ImportError:
-        raise MissingResourceError('the hf-clip encoder needs Hugging Face transformers: pip install -e ".[llm]"') \
-            from None
+    transformers = import_transformers("the hf-clip encoder")
     import torch
 
     # float32, as transformers 4.x loads by default and the official evaluations ran (5.x's default,
     # "auto", would keep a checkpoint's float16)
-    dtype = {"dtype": torch.float32} if int(transformers.__version__.split(".")[0]) >= 5 else \
-        {"torch_dtype": torch.float32}
-    model = load_pretrained([transformers.CLIPModel], model_id, revision, "CLIP model", **dtype)
+    model = load_pretrained([transformers.CLIPModel], model_id, revision, "CLIP model",
+                            **{dtype_argument(transformers): torch.float32})
     tokenizer = load_pretrained([transformers.AutoTokenizer], model_id, revision, "CLIP tokenizer")
     processor = load_pretrained([transformers.CLIPImageProcessor], model_id, revision, "CLIP image processor")
     config = processor.to_dict()

@@ -32,10 +32,9 @@ from __future__ import annotations
 from cirbench.contracts.encoder import register_encoder
 from cirbench.errors import DataError
 from cirbench.protocol.transforms import ToRGB
-from cirbench.util.hub import load_pretrained, require_cached, revision_of
+from cirbench.util.hub import dtype_argument, import_transformers, load_pretrained, require_cached, revision_of
 
-from .prompt_llm import (PromptEmbedder, dtype_argument, import_transformers, positive_int,
-                         split_settings, torch_dtype)
+from .prompt_llm import PromptEmbedder, pil_resize, positive_int, rescale_and_normalise, split_settings, torch_dtype
 
 # pinned: transformers 4.41.2 (E5-V's pin): its processor, rows and columns swapped, int() unpadding;
 # 4.45: transformers 4.45.2 (BGE-VL-MLLM's pin): 4.41's processor and unpadding, the layout fixed;
@@ -122,14 +121,6 @@ def _edge(value, key: str, default: int) -> int:
     return int(value) if value else default
 
 
-def _pil_resize(array, height: int, width: int, resample: int):
-    """transformers 4.x's resize of a uint8 HWC array: through PIL (no reducing gap), back to uint8."""
-    import numpy as np
-    from PIL import Image
-
-    return np.array(Image.fromarray(array).resize((width, height), resample=resample, reducing_gap=None))
-
-
 def tiles_441(image, config: dict):
     """(the uint8 HWC images -- base, then the grid's tiles row by row -- before the per-tile steps, the
     image's (height, width)), as transformers 4.41.2's LlavaNextImageProcessor.get_image_patches cuts
@@ -150,13 +141,13 @@ def tiles_441(image, config: dict):
         new_width, new_height = target_width, min(math.ceil(height * scale_w), target_height)
     else:
         new_height, new_width = target_height, min(math.ceil(width * scale_h), target_width)
-    resized = _pil_resize(array, new_height, new_width, resample)
+    resized = pil_resize(array, new_height, new_width, resample)
     paste_x, paste_y = (target_width - new_width) // 2, (target_height - new_height) // 2
     padded = np.pad(resized, ((paste_y, paste_y), (paste_x, paste_x), (0, 0)))
     grid = [padded[i:i + tile, j:j + tile] for i in range(0, padded.shape[0], tile)
             for j in range(0, padded.shape[1], tile)]
     short = _edge(config.get("size"), "shortest_edge", 336)
-    return [_pil_resize(array, short, short, resample)] + grid, (height, width)
+    return [pil_resize(array, short, short, resample)] + grid, (height, width)
 
 
 def pixels_441(image, config: dict):
@@ -175,35 +166,30 @@ def pixels_441(image, config: dict):
         h, w = tile.shape[:2]
         if config.get("do_resize", True):
             if w <= h:
-                tile = _pil_resize(tile, int(short * h / w), short, resample)
+                tile = pil_resize(tile, int(short * h / w), short, resample)
             else:
-                tile = _pil_resize(tile, short, int(short * w / h), resample)
+                tile = pil_resize(tile, short, int(short * w / h), resample)
         if config.get("do_center_crop", True):
             h, w = tile.shape[:2]
             top, left = (h - crop) // 2, (w - crop) // 2
             if top < 0 or left < 0:
                 raise DataError(f"an image tile of {h} x {w} is smaller than the {crop}-pixel crop")
             tile = tile[top:top + crop, left:left + crop]
-        values = tile
-        if config.get("do_rescale", True):
-            values = (values * float(config.get("rescale_factor", 1 / 255))).astype(np.float32)
-        if config.get("do_normalize", True):
-            mean = np.array(config["image_mean"], dtype=values.dtype)
-            std = np.array(config["image_std"], dtype=values.dtype)
-            values = (values - mean) / std
+        normalise = config.get("do_normalize", True)
+        values = rescale_and_normalise(tile, config.get("rescale_factor", 1 / 255) if config.get("do_rescale", True)
+                                       else None, config["image_mean"] if normalise else None, config["image_std"])
         out.append(torch.from_numpy(np.ascontiguousarray(values.transpose(2, 0, 1))))
     return torch.stack(out), size
 
 
 class LlavaNextEmbedder(PromptEmbedder):
     def __init__(self, model, processor, identity: dict, device: str, precision: str, tiles: str,
-                 prompt: str | None = None, resize: int | None = None):
+                 resize: int | None = None):
         self.model = model.eval().requires_grad_(False)
         self.processor = processor
         self.tokenizer = processor.tokenizer
         self.identity = identity
-        self.device, self.precision, self.tiles, self.prompt = device, precision, tiles, prompt
-        self.dtype = torch_dtype(precision)
+        self.device, self.precision, self.tiles = device, precision, tiles
         self.config = model.config
         core = getattr(model, "model", model)  # transformers 5 wraps the parts in LlavaNextModel
         self.vision_tower, self.projector = core.vision_tower, core.multi_modal_projector
@@ -257,7 +243,7 @@ def build_llava_next(rest: str, *, spec: str, device: str, precision: str, trans
         "resize": (positive_int, "N (pixels)")})
     tiles, resize = settings.get("tiles", "pinned"), settings.get("resize")
     require_cached(model_id, revision, "LLaVA-NeXT model")
-    transformers = import_transformers("llava-next")
+    transformers = import_transformers("the llava-next encoder")
     model = load_pretrained([transformers.LlavaNextForConditionalGeneration], model_id, revision, "LLaVA-NeXT model",
                             **{dtype_argument(transformers): torch_dtype(precision)})
     processor = load_pretrained([transformers.LlavaNextProcessor], model_id, revision, "LLaVA-NeXT processor")
@@ -270,7 +256,7 @@ def build_llava_next(rest: str, *, spec: str, device: str, precision: str, trans
                 "resize": resize,
                 "model_name": model_id.rstrip("/").split("/")[-1],
                 "transformers_version": transformers.__version__, "random_weights": False}
-    return LlavaNextEmbedder(model.to(device), processor, identity, device, precision, tiles, None, resize)
+    return LlavaNextEmbedder(model.to(device), processor, identity, device, precision, tiles, resize)
 
 
 build_llava_next.gpu_precision = "bf16"  # --precision auto on a GPU: the official codes' half precision

@@ -14,7 +14,7 @@ Gallery images are encoded under a prompt a method names: the view ``prompt:TEXT
 from __future__ import annotations
 
 from cirbench.contracts.encoder import Encoder, copy_with
-from cirbench.errors import MissingResourceError, UsageError
+from cirbench.errors import UsageError
 
 PROMPT_PREFIX = "prompt:"  # a view's transform naming the prompt gallery images are encoded under
 # the most padded tokens a forward pass may hold beyond its real ones, as a share of them
@@ -25,20 +25,6 @@ def torch_dtype(precision: str):
     import torch
 
     return {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}[precision]
-
-
-def import_transformers(kind: str):
-    try:
-        import transformers
-    except ImportError:
-        raise MissingResourceError(f'the {kind} encoder needs Hugging Face transformers: pip install -e ".[llm]"') \
-            from None
-    return transformers
-
-
-def dtype_argument(transformers) -> str:
-    """from_pretrained's name for the weights' dtype (``dtype`` since transformers 5)."""
-    return "dtype" if int(transformers.__version__.split(".")[0]) >= 5 else "torch_dtype"
 
 
 def split_settings(spec: str, rest: str, allowed: dict) -> tuple[str, str | None, dict]:
@@ -59,15 +45,40 @@ def split_settings(spec: str, rest: str, allowed: dict) -> tuple[str, str | None
     return model_id, revision or None, values
 
 
+def pil_resize(array, height: int, width: int, resample: int):
+    """transformers 4.x's resize of a uint8 HWC array: through PIL (no reducing gap), back to uint8."""
+    import numpy as np
+    from PIL import Image
+
+    return np.array(Image.fromarray(array).resize((width, height), resample=int(resample), reducing_gap=None))
+
+
+def rescale_and_normalise(values, rescale_factor: float | None, mean=None, std=None):
+    """transformers 4.x's rescale of an HWC array (in float64, cast to float32; None: not rescaled) and
+    normalisation (in float32 with the mean and std cast to it; None: not normalised)."""
+    import numpy as np
+
+    if rescale_factor is not None:
+        values = (values.astype(np.float64) * float(rescale_factor)).astype(np.float32)
+    if mean is not None:
+        values = (values - np.array(mean, dtype=values.dtype)) / np.array(std, dtype=values.dtype)
+    return values
+
+
 def positive_int(value: str) -> int | None:
     return int(value) if value.isdigit() and int(value) > 0 else None
 
 
 class PromptEmbedder(Encoder):
-    """Subclasses set model, tokenizer, language_model, device, precision, dtype, embed_dim, token_width,
-    identity, preprocess, prompt, and implement ``sequence(prompt, image) -> (L x hidden) embeddings``."""
+    """Subclasses set model, tokenizer, language_model, device, precision, embed_dim, token_width, identity
+    and preprocess, and implement ``sequence(prompt, image) -> (L x hidden) embeddings``; ``prompt`` is
+    None until a view names it."""
 
     prompt: str | None = None
+
+    @property
+    def dtype(self):
+        return torch_dtype(self.precision)
 
     def with_transform(self, transform: str):
         """``prompt:<text>``: the same model encoding gallery images under that prompt."""

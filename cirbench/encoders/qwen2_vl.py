@@ -28,10 +28,10 @@ import math
 
 from cirbench.contracts.encoder import register_encoder
 from cirbench.errors import DataError, UsageError
-from cirbench.util.hub import files_revision, load_pretrained, require_cached, revision_of
+from cirbench.util.hub import (dtype_argument, files_revision, import_transformers, load_pretrained,
+                               require_cached, revision_of)
 
-from .prompt_llm import (PromptEmbedder, dtype_argument, import_transformers, positive_int,
-                         split_settings, torch_dtype)
+from .prompt_llm import PromptEmbedder, pil_resize, positive_int, rescale_and_normalise, split_settings, torch_dtype
 
 EMB_TOKEN = "<emb>"
 IMAGE_FACTOR = 28
@@ -119,7 +119,6 @@ def pixels_445(image, settings: dict):
     Qwen2VLImageProcessor gives them for one RGB image (``settings``: :func:`image_settings`)."""
     import numpy as np
     import torch
-    from PIL import Image
 
     patch, merge, temporal = (int(settings[k]) for k in ("patch_size", "merge_size", "temporal_patch_size"))
     array = np.array(image.convert("RGB"))
@@ -127,15 +126,10 @@ def pixels_445(image, settings: dict):
     if settings["do_resize"]:
         h, w = processor_size(height, width, patch * merge, settings["min_pixels"], settings["max_pixels"])
         if (h, w) != (height, width):
-            array = np.array(Image.fromarray(array).resize((w, h), resample=int(settings["resample"]),
-                                                           reducing_gap=None))
+            array = pil_resize(array, h, w, settings["resample"])
             height, width = h, w
-    values = array
-    if settings["do_rescale"]:
-        values = (values.astype(np.float64) * float(settings["rescale_factor"])).astype(np.float32)
-    if settings["do_normalize"]:
-        values = (values - np.array(settings["image_mean"], dtype=values.dtype)) / np.array(settings["image_std"],
-                                                                                           dtype=values.dtype)
+    values = rescale_and_normalise(array, settings["rescale_factor"] if settings["do_rescale"] else None,
+                                   settings["image_mean"] if settings["do_normalize"] else None, settings["image_std"])
     frames = np.tile(values.transpose(2, 0, 1)[None], (temporal, 1, 1, 1))
     grid_h, grid_w = height // patch, width // patch
     channels = frames.shape[1]
@@ -146,11 +140,10 @@ def pixels_445(image, settings: dict):
 
 class Qwen2VLEmbedder(PromptEmbedder):
     def __init__(self, model, tokenizer, image_config: dict, identity: dict, device: str, precision: str,
-                 prompt: str | None, min_pixels: int, max_pixels: int):
+                 min_pixels: int, max_pixels: int):
         self.model = model.eval().requires_grad_(False)
         self.tokenizer, self.image_config, self.identity = tokenizer, image_config, identity
-        self.device, self.precision, self.prompt = device, precision, prompt
-        self.dtype = torch_dtype(precision)
+        self.device, self.precision = device, precision
         self.config = model.config
         core = model.model
         if hasattr(core, "language_model"):  # transformers 5: Qwen2VLModel holds both parts
@@ -211,7 +204,7 @@ def build_qwen2_vl(rest: str, *, spec: str, device: str, precision: str, transfo
         raise UsageError(f"encoder {spec!r}: min_pixels {min_pixels} exceeds max_pixels {max_pixels}")
     require_cached(model_id, revision, "Qwen2-VL model")
     require_cached(processor_id, processor_revision, "Qwen2-VL processor")
-    transformers = import_transformers("qwen2-vl")
+    transformers = import_transformers("the qwen2-vl encoder")
     model = load_pretrained([transformers.Qwen2VLForConditionalGeneration], model_id, revision, "Qwen2-VL model",
                             **{dtype_argument(transformers): torch_dtype(precision)})
     tokenizer = load_pretrained([transformers.AutoTokenizer], processor_id, processor_revision, "Qwen2-VL tokenizer")
@@ -231,7 +224,7 @@ def build_qwen2_vl(rest: str, *, spec: str, device: str, precision: str, transfo
                 "model_name": model_id.rstrip("/").split("/")[-1],
                 "transformers_version": transformers.__version__, "random_weights": False}
     settings = image_settings(image_processor.to_dict(), processor_id)
-    return Qwen2VLEmbedder(model.to(device), tokenizer, settings, identity, device, precision, None,
+    return Qwen2VLEmbedder(model.to(device), tokenizer, settings, identity, device, precision,
                            min_pixels, max_pixels)
 
 

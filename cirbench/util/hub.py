@@ -138,3 +138,17 @@ def files_revision(model_id: str, revision: str | None, filename: str) -> str:
         found = None
     parts = Path(found).parts if isinstance(found, str) else ()
     return parts[parts.index("snapshots") + 1] if "snapshots" in parts else (revision or "unknown")
+
+
+def import_transformers(what: str):
+    """transformers, or the one-line error naming what needs it (``what``: "the hf-clip encoder")."""
+    try:
+        import transformers
+    except ImportError:
+        raise MissingResourceError(f'{what} needs Hugging Face transformers: pip install -e ".[llm]"') from None
+    return transformers
+
+
+def dtype_argument(transformers) -> str:
+    """from_pretrained's name for the weights' dtype (``dtype`` since transformers 5, ``torch_dtype`` before)."""
+    return "dtype" if int(transformers.__version__.split(".")[0]) >= 5 else "torch_dtype"

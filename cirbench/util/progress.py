@@ -47,7 +47,8 @@ class _Task:
         left = ""
         if self.total and 0 < self.done_count < self.total and status != "done":
             left = f", about {elapsed / self.done_count * (self.total - self.done_count):.0f}s left"
-        rate = f", {self.rate()}" if self.rate() else ""
+        rate = self.rate()
+        rate = f", {rate}" if rate else ""
         return (f"{self.description}: {self.done_count}{of}{pct} {elapsed:.0f}s{rate}{left}"
                 f"{' ' + status if status else ''}")
 
