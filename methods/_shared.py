@@ -8,7 +8,7 @@ an underscore).
 
 from __future__ import annotations
 
-from cirbench.contracts.method import Method
+from cirbench.contracts.method import Method, Option
 from cirbench.contracts.split import CAPTION_STRIP, DEFAULT_PROMPTS, relative_captions
 from cirbench.protocol.prompts import fill_pseudo, split_pseudo, with_token
 from cirbench.protocol.scoring import normalize
@@ -175,3 +175,24 @@ def subset_groups(subsets) -> dict[tuple, list[int]]:
     for i, members in enumerate(subsets):
         groups.setdefault(tuple(members), []).append(i)
     return groups
+
+
+def model_options(family: str, default: str, revision_default: str = "") -> dict:
+    """The options of a method that brings its own model: the model (a hub repository or a local folder) and
+    its hub revision. Neither is part of the method's setting: they name the encoder, so two models never
+    share a row or a cache entry."""
+    return {
+        "model": Option(str, None, f"a Hugging Face repository id or a local folder of a {family} model "
+                                   f"(default: {default})", in_setting=False),
+        "revision": Option(str, None, "the hub revision (commit, tag or branch) of the model"
+                                      + (f" (default: {revision_default})" if revision_default else ""),
+                           in_setting=False),
+    }
+
+
+def model_spec(cls, kind: str, options, settings: str = "", pinned: dict | None = None) -> str:
+    """The encoder spec ``KIND:MODEL[@REVISION][?SETTINGS]`` of the model a method brings: ``--option``'s
+    model or the method's default, the revision asked or the one ``pinned`` for that model."""
+    model = options.get("model") or cls.default_model
+    revision = options.get("revision") or (pinned or {}).get(model)
+    return f"{kind}:{model}" + (f"@{revision}" if revision else "") + (f"?{settings}" if settings else "")

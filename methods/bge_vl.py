@@ -31,7 +31,7 @@ from __future__ import annotations
 from cirbench.contracts.method import EncoderView, Method, Option, register_method
 from cirbench.protocol.scoring import normalize
 
-from ._shared import choose_template
+from ._shared import choose_template, model_options, model_spec
 
 # the official query files' texts (eval/data/*_query*.jsonl), by dataset
 OFFICIAL_TEMPLATES = {
@@ -55,18 +55,14 @@ class BGEVL(Method):
     display_order = 60
     default_model = "BAAI/BGE-VL-base"
     options = {
-        "model": Option(str, None, "a Hugging Face repository id or a local folder of a transformers CLIP model "
-                                   "(default: BAAI/BGE-VL-base; BAAI/BGE-VL-large)", in_setting=False),
-        "revision": Option(str, None, "the hub revision (commit, tag or branch) of the model (default: the pinned "
-                                      "commit of BAAI/BGE-VL-base and -large)", in_setting=False),
+        **model_options("transformers CLIP", "BAAI/BGE-VL-base; BAAI/BGE-VL-large",
+                        "the pinned commit of BAAI/BGE-VL-base and -large"),
         "template": Option(str, None, "the query text template (default: the official query file's, per dataset)"),
     }
 
     @classmethod
     def own_encoder(cls, options, checkpoint):
-        model = options.get("model") or cls.default_model
-        revision = options.get("revision") or PINNED_REVISIONS.get(model, "")
-        return f"hf-clip:{model}" + (f"@{revision}" if revision else "")
+        return model_spec(cls, "hf-clip", options, pinned=PINNED_REVISIONS)
 
     @classmethod
     def encoder_view(cls, options):

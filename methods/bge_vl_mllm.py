@@ -28,7 +28,7 @@ from cirbench.contracts.method import EncoderView, Method, Option, register_meth
 from cirbench.protocol.prompts import fill
 from cirbench.protocol.scoring import normalize
 
-from ._shared import choose_template
+from ._shared import choose_template, model_options, model_spec
 from .bge_vl import OFFICIAL_TEMPLATES
 
 INSTRUCTION = ("Retrieve the target image that best meets the combined criteria by using both the provided image "
@@ -56,17 +56,13 @@ class BGEVLMLLM(Method):
     display_order = 63
     default_model = "BAAI/BGE-VL-MLLM-S1"
     options = {
-        "model": Option(str, None, "a Hugging Face repository id or a local folder of a LLaVA-NeXT model "
-                                   "(default: BAAI/BGE-VL-MLLM-S1; BAAI/BGE-VL-MLLM-S2)", in_setting=False),
-        "revision": Option(str, None, "the hub revision (commit, tag or branch) of the model", in_setting=False),
+        **model_options("LLaVA-NeXT", "BAAI/BGE-VL-MLLM-S1; BAAI/BGE-VL-MLLM-S2"),
         "template": Option(str, None, "the query text template (default: BGE-VL's query files' per dataset)"),
     }
 
     @classmethod
     def own_encoder(cls, options, checkpoint):
-        model = options.get("model") or cls.default_model
-        revision = options.get("revision")
-        return f"llava-next:{model}" + (f"@{revision}" if revision else "") + f"?tiles=4.45&resize={IMAGE_SIZE}"
+        return model_spec(cls, "llava-next", options, f"tiles=4.45&resize={IMAGE_SIZE}")
 
     def prepare(self, split):
         self.template, self.source = choose_template(self, split, OFFICIAL_TEMPLATES, "BGE-VL's query file")

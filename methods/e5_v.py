@@ -29,7 +29,7 @@ from cirbench.contracts.method import EncoderView, Method, Option, register_meth
 from cirbench.contracts.split import CAPTION_STRIP, relative_captions
 from cirbench.protocol.scoring import normalize
 
-from ._shared import caption_prompts
+from ._shared import caption_prompts, model_options, model_spec
 
 LLAMA3 = "<|start_header_id|>user<|end_header_id|>\n\n{}<|eot_id|><|start_header_id|>assistant<|end_header_id|>\n\n \n"
 FASHION_GALLERY = "<image>\n Describe this {c} in one word based on its style:"
@@ -50,18 +50,14 @@ class E5V(Method):
     display_order = 64
     default_model = "royokong/e5-v"
     options = {
-        "model": Option(str, None, "a Hugging Face repository id or a local folder of a LLaVA-NeXT model "
-                                   "(default: royokong/e5-v)", in_setting=False),
-        "revision": Option(str, None, "the hub revision (commit, tag or branch) of the model", in_setting=False),
+        **model_options("LLaVA-NeXT", "royokong/e5-v"),
         "tiles": Option(str, "pinned", "the any-resolution tile layout: 'pinned' (transformers 4.41.2's, which made "
                                        "the published numbers) or 'fixed' (today's)", ("pinned", "fixed")),
     }
 
     @classmethod
     def own_encoder(cls, options, checkpoint):
-        model = options.get("model") or cls.default_model
-        revision = options.get("revision")
-        return f"llava-next:{model}" + (f"@{revision}" if revision else "") + f"?tiles={options.get('tiles', 'pinned')}"
+        return model_spec(cls, "llava-next", options, f"tiles={options.get('tiles', 'pinned')}")
 
     def prepare(self, split):
         if split.dataset == "fashioniq":

@@ -29,7 +29,7 @@ from __future__ import annotations
 from cirbench.contracts.method import EncoderView, Method, Option, register_method
 from cirbench.protocol.scoring import normalize
 
-from ._shared import caption_prompts
+from ._shared import caption_prompts, model_options, model_spec
 
 CHANGES = "I'm looking for a similar everyday image with the described changes."
 ATTRIBUTES = "I'm looking for an image with the same attributes as described."
@@ -67,9 +67,7 @@ class LamRA(Method):
     default_model = "code-kunkun/LamRA-Ret"
     default_processor = "Qwen/Qwen2-VL-7B-Instruct"
     options = {
-        "model": Option(str, None, "a Hugging Face repository id or a local folder of a Qwen2-VL model "
-                                   "(default: code-kunkun/LamRA-Ret)", in_setting=False),
-        "revision": Option(str, None, "the hub revision (commit, tag or branch) of the model", in_setting=False),
+        **model_options("Qwen2-VL", "code-kunkun/LamRA-Ret"),
         "processor": Option(str, None, "the repository or folder of the processor (tokenizer and image processor), "
                                        "with an optional @REVISION (default: Qwen/Qwen2-VL-7B-Instruct, as the "
                                        "official evaluation loads it)", in_setting=False),
@@ -77,10 +75,7 @@ class LamRA(Method):
 
     @classmethod
     def own_encoder(cls, options, checkpoint):
-        model = options.get("model") or cls.default_model
-        revision = options.get("revision")
-        processor = options.get("processor") or cls.default_processor
-        return f"qwen2-vl:{model}" + (f"@{revision}" if revision else "") + f"?processor={processor}"
+        return model_spec(cls, "qwen2-vl", options, f"processor={options.get('processor') or cls.default_processor}")
 
     def prepare(self, split):
         self.instruction = instruction_for(split)
