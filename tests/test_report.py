@@ -170,3 +170,6 @@ def test_a_chat_prompt_stays_whole_in_the_protocol_table():
     html = _markdown_table_html(lines)
     assert "&lt;|im_start|&gt;user\\n&lt;|image_pad|&gt;`x` {text}\\nSay it: &lt;|im_end|&gt;" in html
     assert html.count("<tr>") == 2 and "prompt:&lt;|im_start|&gt;user\\n" in html
+    from cirbench.analysis.html import inline
+
+    assert inline("`a {text} of ` (e.g. `a cartoon of `)") == "<code>a {text} of </code> (e.g. <code>a cartoon of </code>)"

@@ -44,7 +44,8 @@ def _table_html(table) -> str:
 def inline(text: str) -> str:
     """Markdown text (as the .md report writes it) as HTML: escaped, its `code` spans (and ``fenced``
     ones holding a backtick) as <code>."""
-    return re.sub(r"(`+) ?(.*?) ?\1(?!`)", r"<code>\2</code>", esc(text))
+    return re.sub(r"`` (.+?) ``|`([^`]*)`", lambda m: f"<code>{m.group(1) if m.group(1) is not None else m.group(2)}</code>",
+                  esc(text))
 
 
 def _markdown_table_html(lines: list[str]) -> str:
